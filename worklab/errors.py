@@ -1,0 +1,8 @@
+"""The error a user can fix: a bad file, key or value, reported without a stack trace."""
+
+
+class UserError(Exception):
+    """A problem with the user's input: the message names the file, key or value and what would work.
+
+    run.py prints the message and exits non-zero instead of showing a traceback.
+    """
