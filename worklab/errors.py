@@ -6,3 +6,12 @@ class UserError(Exception):
 
     run.py prints the message and exits non-zero instead of showing a traceback.
     """
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after saving a checkpoint at `step`."""
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"stopped by signal {signum} at step {step}")
+        self.signum = signum
+        self.step = step

@@ -1,0 +1,46 @@
+"""Build the parts of a run from a plain config and dispatch on the schedule once.
+
+`run(cfg)` is the whole program behind run.py and can be called without Hydra.
+TensorFlow is configured (threads, oneDNN, precision) before it is first imported, so
+the modules that import it are imported inside `run`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict
+
+from worklab import runtime
+from worklab.config import Config, FixedSchedule, TestSchedule, TrainSchedule
+from worklab.errors import UserError
+from worklab.interrupt import StopRequest
+
+log = logging.getLogger("worklab")
+
+
+
+def run(cfg: Config) -> Dict:
+    """Run the configured schedule in cfg.run_dir and return its final metrics."""
+    tf = runtime.configure(cfg.runtime, cfg.seed)
+    from worklab.parts import Parts
+    from worklab.schedules import fixed, test, train
+
+    schedule = {TrainSchedule: train, TestSchedule: test, FixedSchedule: fixed}[type(cfg.schedule)]
+    log.info("run folder: %s", cfg.run_dir)
+    with StopRequest() as stop:
+        parts = Parts(cfg, stop)
+        try:
+            return schedule.run(parts)
+        except tf.errors.OpError as error:
+            _name_bad_images(parts, error)
+            raise
+
+
+def _name_bad_images(parts, error: Exception) -> None:
+    """After a TensorFlow failure, find images that do not decode and name them if there are any."""
+    from worklab.reader import find_undecodable
+
+    lists = [parts.__dict__[k] for k in ("train_images", "test_images") if k in parts.__dict__]
+    bad = [p for images in lists for p in find_undecodable(images.paths)]
+    if bad:
+        raise UserError(f"{len(bad)} image(s) cannot be decoded: {', '.join(bad[:5])}. "
+                        "Fix or remove them from the list.") from error

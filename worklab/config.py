@@ -1,0 +1,286 @@
+"""Config schemas: the dataclasses behind conf/, registered in Hydra's ConfigStore.
+
+This is the only module of the package that knows Hydra. Everything else takes the
+plain dataclass objects built here by `to_plain`, so it can be used and tested without
+Hydra. Each dataclass checks its values in `__post_init__` and raises `UserError` naming
+the key, so a bad value stops the run before TensorFlow is even imported.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from worklab.errors import UserError
+
+DEPTHS = (10, 18, 34, 50, 101, 152)
+OPTIMIZERS = ("sgd", "momentum", "adam")
+SOURCES = ("demo", "json", "folder")
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _positive(key: str, value: float) -> None:
+    _require(value > 0, f"{key}={value} must be greater than 0.")
+
+
+@dataclass
+class AugmentConfig:
+    """The seed's training augmentations; each is off at test time and off here when 0/false."""
+
+    zoom: float = 0.15  # up to this much larger before a random crop back to image_size
+    shift: float = 0.1  # random shift, as a fraction of image_size
+    brightness: float = 0.1  # random brightness delta on [0, 1] pixels
+    contrast: float = 0.1  # contrast factor drawn from [1 - contrast, 1 + contrast]
+    rotate90: bool = False  # random multiple of 90 degrees
+    flip: bool = True  # random left-right flip
+
+    def __post_init__(self) -> None:
+        for key in ("zoom", "shift", "brightness", "contrast"):
+            value = getattr(self, key)
+            _require(value >= 0, f"reader.augment.{key}={value} must be 0 (off) or positive.")
+        _require(self.shift < 0.5, f"reader.augment.shift={self.shift} must be below 0.5.")
+        _require(self.contrast < 1, f"reader.augment.contrast={self.contrast} must be below 1.")
+
+
+@dataclass
+class DemoConfig:
+    """Size of the built-in demo set written under data_dir on first use."""
+
+    image_size: int = 48
+    train_per_class: int = 100
+    test_per_class: int = 30
+
+    def __post_init__(self) -> None:
+        for key in ("image_size", "train_per_class", "test_per_class"):
+            _positive(f"reader.demo.{key}", getattr(self, key))
+
+
+@dataclass
+class ReaderConfig:
+    """Where the images are and how they become batches."""
+
+    source: str = "demo"  # demo | json | folder
+    train: Optional[str] = None  # JSON list file (json) or class-folder root (folder)
+    test: Optional[str] = None
+    image_size: int = 224
+    batch_size: int = 32
+    test_batch_size: Optional[int] = None  # default: batch_size
+    skip_bad: bool = False  # skip unreadable images instead of stopping
+    cache: bool = False  # keep decoded, resized images in memory
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.source in SOURCES,
+                 f"reader.source={self.source!r} is not one of {', '.join(SOURCES)}.")
+        _positive("reader.image_size", self.image_size)
+        _positive("reader.batch_size", self.batch_size)
+        if self.test_batch_size is not None:
+            _positive("reader.test_batch_size", self.test_batch_size)
+        for key in ("mean", "std"):
+            _require(len(getattr(self, key)) == 3,
+                     f"reader.{key}={getattr(self, key)} must list 3 values, one per RGB channel.")
+        _require(all(s > 0 for s in self.std), f"reader.std={self.std} must be positive.")
+
+
+@dataclass
+class LrRule:
+    """One learning-rate rule: variables whose name matches `pattern` (re.search) get these multipliers."""
+
+    pattern: str = MISSING
+    mult: float = 1.0  # learning-rate multiplier; 0 freezes the variable
+    decay_mult: float = 1.0  # weight-decay multiplier
+
+
+@dataclass
+class NetworkConfig:
+    """The ResNet to build; the number of classes comes from the data."""
+
+    depth: int = 18  # 10, 18, 34 (basic blocks) or 50, 101, 152 (bottleneck blocks)
+    width: float = 1.0  # channel multiplier
+    weight_decay: float = 1e-4  # L2 on kernels, scaled per variable by decay_mult
+    lr_mult: List[LrRule] = field(default_factory=list)  # ordered; the first match wins
+
+    def __post_init__(self) -> None:
+        _require(self.depth in DEPTHS,
+                 f"network.depth={self.depth} is not one of {', '.join(map(str, DEPTHS))}.")
+        _positive("network.width", self.width)
+        _require(self.weight_decay >= 0, f"network.weight_decay={self.weight_decay} must be >= 0.")
+        for i, rule in enumerate(self.lr_mult):
+            _require(rule.mult >= 0 and rule.decay_mult >= 0,
+                     f"network.lr_mult[{i}] (pattern {rule.pattern!r}): mult and decay_mult must be >= 0.")
+
+
+@dataclass
+class OptimizerConfig:
+    """The optimizer; `lr` is the base rate that schedules change and lr_mult rules scale."""
+
+    name: str = "momentum"  # sgd | momentum | adam
+    lr: float = 0.1
+    momentum: float = 0.9  # momentum
+    nesterov: bool = False  # momentum
+    beta_1: float = 0.9  # adam
+    beta_2: float = 0.999  # adam
+    epsilon: float = 1e-7  # adam
+
+    def __post_init__(self) -> None:
+        _require(self.name in OPTIMIZERS,
+                 f"optimizer.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}.")
+        _positive("optimizer.lr", self.lr)
+
+
+@dataclass
+class RestoreConfig:
+    """Restoring from a pretrained checkpoint; `restore=none` starts from fresh weights."""
+
+
+@dataclass
+class ScheduleConfig:
+    """What every schedule shares: the cadence of logs and checkpoints."""
+
+    log_every: int = 50  # steps between train log lines and TensorBoard scalars
+    save_every: int = 500  # steps between checkpoints (and always at the end)
+    keep: int = 3  # checkpoints kept in the run folder
+
+    def __post_init__(self) -> None:
+        for key in ("log_every", "save_every", "keep"):
+            _require(getattr(self, key) >= 1, f"schedule.{key}={getattr(self, key)} must be at least 1.")
+
+
+@dataclass
+class TrainSchedule(ScheduleConfig):
+    """Train up to `steps` in total, without testing (the seed's train script)."""
+
+    steps: int = 1000  # the run's total step count: rerun with a larger value to continue
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("schedule.steps", self.steps)
+
+
+@dataclass
+class TestSchedule(ScheduleConfig):
+    """Evaluate one checkpoint of a run (the seed's test script)."""
+
+    step: Optional[int] = None  # default: the latest checkpoint
+
+
+@dataclass
+class Stage:
+    """One stage of the fixed schedule: `steps` steps at learning rate `lr`."""
+
+    lr: float = MISSING
+    steps: int = MISSING
+
+
+@dataclass
+class FixedSchedule(ScheduleConfig):
+    """Learning-rate stages, testing after each (the seed's train_and_test)."""
+
+    stages: List[Stage] = field(default_factory=lambda: [Stage(0.1, 400), Stage(0.01, 100)])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(len(self.stages) > 0, "schedule.stages is empty: give at least one {lr, steps}.")
+        for i, stage in enumerate(self.stages):
+            _positive(f"schedule.stages[{i}].lr", stage.lr)
+            _positive(f"schedule.stages[{i}].steps", stage.steps)
+
+
+@dataclass
+class RuntimeConfig:
+    """How TensorFlow runs: set before the first TensorFlow import."""
+
+    onednn: bool = True  # oneDNN CPU kernels (TensorFlow enables them only on newer CPUs by default)
+    xla: bool = False  # compile the train and test steps with XLA
+    precision: str = "float32"  # float32 | mixed_bfloat16
+    memory_growth: bool = True  # allocate GPU memory as needed, so processes can share a GPU
+    intra_op_threads: int = 0  # 0: TensorFlow's choice (all cores)
+    inter_op_threads: int = 0
+    deterministic: bool = False  # deterministic kernels (slower); for exact reruns
+
+    def __post_init__(self) -> None:
+        _require(self.precision in PRECISIONS,
+                 f"runtime.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}.")
+        for key in ("intra_op_threads", "inter_op_threads"):
+            _require(getattr(self, key) >= 0, f"runtime.{key} must be 0 (automatic) or positive.")
+
+
+@dataclass
+class Config:
+    """The whole run: one field per config group plus the run's own settings."""
+
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    restore: RestoreConfig = field(default_factory=RestoreConfig)
+    schedule: ScheduleConfig = MISSING
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    seed: int = 0  # shuffling, augmentation and initialisation
+    top_k: int = 5  # the k of the top-k test accuracy
+    resume: Optional[str] = None  # a run folder to continue in, with its saved config
+    run_dir: str = "${hydra:runtime.output_dir}"  # this run's folder (set by Hydra)
+    data_dir: str = "data"  # where the demo set is written
+
+
+def register() -> None:
+    """Store the schemas so conf/ files are checked against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    for name, node in (("base_train", TrainSchedule), ("base_test", TestSchedule),
+                       ("base_fixed", FixedSchedule)):
+        cs.store(group="schedule", name=name, node=node)
+
+
+def to_plain(cfg: Any) -> Config:
+    """Turn a composed DictConfig into the plain dataclasses the package works with."""
+    return OmegaConf.to_object(cfg)
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def _replaced(key: str, new_keys: set) -> bool:
+    """A saved override gives way to a new one of the same key, or to a new choice of its group."""
+    return key in new_keys or key.split(".", 1)[0] in new_keys
+
+
+def resume_argv(argv: List[str]) -> List[str]:
+    """Put a resumed run's saved overrides in front of the new ones.
+
+    `resume=PATH` continues a run in its own folder with the config it was started
+    with: Hydra composes the saved overrides (PATH/.hydra/overrides.yaml) and then the
+    new ones, which win. A PATH that is not a run folder stops here, before Hydra
+    creates or touches any folder.
+    """
+    given = [a for a in argv[1:] if not a.startswith("-") and "=" in a]
+    resume = [a.split("=", 1)[1] for a in given if _override_key(a) == "resume"]
+    if not resume:
+        return argv
+    saved_file = Path(resume[-1]) / ".hydra" / "overrides.yaml"
+    if not saved_file.is_file():
+        raise UserError(f"resume={resume[-1]} is not a run folder: {saved_file} does not exist. "
+                        "Pass the folder of an earlier run, e.g. outputs/2026-11-25/10-11-12.")
+    new_keys = {_override_key(a) for a in given}
+    saved = [o for o in OmegaConf.load(saved_file) if not _replaced(_override_key(o), new_keys)]
+    return argv[:1] + saved + argv[1:]
+
+
+def _run_folder(resume: Optional[str], fresh: str) -> str:
+    return resume if resume else fresh
+
+
+OmegaConf.register_new_resolver("run_folder", _run_folder, replace=True)
+register()

@@ -1,0 +1,139 @@
+"""The parts a schedule works with, built from config on first use.
+
+A schedule asks for what it needs: testing a checkpoint never reads the training list
+or builds a training pipeline. Building follows one order: image lists and the class
+map, then the model, its learning-rate plan and optimizers, then the session, which
+restores the starting state before the trainer opens the input stream at the
+restored position.
+"""
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from pathlib import Path
+from typing import List, Tuple
+
+import tensorflow as tf
+
+from worklab import demo
+from worklab.config import Config
+from worklab.errors import UserError
+from worklab.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
+                               save_classes, to_image_list)
+from worklab.interrupt import StopRequest
+from worklab.network import build_resnet
+from worklab.reader import Reader
+from worklab.rules import lr_multipliers
+from worklab.session import Session
+from worklab.tester import Tester
+from worklab.trainer import OptimizerGroups, Trainer
+from worklab.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+class Parts:
+    """Reader, model, session, trainer, tester and writer of one run folder."""
+
+    def __init__(self, cfg: Config, stop: StopRequest):
+        self.cfg = cfg
+        self.stop = stop
+        self.run_dir = Path(cfg.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.strategy = tf.distribute.get_strategy()
+        self.reader = Reader(cfg.reader, cfg.seed)
+        self.writer = Writer(self.run_dir)
+        with self.strategy.scope():
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+            self.examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
+            self.lr = tf.Variable(cfg.optimizer.lr, dtype=tf.float32, trainable=False, name="lr")
+
+    # Data ------------------------------------------------------------------------------------
+
+    @cached_property
+    def sources(self) -> Tuple[str, str, str]:
+        """(train, test, kind): the list files or folders to read; the demo set is written first if needed."""
+        r = self.cfg.reader
+        if r.source == "demo":
+            train, test = demo.ensure_demo(Path(self.cfg.data_dir), r.demo.image_size,
+                                           r.demo.train_per_class, r.demo.test_per_class, self.cfg.seed)
+            return str(train), str(test), "json"
+        for key in ("train", "test"):
+            if not getattr(r, key):
+                raise UserError(f"reader.{key} is not set: pass reader.{key}=PATH to the list or folder.")
+        return r.train, r.test, r.source
+
+    @cached_property
+    def classes(self) -> List[str]:
+        """The class map saved in the run folder, or built from the training list and saved."""
+        path = self.run_dir / "classes.json"
+        classes = load_classes(path)
+        if classes is None:
+            train, _, kind = self.sources
+            classes = build_classes(read_entries(train, kind), train)
+            save_classes(path, classes)
+            log.info("classes: %d (%s)", len(classes), ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else ""))
+        return classes
+
+    @cached_property
+    def train_images(self) -> ImageList:
+        return self._image_list(0)
+
+    @cached_property
+    def test_images(self) -> ImageList:
+        return self._image_list(1)
+
+    def _image_list(self, which: int) -> ImageList:
+        source, kind = self.sources[which], self.sources[2]
+        images = check_files(to_image_list(read_entries(source, kind), self.classes, source),
+                             self.cfg.reader.skip_bad)
+        log.info("%s: %d images from %s", ("train", "test")[which], len(images), source)
+        return images
+
+    # Model and state ------------------------------------------------------------------------
+
+    @cached_property
+    def model(self):
+        with self.strategy.scope():
+            model = build_resnet(self.cfg.network, len(self.classes), self.cfg.reader.image_size)
+        log.info("network: %s, width %g, %d classes, %.2fM parameters", model.name, self.cfg.network.width,
+                 len(self.classes), model.count_params() / 1e6)
+        return model
+
+    @cached_property
+    def plan(self):
+        return lr_multipliers(self.cfg.network.lr_mult, [v.path for v in self.model.variables])
+
+    @cached_property
+    def optimizers(self) -> OptimizerGroups:
+        with self.strategy.scope():
+            groups = OptimizerGroups(self.cfg.optimizer, self.model, self.plan, self.lr)
+        frozen = sum(1 for v in self.model.trainable_variables if self.plan[v.path].lr == 0)
+        log.info("optimizer: %s, %d learning-rate group(s), %d frozen variable(s)",
+                 self.cfg.optimizer.name, len(groups.groups), frozen)
+        return groups
+
+    @cached_property
+    def session(self) -> Session:
+        return Session(self.run_dir, self.model, self.optimizers.state(), self.step, self.examples, self.lr,
+                       self.cfg.schedule.keep)
+
+    @cached_property
+    def start_position(self) -> int:
+        """Restore the starting state once (see Session.restore); return the input position to read from."""
+        self.session.restore()
+        return int(self.examples.numpy())
+
+    # Inner loops -----------------------------------------------------------------------------
+
+    @cached_property
+    def trainer(self) -> Trainer:
+        dataset = self.reader.train(self.train_images, start=self.start_position)
+        return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,
+                       self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla)
+
+    @cached_property
+    def tester(self) -> Tester:
+        r = self.cfg.reader
+        return Tester(self.model, self.reader.test(self.test_images), len(self.test_images),
+                      r.test_batch_size or r.batch_size, self.cfg.top_k, xla=self.cfg.runtime.xla)

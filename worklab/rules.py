@@ -1,0 +1,57 @@
+"""Pattern rules over variable names, turned into per-variable decisions once, at build time.
+
+A rule list is ordered and the first rule whose regex matches (re.search) a variable's
+name decides for it; a variable no rule matches gets the defaults. A rule that matches
+no variable at all is an error, so a typo cannot silently train everything.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+from worklab.config import LrRule
+from worklab.errors import UserError
+
+
+@dataclass(frozen=True)
+class Multipliers:
+    """How one variable trains: its learning-rate and weight-decay multipliers."""
+
+    lr: float = 1.0
+    decay: float = 1.0
+
+
+def compile_patterns(patterns: Sequence[str], key: str) -> List[re.Pattern]:
+    """Compile regexes, naming the config key and the pattern when one is invalid."""
+    compiled = []
+    for i, pattern in enumerate(patterns):
+        try:
+            compiled.append(re.compile(pattern))
+        except re.error as error:
+            raise UserError(f"{key}[{i}] pattern {pattern!r} is not a valid regular expression: {error}.") from None
+    return compiled
+
+
+def first_match(name: str, patterns: Sequence[re.Pattern]) -> int:
+    """Index of the first pattern that matches `name`, or -1."""
+    return next((i for i, p in enumerate(patterns) if p.search(name)), -1)
+
+
+def check_all_used(patterns: Sequence[re.Pattern], names: Sequence[str], key: str) -> None:
+    """Fail on a pattern that matches none of `names`, showing a few names it could have matched."""
+    unused = [p.pattern for p in patterns if not any(p.search(n) for n in names)]
+    if unused:
+        raise UserError(f"{key}: pattern(s) {unused} match no variable. Variable names look like: "
+                        f"{', '.join(names[:4])}, ..., {names[-1]}.")
+
+
+def lr_multipliers(rules: Sequence[LrRule], names: Sequence[str]) -> Dict[str, Multipliers]:
+    """Map each variable name to its multipliers under the network.lr_mult rules."""
+    patterns = compile_patterns([r.pattern for r in rules], "network.lr_mult")
+    check_all_used(patterns, names, "network.lr_mult")
+    plan = {}
+    for name in names:
+        i = first_match(name, patterns)
+        plan[name] = Multipliers(rules[i].mult, rules[i].decay_mult) if i >= 0 else Multipliers()
+    return plan

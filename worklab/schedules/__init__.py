@@ -1,0 +1,1 @@
+"""The outer loops: each decides what happens between Trainer and Tester calls."""

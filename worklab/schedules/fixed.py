@@ -1,0 +1,31 @@
+"""schedule=fixed: learning-rate stages, testing after each (the seed's train_and_test).
+
+The state is the global step alone: the stage is the one whose step range holds it,
+and a stage's test counts as done when its evaluation file exists, so a resumed run
+picks up mid-stage, or tests a stage that was trained but not yet tested.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Dict
+
+from worklab.schedules.loop import evaluate, train_until
+
+log = logging.getLogger("worklab")
+
+
+def run(parts) -> Dict:
+    """Train each stage at its rate up to its end step, then test; return the last test's statistics."""
+    stages = parts.cfg.schedule.stages
+    ends = list(itertools.accumulate(stage.steps for stage in stages))
+    results = {}
+    for number, (stage, end) in enumerate(zip(stages, ends), start=1):
+        results = parts.writer.evaluated(end)
+        if results is not None:
+            continue
+        parts.lr.assign(stage.lr)
+        log.info("stage %d/%d: learning rate %g to step %d", number, len(stages), stage.lr, end)
+        train_until(parts, end)
+        results = evaluate(parts)
+    return results

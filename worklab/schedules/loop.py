@@ -1,0 +1,82 @@
+"""The pieces every schedule is made of: train to a step (logging and saving on cadence) and evaluate.
+
+Every cadence comes from schedule.log_every / save_every and is decided by `due`,
+which also fires on the last step of a stretch, so a stretch always ends logged and
+saved. Log lines have one fixed format for train and one for test.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional
+
+import numpy as np
+
+from worklab.errors import Interrupted, UserError
+from worklab.progress import Progress
+
+log = logging.getLogger("worklab")
+
+
+def due(step: int, every: int, last: int) -> bool:
+    """Is it time? True every `every` steps and on the last step."""
+    return step % every == 0 or step == last
+
+
+def train_until(parts, end: int) -> Optional[Dict[str, float]]:
+    """Train from the current step to `end` at the current learning rate; None if already there.
+
+    Raises Interrupted after saving when SIGINT/SIGTERM arrives, and UserError when the
+    loss stops being finite (the last good checkpoint is kept, nothing newer is saved).
+    """
+    s = parts.cfg.schedule
+    trainer = parts.trainer  # restores the starting state on first use
+    step = int(parts.step.numpy())
+    if step >= end:
+        return None
+    _log_inputs(parts, step)
+    log.info("train steps %d-%d at learning rate %g", step + 1, end, parts.lr.numpy())
+    bar, first = Progress(end - step), step
+    scalars = None
+    while step < end and not parts.stop:
+        chunk = min(s.log_every - step % s.log_every, s.save_every - step % s.save_every, end - step)
+        scalars = trainer.train(chunk, on_step=lambda i, base=step: bar.update(base - first + i) or bool(parts.stop))
+        step = scalars["step"]
+        _check_finite(parts, step)
+        if due(step, s.log_every, end) or parts.stop:
+            bar.break_line()
+            log.info("train step %d/%d loss %.4f accuracy %.3f lr %.3g images/s %.1f", step, end,
+                     scalars["loss"], scalars["accuracy"], scalars["lr"], scalars["images_per_second"])
+            parts.writer.train_scalars(step, scalars)
+        if due(step, s.save_every, end) or parts.stop:
+            parts.session.save()
+    if parts.stop:
+        raise Interrupted(parts.stop.signal, step)
+    return scalars
+
+
+def evaluate(parts) -> Dict:
+    """Test the current weights on every test example, save and log the result, and return it."""
+    step = int(parts.step.numpy())
+    tester = parts.tester
+    bar = Progress(tester.batches, unit="batch")
+    stats = tester.evaluate(on_batch=bar.update)
+    bar.break_line()
+    parts.writer.evaluation(step, float(parts.lr.numpy()), stats, parts.classes)
+    log.info("test step %d loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)", step, stats["loss"],
+             stats["accuracy"], stats["top_k"], stats["top_k_accuracy"], stats["f1_macro"], stats["count"])
+    return stats
+
+
+def _check_finite(parts, step: int) -> None:
+    bad = int(parts.trainer.bad_step.numpy())
+    if bad >= 0:
+        saved = parts.session.steps()
+        raise UserError(f"The training loss became NaN or infinite at step {bad}. No checkpoint was saved "
+                        f"after it; the last good one is step {saved[-1] if saved else 'none (fresh start)'}. "
+                        "Lower optimizer.lr (or check the input images), then resume.")
+
+
+def _log_inputs(parts, step: int) -> None:
+    """Put the first few augmented inputs of the coming stretch in TensorBoard."""
+    images, _ = next(iter(parts.reader.train(parts.train_images, start=int(parts.examples.numpy()))))
+    parts.writer.input_images(step, np.asarray(images), parts.cfg.reader.mean, parts.cfg.reader.std)

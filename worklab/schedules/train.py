@@ -1,0 +1,12 @@
+"""schedule=train: train up to schedule.steps in total, without testing (the seed's train script)."""
+from __future__ import annotations
+
+from typing import Dict
+
+from worklab.schedules.loop import train_until
+
+
+def run(parts) -> Dict:
+    """Train to schedule.steps; a rerun with a larger value continues from the last checkpoint."""
+    scalars = train_until(parts, parts.cfg.schedule.steps)
+    return scalars or {"step": int(parts.step.numpy())}

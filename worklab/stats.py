@@ -1,0 +1,146 @@
+"""Evaluation statistics computed from one pass over a test set, in pure numpy.
+
+The evaluator gathers every example's label, class probabilities and loss, then
+calls `evaluation_statistics` once. Keeping this module free of TensorFlow lets
+it be tested on hand-made predictions and keeps the package import fast.
+"""
+
+import numpy as np
+
+
+def evaluation_statistics(labels, probs, losses, top_k=5):
+    """Return loss, accuracy, top-k accuracy, confusion matrix, recall, macro F1 and (binary) AUC.
+
+    labels: int array (N,) of true classes in [0, C); probs: float array (N, C)
+    of predicted probabilities; losses: float array (N,) of per-example losses;
+    top_k: int >= 1, clipped to C (the value used is reported as "top_k").
+
+    Ties between equal probabilities go to the lower class index, both for the
+    top-1 prediction (np.argmax) and for top-k membership (a stable argsort of
+    -probs), so top-1 accuracy equals top-k accuracy when k == 1.
+
+    "recall" holds one value per class, None for a class with no examples.
+    "f1_macro" averages the per-class F1 = 2TP / (2TP + FP + FN) over the
+    classes that occur in the labels or the predictions; a class absent from
+    both has no defined F1 and is left out of the mean.
+    "auc" is present only when C == 2: the ROC AUC of probs[:, 1] for class 1
+    by the rank (Mann-Whitney) formula, ties sharing their average rank; it is
+    None when the labels contain only one of the two classes.
+
+    The result holds only python ints, floats, lists and None, so it can be
+    written with json.dump. Raises ValueError when the shapes disagree, N == 0,
+    a label is out of range, a value is not finite, or top_k < 1.
+    """
+    labels, probs, losses = _checked_arrays(labels, probs, losses, top_k)
+    num_classes = probs.shape[1]
+    k = min(int(top_k), num_classes)
+    predicted = np.argmax(probs, axis=1)
+    confusion = _confusion_matrix(labels, predicted, num_classes)
+    stats = {
+        "count": int(labels.shape[0]),
+        "loss": float(np.mean(losses)),
+        "accuracy": float(np.mean(predicted == labels)),
+        "top_k": k,
+        "top_k_accuracy": _top_k_accuracy(labels, probs, k),
+        "confusion": confusion.tolist(),
+        "recall": _per_class_recall(confusion),
+        "f1_macro": _macro_f1(confusion),
+    }
+    if num_classes == 2:
+        stats["auc"] = _binary_auc(labels == 1, probs[:, 1])
+    return stats
+
+
+def _checked_arrays(labels, probs, losses, top_k):
+    """Convert the inputs to numpy arrays and reject anything the statistics cannot describe.
+
+    Checks run shape-first so that a mismatch is reported as such rather than
+    as a confusing error from the arithmetic further on.
+    """
+    labels, probs, losses = np.asarray(labels), np.asarray(probs), np.asarray(losses)
+    if labels.ndim != 1 or probs.ndim != 2 or losses.ndim != 1:
+        raise ValueError(
+            f"expected labels (N,), probs (N, C) and losses (N,), got shapes "
+            f"{labels.shape}, {probs.shape} and {losses.shape}"
+        )
+    if not labels.shape[0] == probs.shape[0] == losses.shape[0]:
+        raise ValueError(
+            f"labels, probs and losses disagree on the number of examples: "
+            f"{labels.shape[0]}, {probs.shape[0]} and {losses.shape[0]}"
+        )
+    if labels.shape[0] == 0:
+        raise ValueError("cannot compute evaluation statistics on an empty test set (N == 0)")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= probs.shape[1]:
+        raise ValueError(
+            f"labels must lie in [0, {probs.shape[1]}) for probs with {probs.shape[1]} "
+            f"classes, got values from {labels.min()} to {labels.max()}"
+        )
+    if not (np.all(np.isfinite(probs)) and np.all(np.isfinite(losses))):
+        raise ValueError("probs and losses must be finite (no NaN or infinity)")
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, got {top_k}")
+    return labels, probs, losses
+
+
+def _confusion_matrix(labels, predicted, num_classes):
+    """Count examples per (true class, predicted class): rows are true, columns predicted."""
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    return confusion
+
+
+def _top_k_accuracy(labels, probs, k):
+    """Fraction of examples whose label is among the k most probable classes.
+
+    A stable argsort of -probs ranks tied classes by ascending index, which
+    makes membership deterministic and agrees with np.argmax for k == 1.
+    """
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+
+
+def _per_class_recall(confusion):
+    """Recall TP / (TP + FN) per class, None where the class has no examples."""
+    true_counts = confusion.sum(axis=1)
+    hits = np.diag(confusion)
+    return [float(h / t) if t else None for h, t in zip(hits, true_counts)]
+
+
+def _macro_f1(confusion):
+    """Mean F1 = 2TP / (2TP + FP + FN) over classes present in the labels or predictions.
+
+    The denominator is zero exactly for a class absent from both, whose F1 is
+    undefined; those classes are skipped rather than counted as 0 or 1.
+    """
+    tp = np.diag(confusion)
+    denominators = confusion.sum(axis=0) + confusion.sum(axis=1)
+    present = denominators > 0
+    return float(np.mean(2 * tp[present] / denominators[present]))
+
+
+def _binary_auc(is_positive, scores):
+    """ROC AUC by the Mann-Whitney rank formula, None unless both classes occur.
+
+    AUC = (sum of positive ranks - P(P+1)/2) / (P * N), with tied scores given
+    their average rank, equals the probability that a random positive scores
+    above a random negative, counting ties as one half.
+    """
+    num_pos = int(np.sum(is_positive))
+    num_neg = is_positive.shape[0] - num_pos
+    if num_pos == 0 or num_neg == 0:
+        return None
+    rank_sum = float(np.sum(_average_ranks(scores)[is_positive]))
+    return (rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
+
+
+def _average_ranks(values):
+    """1-based ranks of values in ascending order, tied values sharing the mean of their ranks.
+
+    A group of `count` equal values ending at cumulative position `end` spans
+    ranks end - count + 1 .. end, whose mean is end - (count - 1) / 2.
+    """
+    _, group, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2)[group.reshape(-1)]

@@ -1,0 +1,43 @@
+"""The inner test pass: `Tester.evaluate()` predicts every test example once and returns statistics."""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from worklab.stats import evaluation_statistics
+
+
+class Tester:
+    """Runs the model in inference mode over one pass of the test set."""
+
+    def __init__(self, model: keras.Model, dataset: tf.data.Dataset, count: int, batch_size: int,
+                 top_k: int, xla: bool = False):
+        self.model = model
+        self.dataset = dataset
+        self.count = count
+        self.batches = math.ceil(count / batch_size)
+        self.top_k = top_k
+        self._predict = tf.function(self._predict_fn, jit_compile=xla, reduce_retracing=True)
+
+    def evaluate(self, on_batch: Optional[Callable[[int], None]] = None) -> Dict:
+        """Loss, top-1 and top-k accuracy, confusion matrix, recall, macro F1 (and AUC for two classes)."""
+        labels, probs, losses = [], [], []
+        for i, (images, batch_labels) in enumerate(self.dataset):
+            batch_probs, batch_losses = self._predict(images, batch_labels)
+            labels.append(batch_labels.numpy())
+            probs.append(batch_probs.numpy())
+            losses.append(batch_losses.numpy())
+            if on_batch:
+                on_batch(i + 1)
+        labels, probs, losses = (np.concatenate(x) for x in (labels, probs, losses))
+        assert len(labels) == self.count, f"tested {len(labels)} examples of {self.count}"
+        return evaluation_statistics(labels, probs, losses, top_k=self.top_k)
+
+    def _predict_fn(self, images: tf.Tensor, labels: tf.Tensor):
+        logits = tf.cast(self.model(images, training=False), tf.float32)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        return tf.nn.softmax(logits), losses

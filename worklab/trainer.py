@@ -1,0 +1,129 @@
+"""The inner training step: `Trainer.train(num_steps)` runs compiled steps and returns scalars.
+
+The Trainer owns no policy: schedules decide how many steps, when to save and when to
+change the learning rate (a variable, so a change never retraces). lr_mult rules act
+here: each distinct multiplier gets its own Keras optimizer whose rate is `lr * mult`
+(exact for every optimizer, Adam included), and variables with multiplier 0 are left
+out of the gradient altogether, so they stay bit-identical and cost no backward work.
+A non-finite loss skips its update and is reported, so the weights stay the last good ones.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable, Dict, List, Optional
+
+import keras
+import tensorflow as tf
+
+from worklab.config import OptimizerConfig
+from worklab.rules import Multipliers
+
+Scalars = Dict[str, float]
+
+
+def make_optimizer(cfg: OptimizerConfig, learning_rate: Callable[[], tf.Tensor]) -> keras.optimizers.Optimizer:
+    if cfg.name == "adam":
+        return keras.optimizers.Adam(learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon)
+    momentum = cfg.momentum if cfg.name == "momentum" else 0.0
+    return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=cfg.nesterov and momentum > 0)
+
+
+class OptimizerGroups:
+    """One optimizer per distinct learning-rate multiplier, over the variables that train."""
+
+    def __init__(self, cfg: OptimizerConfig, model: keras.Model, plan: Dict[str, Multipliers],
+                 lr: tf.Variable):
+        self.groups = []  # (optimizer, variables)
+        for mult in sorted({plan[v.path].lr for v in model.trainable_variables} - {0.0}):
+            variables = [v for v in model.trainable_variables if plan[v.path].lr == mult]
+            optimizer = make_optimizer(cfg, lambda mult=mult: lr * mult)
+            optimizer.build(variables)
+            self.groups.append((optimizer, variables))
+        self.variables = [v for _, vs in self.groups for v in vs]
+
+    def apply(self, gradients: List[tf.Tensor]) -> None:
+        start = 0
+        for optimizer, variables in self.groups:
+            optimizer.apply(gradients[start:start + len(variables)], variables)
+            start += len(variables)
+
+    def state(self) -> Dict[str, Dict[str, tf.Variable]]:
+        """The optimizers' own variables (iterations, slots), keyed for the checkpoint."""
+        return {f"group{i}": {v.path: v for v in opt.variables} for i, (opt, _) in enumerate(self.groups)}
+
+
+class Trainer:
+    """Runs training steps on an endless dataset and reports their mean loss, accuracy and speed."""
+
+    def __init__(self, model: keras.Model, optimizers: OptimizerGroups, plan: Dict[str, Multipliers],
+                 dataset: tf.data.Dataset, step: tf.Variable, examples: tf.Variable, lr: tf.Variable,
+                 weight_decay: float, strategy: tf.distribute.Strategy, xla: bool = False):
+        self.model = model
+        self.optimizers = optimizers
+        self.step = step
+        self.examples = examples
+        self.lr = lr
+        self.strategy = strategy
+        self._decayed = [(v, weight_decay * plan[v.path].decay) for v in optimizers.variables
+                         if v.path.endswith("kernel") and weight_decay * plan[v.path].decay > 0]
+        self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        with strategy.scope():
+            self._sums = tf.Variable(tf.zeros(3), trainable=False, name="train_sums")  # loss, correct, count
+            self.bad_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="bad_step")
+        self._replica_step = tf.function(self._replica_step_fn, jit_compile=xla)
+        self._step = tf.function(self._step_fn)
+
+    def train(self, num_steps: int, on_step: Optional[Callable[[int], bool]] = None) -> Scalars:
+        """Run up to `num_steps` steps; `on_step(i)` returning True stops early (e.g. on Ctrl-C).
+
+        Returns the mean data loss (without weight decay, comparable to the test loss) and accuracy over the steps run, the learning rate, images
+        per second, the number of steps run and the global step after them.
+        """
+        self._sums.assign(tf.zeros(3))
+        start = time.perf_counter()
+        done = 0
+        while done < num_steps:
+            self._step(self._iterator)
+            done += 1
+            if on_step and on_step(done):
+                break
+        loss, correct, count = self._sums.numpy()  # waits for the last step
+        seconds = time.perf_counter() - start
+        return {"loss": float(loss / max(done, 1)), "accuracy": float(correct / max(count, 1)),
+                "lr": float(self.lr.numpy()), "images_per_second": float(count / max(seconds, 1e-9)),
+                "steps": done, "step": int(self.step.numpy())}
+
+    def _step_fn(self, iterator) -> None:
+        images, labels = next(iterator)
+        sums = self.strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                    self.strategy.run(self._replica_step, args=(images, labels)), axis=None)
+        self._sums.assign_add(sums)
+        self.step.assign_add(1)
+        self.examples.assign_add(tf.cast(sums[2], tf.int64))
+
+    def _replica_step_fn(self, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            logits = tf.cast(self.model(images, training=True), tf.float32)
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            data_loss = tf.nn.compute_average_loss(losses)  # summed over replicas: the batch mean
+            loss = data_loss + tf.nn.scale_regularization_loss(self._decay())
+        gradients = tape.gradient(loss, self.optimizers.variables)
+        finite = tf.math.is_finite(loss)
+        tf.cond(finite, lambda: self._apply(gradients), lambda: self._mark_bad())
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+        count = tf.cast(tf.size(labels), tf.float32)
+        return tf.stack([data_loss, correct, count])
+
+    def _decay(self) -> tf.Tensor:
+        """Half the L2 norm times the decay, so the gradient is `decay * w` as in the seed."""
+        terms = [0.5 * rate * tf.reduce_sum(tf.square(tf.cast(v, tf.float32))) for v, rate in self._decayed]
+        return tf.add_n(terms) if terms else tf.constant(0.0)
+
+    def _apply(self, gradients) -> tf.Tensor:
+        self.optimizers.apply(gradients)
+        return tf.constant(True)
+
+    def _mark_bad(self) -> tf.Tensor:
+        first = tf.where(self.bad_step < 0, self.step + 1, self.bad_step)
+        self.bad_step.assign(first)
+        return tf.constant(False)

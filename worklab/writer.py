@@ -1,0 +1,75 @@
+"""What a run leaves for review: TensorBoard events, per-step evaluation files and metrics.jsonl.
+
+Layout in the run folder:
+  tensorboard/train, tensorboard/test   event files (scalars, input images, confusion matrix)
+  evaluations/step-000400.json          the full statistics of the checkpoint of step 400
+  metrics.jsonl                         one JSON line per evaluation: step, loss, accuracy, lr, ...
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from worklab.atomic import append_line, write_json
+
+log = logging.getLogger(__name__)
+
+SUMMARY_KEYS = ("loss", "accuracy", "top_k_accuracy", "f1_macro", "auc")
+
+
+class Writer:
+    """Writes train and test results of one run folder."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.metrics_file = self.run_dir / "metrics.jsonl"
+        self.evaluations = self.run_dir / "evaluations"
+        self._train = tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "train"))
+        self._test = tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "test"))
+
+    def train_scalars(self, step: int, scalars: Dict[str, float]) -> None:
+        with self._train.as_default(step=step):
+            for key in ("loss", "accuracy", "lr", "images_per_second"):
+                tf.summary.scalar(key, scalars[key])
+        self._train.flush()
+
+    def input_images(self, step: int, images: np.ndarray, mean: List[float], std: List[float]) -> None:
+        """A few training inputs as the network sees them after augmentation, un-normalised for display."""
+        shown = np.clip(images[:6] * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
+        with self._train.as_default(step=step):
+            tf.summary.image("augmented_inputs", shown, max_outputs=len(shown))
+        self._train.flush()
+
+    def evaluation(self, step: int, lr: float, stats: Dict, classes: List[str]) -> None:
+        """Save one evaluation: its JSON file, a metrics.jsonl line, TensorBoard scalars and matrix image."""
+        write_json(self.evaluations / f"step-{step:06d}.json", {"step": step, "lr": lr, "classes": classes, **stats})
+        line = {"step": step, "lr": lr, "time": round(time.time(), 3),
+                **{k: stats[k] for k in SUMMARY_KEYS if stats.get(k) is not None}}
+        append_line(self.metrics_file, line)
+        with self._test.as_default(step=step):
+            for key in SUMMARY_KEYS:
+                if stats.get(key) is not None:
+                    tf.summary.scalar(key, stats[key])
+            tf.summary.image("confusion_matrix", confusion_image(stats["confusion"])[None])
+        self._test.flush()
+
+    def evaluated(self, step: int) -> Optional[Dict]:
+        """The saved evaluation of `step`, or None if that step was not evaluated."""
+        path = self.evaluations / f"step-{step:06d}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+
+def confusion_image(confusion: List[List[int]], size: int = 256) -> np.ndarray:
+    """Rows (true class) normalised to [0, 1], drawn white to dark blue, each cell a square of pixels."""
+    matrix = np.asarray(confusion, dtype=np.float64)
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    cell = max(1, size // len(matrix))
+    heat = np.kron(rows, np.ones((cell, cell)))
+    white, blue = np.array([1.0, 1.0, 1.0]), np.array([0.03, 0.19, 0.42])
+    return (white + heat[..., None] * (blue - white)).astype(np.float32)
