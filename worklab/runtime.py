@@ -22,7 +22,8 @@ def configure(cfg: RuntimeConfig, seed: int):
     import tensorflow as tf
     import keras
 
-    tf.get_logger().setLevel(logging.WARNING)  # TensorFlow's own INFO lines would crowd the run log
+    for name in ("tensorflow", "absl"):  # TensorFlow's own INFO lines would crowd the run log
+        logging.getLogger(name).setLevel(logging.WARNING)
     if cfg.intra_op_threads:
         tf.config.threading.set_intra_op_parallelism_threads(cfg.intra_op_threads)
     if cfg.inter_op_threads:
