@@ -39,8 +39,7 @@ def _name_bad_images(parts, error: Exception) -> None:
     """After a TensorFlow failure, find images that do not decode and name them if there are any."""
     from worklab.reader import find_undecodable
 
-    lists = [parts.__dict__[k] for k in ("train_images", "test_images") if k in parts.__dict__]
-    bad = [p for images in lists for p in find_undecodable(images.paths)]
+    bad = [p for images in parts.loaded_image_lists() for p in find_undecodable(images.paths)]
     if bad:
         raise UserError(f"{len(bad)} image(s) cannot be decoded: {', '.join(bad[:5])}. "
                         "Fix or remove them from the list.") from error

@@ -238,9 +238,8 @@ def register() -> None:
     """Store the schemas so conf/ files are checked against them."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for name, node in (("base_train", TrainSchedule), ("base_test", TestSchedule),
-                       ("base_fixed", FixedSchedule)):
-        cs.store(group="schedule", name=name, node=node)
+    for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule)):
+        cs.store(group="schema/schedule", name=name, node=node)
 
 
 def to_plain(cfg: Any) -> Config:

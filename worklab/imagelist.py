@@ -23,8 +23,9 @@ from worklab.errors import UserError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("JPEG", "PNG", "BMP", "GIF")  # what tf.io.decode_image reads
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # what tf.io.decode_image reads
+BMP_MODES = ("RGB", "RGBA", "L")  # TensorFlow reads palette BMPs as grey palette indices
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SHOWN = 5  # offending paths quoted in a message
 
 Entry = Tuple[str, object]  # (absolute path, raw label)
@@ -65,6 +66,9 @@ def _json_entries(path: Path) -> List[Entry]:
                         'or a list of {"path": ..., "label": ...} objects.')
     if not pairs:
         raise UserError(f"Image list {path} is empty.")
+    bad = [p for p, _ in pairs if not isinstance(p, str)]
+    if bad:
+        raise UserError(f"Image list {path}: paths must be strings, found {bad[:SHOWN]}.")
     return [(str((path.parent / p).resolve()), label) for p, label in pairs]
 
 
@@ -138,9 +142,11 @@ def _image_problem(path: str) -> Optional[str]:
     try:
         with Image.open(path) as image:
             image.verify()
-            kind = image.format
+            kind, mode = image.format, image.mode
     except Exception as error:  # PIL raises many types for broken files
         return f"not a readable image ({error.__class__.__name__})"
     if kind not in FORMATS:
         return f"format {kind} is not one of {', '.join(FORMATS)}"
+    if kind == "BMP" and mode not in BMP_MODES:
+        return f"BMP of mode {mode} (palette or 1-bit) would be misread; save it as PNG or 24-bit BMP"
     return None

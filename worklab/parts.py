@@ -83,6 +83,17 @@ class Parts:
     def test_images(self) -> ImageList:
         return self._image_list(1)
 
+    def check_inputs(self, train: bool = True, test: bool = True) -> None:
+        """Read and check the lists a schedule will use, before its first step."""
+        if train:
+            self.train_images
+        if test:
+            self.test_images
+
+    def loaded_image_lists(self) -> List[ImageList]:
+        """The lists read so far (a failure in TensorFlow can only involve these)."""
+        return [self.__dict__[key] for key in ("train_images", "test_images") if key in self.__dict__]
+
     def _image_list(self, which: int) -> ImageList:
         source, kind = self.sources[which], self.sources[2]
         images = check_files(to_image_list(read_entries(source, kind), self.classes, source),

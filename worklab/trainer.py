@@ -48,8 +48,13 @@ class OptimizerGroups:
             start += len(variables)
 
     def state(self) -> Dict[str, Dict[str, tf.Variable]]:
-        """The optimizers' own variables (iterations, slots), keyed for the checkpoint."""
-        return {f"group{i}": {v.path: v for v in opt.variables} for i, (opt, _) in enumerate(self.groups)}
+        """The optimizers' own variables (iteration, slots), keyed for the checkpoint.
+
+        Keys drop the optimizer's name, which Keras makes unique per process (sgd, sgd_1, ...),
+        keeping what names the slot: e.g. `group0/stage1_block1_conv1_kernel_momentum`.
+        """
+        return {f"group{i}": {v.path.removeprefix(f"{opt.name}/"): v for v in opt.variables}
+                for i, (opt, _) in enumerate(self.groups)}
 
 
 class Trainer:

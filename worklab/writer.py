@@ -46,10 +46,12 @@ class Writer:
             tf.summary.image("augmented_inputs", shown, max_outputs=len(shown))
         self._train.flush()
 
-    def evaluation(self, step: int, lr: float, stats: Dict, classes: List[str]) -> None:
-        """Save one evaluation: its JSON file, a metrics.jsonl line, TensorBoard scalars and matrix image."""
-        write_json(self.evaluations / f"step-{step:06d}.json", {"step": step, "lr": lr, "classes": classes, **stats})
-        line = {"step": step, "lr": lr, "time": round(time.time(), 3),
+    def evaluation(self, stats: Dict, classes: List[str]) -> None:
+        """Save one evaluation (statistics with step and lr): its JSON file, a metrics.jsonl line,
+        TensorBoard scalars and the confusion matrix image."""
+        step = stats["step"]
+        write_json(self.evaluations / f"step-{step:06d}.json", {**stats, "classes": classes})
+        line = {"step": step, "lr": stats["lr"], "time": round(time.time(), 3),
                 **{k: stats[k] for k in SUMMARY_KEYS if stats.get(k) is not None}}
         append_line(self.metrics_file, line)
         with self._test.as_default(step=step):

@@ -18,6 +18,7 @@ log = logging.getLogger("worklab")
 def run(parts) -> Dict:
     """Train each stage at its rate up to its end step, then test; return the last test's statistics."""
     stages = parts.cfg.schedule.stages
+    parts.check_inputs(train=True, test=True)
     ends = list(itertools.accumulate(stage.steps for stage in stages))
     results = {}
     for number, (stage, end) in enumerate(zip(stages, ends), start=1):

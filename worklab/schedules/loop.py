@@ -55,25 +55,25 @@ def train_until(parts, end: int) -> Optional[Dict[str, float]]:
 
 
 def evaluate(parts) -> Dict:
-    """Test the current weights on every test example, save and log the result, and return it."""
+    """Test the current weights on every test example; save, log and return the statistics with step and lr."""
     step = int(parts.step.numpy())
     tester = parts.tester
     bar = Progress(tester.batches, unit="batch")
-    stats = tester.evaluate(on_batch=bar.update)
+    result = {"step": step, "lr": float(parts.lr.numpy()), **tester.evaluate(on_batch=bar.update)}
     bar.break_line()
-    parts.writer.evaluation(step, float(parts.lr.numpy()), stats, parts.classes)
-    log.info("test step %d loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)", step, stats["loss"],
-             stats["accuracy"], stats["top_k"], stats["top_k_accuracy"], stats["f1_macro"], stats["count"])
-    return stats
+    parts.writer.evaluation(result, parts.classes)
+    log.info("test step %d loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)", step, result["loss"],
+             result["accuracy"], result["top_k"], result["top_k_accuracy"], result["f1_macro"], result["count"])
+    return result
 
 
 def _check_finite(parts, step: int) -> None:
     bad = int(parts.trainer.bad_step.numpy())
     if bad >= 0:
         saved = parts.session.steps()
-        raise UserError(f"The training loss became NaN or infinite at step {bad}. No checkpoint was saved "
-                        f"after it; the last good one is step {saved[-1] if saved else 'none (fresh start)'}. "
-                        "Lower optimizer.lr (or check the input images), then resume.")
+        last = f"the last good checkpoint is step {saved[-1]}" if saved else "there is no earlier checkpoint"
+        raise UserError(f"The training loss became NaN or infinite at step {bad}. Nothing after it was saved: "
+                        f"{last}. Lower optimizer.lr (or check the input images), then resume.")
 
 
 def _log_inputs(parts, step: int) -> None:

@@ -8,5 +8,6 @@ from worklab.schedules.loop import train_until
 
 def run(parts) -> Dict:
     """Train to schedule.steps; a rerun with a larger value continues from the last checkpoint."""
+    parts.check_inputs(train=True, test=False)
     scalars = train_until(parts, parts.cfg.schedule.steps)
     return scalars or {"step": int(parts.step.numpy())}

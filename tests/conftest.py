@@ -1,0 +1,47 @@
+"""Shared fixtures: the real config composed through Hydra and shrunk to a few CPU steps on tiny data."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A demo set of 10 classes x 4 training images at 16 px and a ResNet-10 of width 1/8:
+# a full run.py job takes seconds on 2 CPU cores.
+TINY = [
+    "reader.image_size=16", "reader.batch_size=8",
+    "reader.demo.image_size=16", "reader.demo.train_per_class=4", "reader.demo.test_per_class=3",
+    "network.depth=10", "network.width=0.125",
+    "schedule.log_every=2", "schedule.save_every=4",
+]
+STAGES = "schedule.stages=[{lr: 0.05, steps: 4}, {lr: 0.005, steps: 2}]"  # for the default fixed schedule
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One data folder for the whole session, so the tiny demo set is drawn once."""
+    return tmp_path_factory.mktemp("data")
+
+
+def compose(overrides: List[str], run_dir: Path, data: Path):
+    """The real config from conf/, with overrides, as the plain objects worklab takes."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from worklab.config import to_plain
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose("config", overrides=[*TINY, f"data_dir={data}", f"run_dir={run_dir}", *overrides])
+    return to_plain(cfg)
+
+
+def run_py(args: List[str], cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """Run `python run.py ARGS` from `cwd` and capture its output."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, timeout=timeout,
+                          capture_output=True, text=True, **kwargs)

@@ -1,0 +1,125 @@
+"""Bad input ends with a clear message naming the file, key or value, and leaves run folders as they were."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import TINY, compose, run_py
+from worklab import app
+from worklab.errors import UserError
+
+
+def write_images(folder: Path, names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.new("RGB", (12, 12), (200, 10, 10)).save(folder / name)
+
+
+@pytest.fixture
+def lists(tmp_path):
+    """A valid train/test list pair in the seed's {path: label} format."""
+    write_images(tmp_path / "img", ["a.png", "b.png", "c.png", "d.png"])
+    train = {"img/a.png": "cat", "img/b.png": "dog", "img/c.png": "cat"}
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    (tmp_path / "test.json").write_text(json.dumps({"img/d.png": "dog"}))
+    return tmp_path
+
+
+def run_json(tmp_path, *overrides):
+    cfg = compose(["reader=json", f"reader.train={tmp_path / 'train.json'}", f"reader.test={tmp_path / 'test.json'}",
+                   "schedule=train", "schedule.steps=1", *overrides], tmp_path / "run", tmp_path)
+    return app.run(cfg)
+
+
+def test_json_lists_train(lists):
+    assert run_json(lists)["step"] == 1
+
+
+def test_list_file_that_does_not_exist(lists):
+    with pytest.raises(UserError, match=r"Image list .*nope\.json does not exist"):
+        run_json(lists, f"reader.train={lists / 'nope.json'}")
+
+
+def test_list_file_that_is_not_json(lists):
+    (lists / "train.json").write_text("{'img/a.png': 'cat'")
+    with pytest.raises(UserError, match=r"train\.json is not valid JSON"):
+        run_json(lists)
+
+
+def test_listed_image_missing(lists):
+    (lists / "img" / "b.png").unlink()
+    with pytest.raises(UserError, match=r"1 of 3 listed files do not exist, e\.g\. .*img/b\.png"):
+        run_json(lists)
+
+
+def test_undecodable_image(lists):
+    (lists / "img" / "c.png").write_bytes(b"not an image at all")
+    with pytest.raises(UserError, match=r"cannot be read as images: .*img/c\.png.*reader\.skip_bad=true"):
+        run_json(lists)
+
+
+def test_image_that_passes_the_header_check_but_fails_to_decode_is_named(lists):
+    """A PNG cut short after its header gets past the quick check; the decode failure names it."""
+    good = (lists / "img" / "c.png").read_bytes()
+    (lists / "img" / "c.png").write_bytes(good[:40])
+    with pytest.raises(UserError, match=r"img/c\.png"):
+        run_json(lists)
+
+
+def test_skip_bad_skips_and_trains(lists, caplog):
+    (lists / "img" / "c.png").write_bytes(b"garbage")
+    assert run_json(lists, "reader.skip_bad=true")["step"] == 1
+    assert "skipping 1 unreadable image" in caplog.text
+
+
+def test_test_label_not_in_the_class_map(lists):
+    (lists / "test.json").write_text(json.dumps({"img/d.png": "bird"}))
+    cfg = compose(["reader=json", f"reader.train={lists / 'train.json'}", f"reader.test={lists / 'test.json'}",
+                   "schedule.stages=[{lr: 0.1, steps: 1}]"], lists / "run", lists)
+    with pytest.raises(UserError, match=r"test\.json: 1 label\(s\) not in the class map \[cat, dog\]: 'bird'"):
+        app.run(cfg)
+    assert not (lists / "run" / "checkpoints").exists() or not list((lists / "run" / "checkpoints").iterdir())
+
+
+@pytest.mark.parametrize("override, message", [
+    ("network.depht=18", "Could not override 'network.depht'"),
+    ("network.depth=eighteen", "network.depth"),
+    ("network.depth=17", "network.depth=17 is not one of 10, 18, 34, 50, 101, 152"),
+    ("optimizer.lr=-1", "optimizer.lr=-1.0 must be greater than 0"),
+])
+def test_config_errors_name_the_key(tmp_path, data_dir, override, message):
+    result = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", override], tmp_path)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def snapshot(folder: Path):
+    return {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path):
+    folder = tmp_path / "not_a_run"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    before = snapshot(folder)
+    result = run_py([f"resume={folder}"], tmp_path)
+    assert result.returncode != 0
+    assert f"resume={folder} is not a run folder" in result.stderr
+    assert snapshot(folder) == before
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow
+def test_bad_key_on_resume_leaves_the_run_untouched(tmp_path, data_dir):
+    run = tmp_path / "run"
+    first = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "schedule=train", "schedule.steps=2"],
+                   tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    before = snapshot(run)
+    result = run_py([f"resume={run}", "schedule.stepz=4"], tmp_path)
+    assert result.returncode != 0 and "schedule.stepz" in result.stdout + result.stderr
+    assert snapshot(run) == before

@@ -1,0 +1,282 @@
+"""Tests for worklab.reader: decoding, the ordered test pass, the endless resumable training stream, caching."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Sequence, Tuple
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from worklab.config import AugmentConfig, ReaderConfig
+from worklab.imagelist import ImageList
+from worklab.reader import Reader, find_undecodable
+
+SIZE = 8
+OFF = dict(zoom=0, shift=0, brightness=0, contrast=0, rotate90=False, flip=False)
+ON = dict(zoom=0.25, shift=0.2, brightness=0.2, contrast=0.3, rotate90=True, flip=True)
+
+
+def config(batch_size: int = 3, augment=OFF, **kwargs) -> ReaderConfig:
+    return ReaderConfig(source="json", image_size=SIZE, batch_size=batch_size, mean=[0.0, 0.0, 0.0],
+                        std=[1.0, 1.0, 1.0], augment=AugmentConfig(**augment), **kwargs)
+
+
+def colour_of(i: int) -> Tuple[int, int, int]:
+    """A distinct solid colour per index, far enough apart to tell apart after resizing."""
+    return (10 + 23 * i) % 256, (250 - 31 * i) % 256, (40 + 57 * i) % 256
+
+
+def solid_list(folder: Path, n: int, fmt: str = "PNG") -> ImageList:
+    """n solid-colour images; image i has colour_of(i) and label i (one class per image)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img_{i}.{fmt.lower()}"
+        # sizes vary so resizing to SIZE both shrinks and enlarges
+        Image.new("RGB", (5 + 3 * i, 14 - i % 4), colour_of(i)).save(path, fmt)
+        paths.append(str(path))
+    return ImageList(str(folder / "list.json"), paths, list(range(n)))
+
+
+def noise_list(folder: Path, n: int) -> ImageList:
+    """n random-texture images, so every augmentation visibly changes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(0)
+    paths = []
+    for i in range(n):
+        path = folder / f"noise_{i}.png"
+        Image.fromarray(rng.randint(0, 256, (12, 12, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    return ImageList(str(folder / "list.json"), paths, [i % 3 for i in range(n)])
+
+
+def collect(dataset: tf.data.Dataset, steps: int = None) -> Tuple[np.ndarray, np.ndarray, List[int]]:
+    """(images, labels, batch sizes) of the first `steps` batches (all of them if None)."""
+    if steps is not None:
+        dataset = dataset.take(steps)
+    xs, ys = [], []
+    for x, y in dataset:
+        xs.append(x.numpy())
+        ys.append(y.numpy())
+    return np.concatenate(xs), np.concatenate(ys), [len(y) for y in ys]
+
+
+def identities(images: np.ndarray) -> List[int]:
+    """The index of the solid colour each (un-augmented, unnormalised) image has."""
+    colours = np.array([colour_of(i) for i in range(64)], np.float32) / 255.0
+    means = images.reshape(len(images), -1, 3).mean(axis=1)
+    return [int(np.argmin(np.abs(colours - m).sum(axis=1))) for m in means]
+
+
+@pytest.fixture(scope="module")
+def seven(tmp_path_factory) -> ImageList:
+    return solid_list(tmp_path_factory.mktemp("seven"), 7)
+
+
+@pytest.fixture(scope="module")
+def noise(tmp_path_factory) -> ImageList:
+    return noise_list(tmp_path_factory.mktemp("noise"), 5)
+
+
+# Decoding ------------------------------------------------------------------------------------
+
+
+def test_formats_decode_to_rgb_at_image_size_with_exact_colours(tmp_path):
+    colour = (200, 30, 60)
+    cases = []  # (path, expected RGB, tolerance in 0..255)
+
+    def add(name, image, fmt, expected, tol=1.0, **save):
+        path = tmp_path / name
+        image.save(path, fmt, **save)
+        cases.append((str(path), expected, tol))
+
+    add("rgb.jpg", Image.new("RGB", (11, 7), colour), "JPEG", colour, tol=4.0, quality=100)
+    add("rgb.png", Image.new("RGB", (20, 13), colour), "PNG", colour)
+    add("rgb.bmp", Image.new("RGB", (6, 9), colour), "BMP", colour)
+    frames = [Image.new("RGB", (10, 10), c) for c in (colour, (0, 255, 0), (0, 0, 255))]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40, loop=0)
+    assert Image.open(path).n_frames == 3
+    cases.append((str(path), colour, 1.0))  # the first frame
+    add("grey.png", Image.new("L", (9, 9), 90), "PNG", (90, 90, 90))
+    add("rgba.png", Image.new("RGBA", (9, 17), colour + (128,)), "PNG", colour)  # alpha dropped
+    images = ImageList("list.json", [p for p, _, _ in cases], list(range(len(cases))))
+
+    x, y, sizes = collect(Reader(config(batch_size=len(cases)), seed=0).test(images))
+
+    assert sizes == [len(cases)]
+    assert x.shape == (len(cases), SIZE, SIZE, 3) and x.dtype == np.float32
+    assert list(y) == list(range(len(cases)))
+    for image, (path, expected, tol) in zip(x, cases):
+        np.testing.assert_allclose(image, np.broadcast_to(np.array(expected) / 255.0, image.shape),
+                                   atol=tol / 255.0, err_msg=path)
+
+
+def test_normalisation_uses_mean_and_std(tmp_path):
+    path = tmp_path / "a.png"
+    Image.new("RGB", (8, 8), (255, 0, 51)).save(path)
+    cfg = ReaderConfig(source="json", image_size=SIZE, batch_size=1, mean=[0.5, 0.0, 0.1], std=[0.25, 2.0, 0.1],
+                       augment=AugmentConfig(**OFF))
+    x, _, _ = collect(Reader(cfg, 0).test(ImageList("l", [str(path)], [0])))
+    np.testing.assert_allclose(x[0, 0, 0], [(1 - 0.5) / 0.25, 0.0, (0.2 - 0.1) / 0.1], atol=1e-4)
+
+
+# The test pass -------------------------------------------------------------------------------
+
+
+def test_test_pass_every_example_once_in_order_with_partial_last_batch(seven):
+    x, y, sizes = collect(Reader(config(batch_size=3), seed=0).test(seven))
+    assert sizes == [3, 3, 1]
+    assert list(y) == list(range(7))
+    assert identities(x) == list(range(7))
+
+
+def test_test_batch_size_overrides_batch_size(seven):
+    _, y, sizes = collect(Reader(config(batch_size=2, test_batch_size=4), seed=0).test(seven))
+    assert sizes == [4, 3]
+    assert list(y) == list(range(7))
+
+
+def test_test_images_are_not_augmented(noise):
+    on = Reader(config(batch_size=2, augment=ON), seed=3)
+    first, y1, _ = collect(on.test(noise))
+    second, y2, _ = collect(on.test(noise))
+    plain, y3, _ = collect(Reader(config(batch_size=2), seed=3).test(noise))
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(first, plain)
+    assert list(y1) == list(y2) == list(y3) == noise.labels
+
+
+# The training stream -------------------------------------------------------------------------
+
+
+def test_train_full_batches_and_each_epoch_a_permutation(seven):
+    epochs = 4
+    dataset = Reader(config(batch_size=3), seed=5).train(seven)
+    assert dataset.element_spec[0].shape == (3, SIZE, SIZE, 3)  # static batch size: drop_remainder
+    assert dataset.element_spec[1].shape == (3,)
+    x, y, sizes = collect(dataset, steps=7 * epochs // 3 + 1)
+    assert all(s == 3 for s in sizes)  # drop_remainder: no short batch at epoch ends
+    assert x.shape[1:] == (SIZE, SIZE, 3)
+    assert identities(x) == list(y)  # each label belongs to its own image
+    orders = [list(y[e * 7:(e + 1) * 7]) for e in range(epochs)]
+    for order in orders:
+        assert sorted(order) == list(range(7))
+    assert len({tuple(o) for o in orders}) > 1  # reshuffled between epochs
+    assert orders[0] != list(range(7))  # shuffled at all
+
+
+def test_train_is_deterministic_per_seed(noise, seven):
+    a, ya, _ = collect(Reader(config(batch_size=2, augment=ON), seed=11).train(noise), steps=8)
+    b, yb, _ = collect(Reader(config(batch_size=2, augment=ON), seed=11).train(noise), steps=8)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ya, yb)
+    c, _, _ = collect(Reader(config(batch_size=2, augment=ON), seed=12).train(noise), steps=8)
+    assert not np.allclose(a, c)
+    # the order differs for another seed too (one class per image)
+    _, o1, _ = collect(Reader(config(batch_size=7), seed=11).train(seven), steps=3)
+    _, o2, _ = collect(Reader(config(batch_size=7), seed=12).train(seven), steps=3)
+    assert list(o1) != list(o2)
+
+
+@pytest.mark.parametrize("start", [1, 4, 5, 6, 12, 13])  # list of 5: 5, 6, 12, 13 cross epoch boundaries
+def test_resume_from_position_equals_tail_of_full_stream_with_augmentation(noise, start):
+    cfg = config(batch_size=2, augment=ON)
+    full, full_y, _ = collect(Reader(cfg, seed=7).train(noise), steps=12)  # 24 examples, almost 5 epochs
+    steps = (len(full) - start) // 2
+    tail, tail_y, sizes = collect(Reader(cfg, seed=7).train(noise, start=start), steps=steps)
+    assert sizes == [2] * steps
+    np.testing.assert_array_equal(tail_y, full_y[start:start + 2 * steps])
+    np.testing.assert_array_equal(tail, full[start:start + 2 * steps])
+
+
+def test_resume_with_identities_across_epoch_boundary(seven):
+    cfg = config(batch_size=3)
+    _, full, _ = collect(Reader(cfg, seed=2).train(seven), steps=10)  # 30 examples, > 4 epochs
+    for start in (7, 9, 16):
+        _, tail, _ = collect(Reader(cfg, seed=2).train(seven, start=start), steps=4)
+        assert list(tail) == list(full[start:start + 12])
+
+
+def test_augmentation_changes_training_images(noise):
+    plain, y_plain, _ = collect(Reader(config(batch_size=5), seed=4).train(noise), steps=2)
+    augmented, y_aug, _ = collect(Reader(config(batch_size=5, augment=ON), seed=4).train(noise), steps=2)
+    np.testing.assert_array_equal(y_plain, y_aug)  # same order: the shuffle does not depend on augmentation
+    assert all(not np.allclose(p, a, atol=1e-3) for p, a in zip(plain, augmented))
+    assert augmented.min() >= 0.0 and augmented.max() <= 1.0  # clipped to [0, 1] before normalising
+    # without augmentation the training images equal the test images of the same files
+    test_images, _, _ = collect(Reader(config(batch_size=5), seed=4).test(noise))
+    for image in plain:
+        assert any(np.allclose(image, t, atol=1e-6) for t in test_images)
+
+
+def test_same_image_is_augmented_differently_in_each_epoch(tmp_path):
+    one = noise_list(tmp_path, 1)  # a single image: every position of the stream is that image
+    x, y, _ = collect(Reader(config(batch_size=2, augment=ON), seed=0).train(one), steps=3)
+    assert list(y) == [0] * 6
+    for i in range(len(x)):
+        for j in range(i):
+            assert not np.allclose(x[i], x[j], atol=1e-3), (i, j)
+
+
+@pytest.mark.parametrize("name,value", [("zoom", 0.3), ("shift", 0.25), ("brightness", 0.3), ("contrast", 0.5),
+                                        ("rotate90", True), ("flip", True)])
+def test_each_augmentation_alone_changes_some_images(noise, name, value):
+    plain, _, _ = collect(Reader(config(batch_size=5), seed=9).train(noise), steps=4)
+    augmented, _, _ = collect(Reader(config(batch_size=5, augment={**OFF, name: value}), seed=9).train(noise),
+                              steps=4)
+    assert augmented.shape == plain.shape
+    assert any(not np.allclose(p, a, atol=1e-3) for p, a in zip(plain, augmented))
+
+
+# Cache ---------------------------------------------------------------------------------------
+
+
+def test_cache_gives_the_same_test_batches(seven, noise):
+    for images in (seven, noise):
+        plain, y1, s1 = collect(Reader(config(batch_size=3), seed=0).test(images))
+        cached, y2, s2 = collect(Reader(config(batch_size=3, cache=True), seed=0).test(images))
+        assert s1 == s2
+        np.testing.assert_array_equal(y1, y2)
+        np.testing.assert_allclose(cached, plain, atol=0.51 / 255.0)  # uint8 rounding
+
+
+def test_train_works_with_cache(seven, noise):
+    x, y, sizes = collect(Reader(config(batch_size=3, cache=True), seed=1).train(seven), steps=5)
+    assert sizes == [3] * 5
+    assert identities(x) == list(y)
+    _, y_plain, _ = collect(Reader(config(batch_size=3), seed=1).train(seven), steps=5)
+    np.testing.assert_array_equal(y, y_plain)
+    # augmented, cached and uncached streams agree up to the rounding of the cache
+    a, _, _ = collect(Reader(config(batch_size=2, augment=ON, cache=True), seed=1).train(noise, start=3), steps=4)
+    b, _, _ = collect(Reader(config(batch_size=2, augment=ON), seed=1).train(noise, start=3), steps=4)
+    np.testing.assert_allclose(a, b, atol=0.02)
+
+
+# find_undecodable ----------------------------------------------------------------------------
+
+
+def test_find_undecodable_returns_exactly_the_corrupt_paths(tmp_path, seven):
+    noise_jpg = tmp_path / "noise.jpg"
+    noise_jpg.write_bytes(os.urandom(300))
+    png = Path(seven.paths[0]).read_bytes()
+    cut_header = tmp_path / "cut_header.png"
+    cut_header.write_bytes(png[:20])
+    rng = np.random.RandomState(1)
+    big = tmp_path / "big.jpg"
+    Image.fromarray(rng.randint(0, 256, (64, 64, 3), dtype=np.uint8)).save(big, quality=90)
+    cut_jpeg = tmp_path / "cut_data.jpg"  # header intact, scan data cut short
+    cut_jpeg.write_bytes(big.read_bytes()[: int(big.stat().st_size * 0.8)])
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    good = seven.paths[:4] + [str(big)]
+    paths = [good[0], str(noise_jpg), good[1], str(cut_header), good[2], str(cut_jpeg), good[3], str(empty),
+             good[4]]
+
+    assert find_undecodable(paths) == [str(noise_jpg), str(cut_header), str(cut_jpeg), str(empty)]
+    assert find_undecodable(good) == []

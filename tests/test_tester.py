@@ -1,0 +1,45 @@
+"""The test pass: every example once, statistics equal to numpy on known predictions."""
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from worklab import tester
+
+N, C, BATCH = 37, 4, 8  # 37 is not a multiple of 8: the last batch holds 5
+
+
+def identity_model() -> keras.Model:
+    """A model whose logits are its inputs, so the predictions are known in advance."""
+    inputs = keras.Input((C,))
+    dense = keras.layers.Dense(C, use_bias=False, kernel_initializer="identity")
+    return keras.Model(inputs, dense(inputs))
+
+
+def test_statistics_match_numpy_on_known_predictions():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=2.0, size=(N, C)).astype("float32")
+    labels = rng.integers(0, C, size=N).astype("int32")
+    dataset = tf.data.Dataset.from_tensor_slices((logits, labels)).batch(BATCH)
+    seen = []
+    stats = tester.Tester(identity_model(), dataset, N, BATCH, top_k=2).evaluate(on_batch=seen.append)
+
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    losses = -np.log(probs[np.arange(N), labels])
+    predicted = logits.argmax(1)
+    confusion = np.zeros((C, C), int)
+    np.add.at(confusion, (labels, predicted), 1)
+    top2 = np.argsort(-logits, axis=1)[:, :2]
+
+    assert seen == [1, 2, 3, 4, 5]  # ceil(37 / 8) batches, each reported
+    assert stats["count"] == N
+    np.testing.assert_allclose(stats["loss"], losses.mean(), rtol=1e-5)
+    assert stats["accuracy"] == np.mean(predicted == labels)
+    assert stats["top_k"] == 2
+    assert stats["top_k_accuracy"] == np.mean([labels[i] in top2[i] for i in range(N)])
+    assert stats["confusion"] == confusion.tolist()
+    recall = [confusion[c, c] / confusion[c].sum() for c in range(C)]
+    np.testing.assert_allclose(stats["recall"], recall)
+    assert "auc" not in stats
