@@ -60,3 +60,14 @@ def test_keep_limits_the_checkpoints_on_disk(tmp_path, data_dir):
     run = tmp_path / "run"
     train(run, data_dir, 10, "schedule.keep=2")
     assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-10.index", "ckpt-8.index"]
+
+
+def test_resume_with_a_different_network_is_a_clear_error(tmp_path, data_dir):
+    import pytest
+
+    from worklab.errors import UserError
+
+    run = tmp_path / "run"
+    train(run, data_dir, 2)
+    with pytest.raises(UserError, match=r"ckpt-2 does not fit the configured network"):
+        train(run, data_dir, 4, "network.width=0.25")

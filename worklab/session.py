@@ -1,38 +1,50 @@
 """The run folder's checkpointed state, and the one place that decides where weights start from.
 
 A checkpoint holds the global step (`step`), the number of training examples consumed
-(`examples`, the input position), the base learning rate (`lr`), every model variable
-keyed by its readable name (`model/stage1/block1/conv1/kernel`, not Keras' positional
-object paths, so a run's checkpoint can be read by name) and the optimizers' state.
-tf.train.CheckpointManager writes each checkpoint before pointing the `checkpoint`
-index file at it, so a kill during a save leaves the previous checkpoint in use.
+(`examples`, the input position), the base learning rate (`lr`), the schedule's own
+state as JSON (`schedule`), every model variable keyed by its readable name
+(`model/stage1/block1/conv1/kernel`, not Keras' positional object paths, so a run's
+checkpoint can be read by name) and the optimizers' state.
+
+Checkpoints are `checkpoints/ckpt-<step>`. TensorFlow's `checkpoint` index file lists
+the complete ones and is replaced atomically after each write, so a kill during a save
+leaves the previous checkpoint in use and the partial files unlisted. Old checkpoints
+are deleted except the last `keep`, the steps a schedule protects (a best checkpoint)
+and those a running watcher has not tested yet.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Set
 
 import keras
 import tensorflow as tf
 
 from worklab.errors import UserError
+from worklab.watchers import untested_steps
 
 log = logging.getLogger(__name__)
 
+PREFIX = "ckpt"
+
 
 class Session:
-    """Checkpoints in `<run_dir>/checkpoints`, keep-N, with the restore order written down once."""
+    """Checkpoints in `<run_dir>/checkpoints`, with the restore order written down once."""
 
     def __init__(self, run_dir: Path, model: keras.Model, optimizer_state: Dict, step: tf.Variable,
                  examples: tf.Variable, lr: tf.Variable, keep: int):
-        self.directory = Path(run_dir) / "checkpoints"
+        self.run_dir = Path(run_dir)
+        self.directory = self.run_dir / "checkpoints"
         self.step = step
-        self.checkpoint = tf.train.Checkpoint(
-            step=step, examples=examples, lr=lr,
-            model={v.path: v for v in model.variables}, optimizer=optimizer_state)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, str(self.directory), max_to_keep=keep,
-                                                  step_counter=step, checkpoint_name="ckpt")
+        self.keep = keep
+        self.protected: Callable[[], Set[int]] = set  # steps a schedule needs kept
+        self.schedule_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="schedule_state")
+        self._weights = tf.train.Checkpoint(model={v.path: v for v in model.variables}, optimizer=optimizer_state)
+        self.checkpoint = tf.train.Checkpoint(step=step, examples=examples, lr=lr, schedule=self.schedule_state,
+                                              model=self._weights.model, optimizer=self._weights.optimizer)
+        self.checkpoint.save_counter  # created now, so `write` saves it and a restore matches every object
 
     def restore(self) -> str:
         """Set the starting state and say where it came from.
@@ -40,42 +52,79 @@ class Session:
         The order: this run's own latest checkpoint; else fresh initialisation. (A
         pretrained checkpoint through a restore mapping will come between the two.)
         """
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-            log.info("restored %s: step %d", latest, int(self.step.numpy()))
+        steps = self.steps()
+        if steps:
+            path = self.path(steps[-1])
+            try:
+                self.checkpoint.restore(str(path)).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as error:
+                raise UserError(f"Checkpoint {path} does not fit the configured network and optimizer (was "
+                                f"network.* or optimizer.* changed for this run folder?): {error}") from None
+            log.info("restored %s: step %d", path, int(self.step.numpy()))
             return "checkpoint"
         log.info("no checkpoint in %s: starting from fresh weights", self.directory)
         return "fresh"
 
     def restore_step(self, step: Optional[int]) -> int:
-        """Restore the checkpoint of `step` (default: the latest) for testing; return its step."""
-        path = self._find(step)
-        self.checkpoint.restore(path).expect_partial()
+        """Restore the whole state of checkpoint `step` (default: the latest) for testing; return its step."""
+        path = self.path(self._find(step))
+        self.checkpoint.restore(str(path)).expect_partial()
         log.info("restored %s: step %d", path, int(self.step.numpy()))
         return int(self.step.numpy())
 
-    def save(self) -> str:
-        """Checkpoint the current state (once per step: saving the same step again is a no-op)."""
+    def restore_weights(self, step: int) -> None:
+        """Restore only the model and optimizer of checkpoint `step`; step, position and rate stay."""
+        self._weights.restore(str(self.path(self._find(step)))).expect_partial()
+
+    def load_state(self) -> Dict:
+        """The schedule state saved with the restored checkpoint ({} on a fresh start)."""
+        return json.loads(self.schedule_state.numpy().decode())
+
+    def save(self, schedule_state: Optional[Dict] = None) -> str:
+        """Checkpoint the current state (with the schedule's state if given) and delete what is not kept."""
+        if schedule_state is not None:
+            self.schedule_state.assign(json.dumps(schedule_state, sort_keys=True))
         step = int(self.step.numpy())
-        if self.manager.latest_checkpoint and self.steps()[-1] == step:
-            return self.manager.latest_checkpoint
-        path = self.manager.save(checkpoint_number=step)
+        path = self.checkpoint.write(str(self.path(step)))
+        steps = sorted(set(self.steps()) | {step})
+        keep = self._kept(steps)
+        kept = [s for s in steps if s in keep]
+        # Names relative to the folder, so a run folder can be moved; the index goes first,
+        # so a kill while deleting leaves only unlisted files behind.
+        tf.compat.v1.train.update_checkpoint_state(str(self.directory), f"{PREFIX}-{step}",
+                                                   [f"{PREFIX}-{s}" for s in kept])
+        for gone in set(steps) - keep:
+            for file in self.directory.glob(f"{PREFIX}-{gone}.*"):
+                file.unlink()
         log.info("saved checkpoint %s", path)
         return path
 
     def steps(self) -> List[int]:
-        """The steps of the checkpoints on disk, oldest first."""
-        return [int(p.rsplit("-", 1)[1]) for p in self.manager.checkpoints]
+        """The steps of the complete checkpoints, oldest first."""
+        return listed_steps(self.directory)
 
-    def _find(self, step: Optional[int]) -> str:
+    def path(self, step: int) -> Path:
+        return self.directory / f"{PREFIX}-{step}"
+
+    def _kept(self, steps: List[int]) -> Set[int]:
+        return set(steps[-self.keep:]) | self.protected() | untested_steps(self.run_dir, steps)
+
+    def _find(self, step: Optional[int]) -> int:
         available = self.steps()
         if not available:
             raise UserError(f"No checkpoint in {self.directory}: train first, or pass resume= "
                             "a run folder that has checkpoints.")
         if step is None:
-            return self.manager.checkpoints[-1]
+            return available[-1]
         if step not in available:
             raise UserError(f"schedule.step={step}: no checkpoint of that step in {self.directory}; "
                             f"available: {available}.")
-        return self.manager.checkpoints[available.index(step)]
+        return step
+
+
+def listed_steps(directory: Path) -> List[int]:
+    """The steps of the checkpoints TensorFlow's index file in `directory` lists, oldest first."""
+    state = tf.train.get_checkpoint_state(str(directory))
+    if state is None:
+        return []
+    return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
