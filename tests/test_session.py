@@ -71,3 +71,18 @@ def test_resume_with_a_different_network_is_a_clear_error(tmp_path, data_dir):
     train(run, data_dir, 2)
     with pytest.raises(UserError, match=r"ckpt-2 does not fit the configured network"):
         train(run, data_dir, 4, "network.width=0.25")
+
+
+def test_checkpoints_a_live_watcher_has_not_tested_are_kept(tmp_path, data_dir):
+    from worklab import watchers
+
+    run = tmp_path / "run"
+    run.mkdir()
+    watchers.heartbeat(run)
+    watchers.record_tested(run, 2)
+    train(run, data_dir, 8, "schedule.keep=1")  # saves at 2, 4, 6, 8
+    steps = lambda: sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("ckpt-*.index"))
+    assert steps() == [4, 6, 8]  # 2 was tested; 4 and 6 wait for the watcher
+    watchers.stop_heartbeat(run)  # a watcher that is gone pins nothing
+    train(run, data_dir, 10, "schedule.keep=1")
+    assert steps() == [10]

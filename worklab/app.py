@@ -10,8 +10,10 @@ import logging
 from typing import Dict
 
 from worklab import runtime
-from worklab.config import Config, FixedSchedule, TestSchedule, TrainSchedule
+from worklab.config import (Config, FixedSchedule, HyperSchedule, PatienceSchedule, TestSchedule, TrainSchedule,
+                            WatchSchedule)
 from worklab.errors import UserError
+from worklab.status import tracked
 from worklab.interrupt import StopRequest
 
 log = logging.getLogger("worklab")
@@ -22,17 +24,20 @@ def run(cfg: Config) -> Dict:
     """Run the configured schedule in cfg.run_dir and return its final metrics."""
     tf = runtime.configure(cfg.runtime, cfg.seed)
     from worklab.parts import Parts
-    from worklab.schedules import fixed, test, train
+    from worklab.schedules import fixed, hyper, patience, test, train, watch
 
-    schedule = {TrainSchedule: train, TestSchedule: test, FixedSchedule: fixed}[type(cfg.schedule)]
+    schedule = {TrainSchedule: train, TestSchedule: test, FixedSchedule: fixed, PatienceSchedule: patience,
+                HyperSchedule: hyper, WatchSchedule: watch}[type(cfg.schedule)]
     log.info("run folder: %s", cfg.run_dir)
     with StopRequest() as stop:
         parts = Parts(cfg, stop)
-        try:
-            return schedule.run(parts)
-        except tf.errors.OpError as error:
-            _name_bad_images(parts, error)
-            raise
+        # the schedules that train own their run folder's status; test and watch only read
+        with tracked(parts.run_dir, enabled=schedule in (fixed, train, patience, hyper)):
+            try:
+                return schedule.run(parts)
+            except tf.errors.OpError as error:
+                _name_bad_images(parts, error)
+                raise
 
 
 def _name_bad_images(parts, error: Exception) -> None:

@@ -199,6 +199,64 @@ class FixedSchedule(ScheduleConfig):
 
 
 @dataclass
+class PatienceSchedule(ScheduleConfig):
+    """Test every eval_every steps; when the test loss stops improving, go back to the best and lower the rate."""
+
+    eval_every: int = 500  # steps between tests
+    patience: int = 3  # tests without improvement before the rate drops
+    factor: float = 0.1  # the rate is multiplied by this at each drop
+    max_decays: int = 2  # stop at the next plateau after this many drops
+    max_steps: Optional[int] = None  # stop at this step in any case
+    max_loss: Optional[float] = None  # a test loss above this counts as a blow-up, like NaN
+    keep: int = 1  # latest checkpoints kept besides the best
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("eval_every", "patience"):
+            _require(getattr(self, key) >= 1, f"schedule.{key}={getattr(self, key)} must be at least 1.")
+        _require(0 < self.factor < 1, f"schedule.factor={self.factor} must be between 0 and 1.")
+        _require(self.max_decays >= 0, f"schedule.max_decays={self.max_decays} must be 0 or more.")
+        if self.max_steps is not None:
+            _positive("schedule.max_steps", self.max_steps)
+        if self.max_loss is not None:
+            _positive("schedule.max_loss", self.max_loss)
+
+
+@dataclass
+class HyperSchedule(PatienceSchedule):
+    """Patience for each value of one config key in turn, until the best test loss stops improving."""
+
+    param: str = MISSING  # the config key to vary, e.g. network.width
+    values: List[Any] = MISSING  # tried in this order, each in its own sub-folder
+    hyper_patience: int = 1  # values without a better best test loss before stopping
+    warm_start: bool = False  # start each value from the previous value's best weights
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(len(self.values) > 0, "schedule.values is empty: list the values of schedule.param to try.")
+        repeated = [v for i, v in enumerate(self.values) if v in self.values[:i]]
+        _require(not repeated, f"schedule.values repeats {repeated[0] if repeated else ''}: each value is tried once.")
+        _require(self.hyper_patience >= 1, f"schedule.hyper_patience={self.hyper_patience} must be at least 1.")
+        _require(not self.param.startswith("schedule."),
+                 f"schedule.param={self.param}: the schedule itself cannot be varied; pick a network, "
+                 "optimizer or reader key.")
+
+
+@dataclass
+class WatchSchedule(ScheduleConfig):
+    """Test every new checkpoint of a training run as it appears (the seed's test_many)."""
+
+    run: str = MISSING  # the training run folder to follow
+    poll: float = 5.0  # seconds between looks for new checkpoints
+    timeout: float = 3600.0  # stop after this many seconds without a new checkpoint
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("schedule.poll", self.poll)
+        _positive("schedule.timeout", self.timeout)
+
+
+@dataclass
 class RuntimeConfig:
     """How TensorFlow runs: set before the first TensorFlow import."""
 
@@ -238,13 +296,49 @@ def register() -> None:
     """Store the schemas so conf/ files are checked against them."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule)):
+    for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule),
+                       ("patience", PatienceSchedule), ("hyper", HyperSchedule), ("watch", WatchSchedule)):
         cs.store(group="schema/schedule", name=name, node=node)
 
 
 def to_plain(cfg: Any) -> Config:
     """Turn a composed DictConfig into the plain dataclasses the package works with."""
     return OmegaConf.to_object(cfg)
+
+
+def with_value(cfg: Config, key: str, value: Any) -> Config:
+    """A copy of `cfg` with `key` (a dotted path such as network.width) set to `value`, checked like an override."""
+    node = OmegaConf.structured(cfg)
+    if key not in _leaf_keys(node):
+        raise UserError(f"schedule.param={key} is not a config key; keys look like network.width, "
+                        "network.depth, optimizer.lr, reader.batch_size.")
+    try:
+        OmegaConf.update(node, key, value, merge=False)
+    except Exception as error:  # OmegaConf's validation errors name the key and the type
+        raise UserError(f"schedule.values: {key}={value!r} is not accepted: {str(error).splitlines()[0]}.") from None
+    return OmegaConf.to_object(node)
+
+
+def load_run_config(run_dir: Path, schedule: ScheduleConfig) -> Config:
+    """The config a run folder was started with, with `schedule` in place of its own schedule."""
+    saved_file = Path(run_dir) / ".hydra" / "config.yaml"
+    if not saved_file.is_file():
+        raise UserError(f"{run_dir} is not a run folder: {saved_file} does not exist.")
+    saved = OmegaConf.load(saved_file)
+    node = OmegaConf.merge(OmegaConf.structured(Config),
+                           {k: v for k, v in saved.items() if k not in ("schedule", "run_dir")})
+    node.schedule = OmegaConf.structured(schedule)
+    node.run_dir = str(run_dir)
+    return OmegaConf.to_object(node)
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> List[str]:
+    keys = []
+    for key in node:
+        child = node._get_node(key)
+        path = f"{prefix}{key}"
+        keys += _leaf_keys(child, path + ".") if OmegaConf.is_dict(child) else [path]
+    return keys
 
 
 def _override_key(override: str) -> str:

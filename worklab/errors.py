@@ -8,6 +8,14 @@ class UserError(Exception):
     """
 
 
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite at `step`; nothing after it was saved."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
 class Interrupted(Exception):
     """Training stopped on SIGINT or SIGTERM after saving a checkpoint at `step`."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
@@ -35,14 +35,15 @@ log = logging.getLogger(__name__)
 class Parts:
     """Reader, model, session, trainer, tester and writer of one run folder."""
 
-    def __init__(self, cfg: Config, stop: StopRequest):
+    def __init__(self, cfg: Config, stop: StopRequest, results_dir: Optional[Path] = None):
+        """`results_dir` (default: the run folder) receives test results and TensorBoard events."""
         self.cfg = cfg
         self.stop = stop
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.strategy = tf.distribute.get_strategy()
         self.reader = Reader(cfg.reader, cfg.seed)
-        self.writer = Writer(self.run_dir)
+        self.writer = Writer(results_dir or self.run_dir)
         with self.strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")

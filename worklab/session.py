@@ -40,8 +40,10 @@ class Session:
         self.step = step
         self.keep = keep
         self.protected: Callable[[], Set[int]] = set  # steps a schedule needs kept
+        self.warm_start: Optional[Path] = None  # a checkpoint to take matching weights from on a fresh start
+        self._model = {v.path: v for v in model.variables}
         self.schedule_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="schedule_state")
-        self._weights = tf.train.Checkpoint(model={v.path: v for v in model.variables}, optimizer=optimizer_state)
+        self._weights = tf.train.Checkpoint(model=self._model, optimizer=optimizer_state)
         self.checkpoint = tf.train.Checkpoint(step=step, examples=examples, lr=lr, schedule=self.schedule_state,
                                               model=self._weights.model, optimizer=self._weights.optimizer)
         self.checkpoint.save_counter  # created now, so `write` saves it and a restore matches every object
@@ -49,8 +51,10 @@ class Session:
     def restore(self) -> str:
         """Set the starting state and say where it came from.
 
-        The order: this run's own latest checkpoint; else fresh initialisation. (A
-        pretrained checkpoint through a restore mapping will come between the two.)
+        The order: this run's own latest checkpoint; else the warm-start checkpoint (the
+        previous value of a hyperparameter search), by name where the shape still fits;
+        else fresh initialisation. (A pretrained checkpoint through a restore mapping
+        will take the warm start's place.)
         """
         steps = self.steps()
         if steps:
@@ -62,8 +66,26 @@ class Session:
                                 f"network.* or optimizer.* changed for this run folder?): {error}") from None
             log.info("restored %s: step %d", path, int(self.step.numpy()))
             return "checkpoint"
+        if self.warm_start:
+            self._warm_start(self.warm_start)
+            return "warm start"
         log.info("no checkpoint in %s: starting from fresh weights", self.directory)
         return "fresh"
+
+    def _warm_start(self, path: Path) -> None:
+        """Copy every model variable whose name and shape the checkpoint has; report the rest."""
+        stored = tf.train.load_checkpoint(str(path))
+        shapes = stored.get_variable_to_shape_map()
+        fresh = []
+        for name, variable in self._model.items():
+            key = model_key(name)
+            if key in shapes and tuple(shapes[key]) == tuple(variable.shape):
+                variable.assign(stored.get_tensor(key))
+            else:
+                fresh.append(name)
+        log.info("warm start from %s: %d variables restored, %d fresh%s", path, len(self._model) - len(fresh),
+                 len(fresh), f" (name or shape changed: {', '.join(fresh[:5])}{', ...' if len(fresh) > 5 else ''})"
+                 if fresh else "")
 
     def restore_step(self, step: Optional[int]) -> int:
         """Restore the whole state of checkpoint `step` (default: the latest) for testing; return its step."""
@@ -120,6 +142,11 @@ class Session:
             raise UserError(f"schedule.step={step}: no checkpoint of that step in {self.directory}; "
                             f"available: {available}.")
         return step
+
+
+def model_key(name: str) -> str:
+    """The checkpoint key of model variable `name` (TensorFlow escapes '.' as '..' and '/' as '.S')."""
+    return "model/" + name.replace(".", "..").replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 def listed_steps(directory: Path) -> List[int]:

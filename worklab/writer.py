@@ -61,6 +61,14 @@ class Writer:
             tf.summary.image("confusion_matrix", confusion_image(stats["confusion"])[None])
         self._test.flush()
 
+    def decision(self, step: int, message: str, scalars: Dict[str, float]) -> None:
+        """A schedule's decision as TensorBoard text, with the counters behind it as scalars."""
+        with self._test.as_default(step=step):
+            tf.summary.text("decisions", message)
+            for key, value in scalars.items():
+                tf.summary.scalar(f"schedule/{key}", value)
+        self._test.flush()
+
     def evaluated(self, step: int) -> Optional[Dict]:
         """The saved evaluation of `step`, or None if that step was not evaluated."""
         path = self.evaluations / f"step-{step:06d}.json"

@@ -11,7 +11,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from worklab.errors import Interrupted, UserError
+from worklab.errors import Interrupted, NonFiniteLoss
 from worklab.progress import Progress
 
 log = logging.getLogger("worklab")
@@ -22,10 +22,12 @@ def due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
 
 
-def train_until(parts, end: int) -> Optional[Dict[str, float]]:
+def train_until(parts, end: int, schedule_state: Optional[Dict] = None) -> Optional[Dict[str, float]]:
     """Train from the current step to `end` at the current learning rate; None if already there.
 
-    Raises Interrupted after saving when SIGINT/SIGTERM arrives, and UserError when the
+    Checkpoints carry `schedule_state`, the calling schedule's state (when it has one).
+
+    Raises Interrupted after saving when SIGINT/SIGTERM arrives, and NonFiniteLoss when the
     loss stops being finite (the last good checkpoint is kept, nothing newer is saved).
     """
     s = parts.cfg.schedule
@@ -48,7 +50,7 @@ def train_until(parts, end: int) -> Optional[Dict[str, float]]:
                      scalars["loss"], scalars["accuracy"], scalars["lr"], scalars["images_per_second"])
             parts.writer.train_scalars(step, scalars)
         if due(step, s.save_every, end) or parts.stop:
-            parts.session.save()
+            parts.session.save(schedule_state)
     if parts.stop:
         raise Interrupted(parts.stop.signal, step)
     return scalars
@@ -72,8 +74,8 @@ def _check_finite(parts, step: int) -> None:
     if bad >= 0:
         saved = parts.session.steps()
         last = f"the last good checkpoint is step {saved[-1]}" if saved else "there is no earlier checkpoint"
-        raise UserError(f"The training loss became NaN or infinite at step {bad}. Nothing after it was saved: "
-                        f"{last}. Lower optimizer.lr (or check the input images), then resume.")
+        raise NonFiniteLoss(f"The training loss became NaN or infinite at step {bad}. Nothing after it was "
+                            f"saved: {last}. Lower optimizer.lr (or check the input images), then resume.", bad)
 
 
 def _log_inputs(parts, step: int) -> None:

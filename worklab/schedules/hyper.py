@@ -1,0 +1,76 @@
+"""schedule=hyper: the patience schedule for each value of one config key (the seed's train_with_hyper).
+
+Values are tried in order, each in its own sub-folder named `<param>=<value>` that is a
+complete, resumable patience run. The search stops when the best test loss has not
+improved for hyper_patience values. Every value's config is built and checked before
+the first step. The search's state is the set of finished sub-runs (each marked by its
+best.json): a restarted search skips them, resumes the interrupted one from its own
+checkpoint, and writes the same table.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from worklab.atomic import write_json
+from worklab.config import with_value
+from worklab.schedules import patience
+
+log = logging.getLogger("worklab")
+
+
+def run(parts) -> Dict:
+    """Search the values; return the test results of the best value's best step."""
+    s = parts.cfg.schedule
+    variants = [(value, with_value(parts.cfg, s.param, value)) for value in s.values]
+    rows: List[Dict] = []
+    previous: Optional[Path] = None
+    for value, variant in variants:
+        variant.run_dir = str(parts.run_dir / f"{s.param}={value}")
+        result = run_value(parts, variant, previous if s.warm_start else None)
+        rows.append({"value": value, "folder": Path(variant.run_dir).name, "loss": result["loss"],
+                     "accuracy": result["accuracy"], "step": result["step"]})
+        log.info("%s=%s best %.4f at step %d", s.param, value, result["loss"], result["step"])
+        write_table(parts, rows)
+        previous = Path(variant.run_dir) / "checkpoints" / f"ckpt-{result['step']}"
+        if values_since_best(rows) >= s.hyper_patience:
+            log.info("%s: no better test loss for %d value(s): stopping", s.param, values_since_best(rows))
+            break
+    best = min(rows, key=lambda row: row["loss"])
+    log.info("best %s=%s: test loss %.4f at step %d\n%s", s.param, best["value"], best["loss"], best["step"],
+             format_table(s.param, rows))
+    return json.loads((parts.run_dir / best["folder"] / "best.json").read_text())
+
+
+def run_value(parts, variant, warm_start: Optional[Path]) -> Dict:
+    """One value's patience run in its sub-folder, or its saved result if it finished before."""
+    finished = Path(variant.run_dir) / "best.json"
+    if finished.is_file():
+        return json.loads(finished.read_text())
+    from worklab.parts import Parts
+
+    sub = Parts(variant, parts.stop)
+    sub.session.warm_start = warm_start
+    return patience.run(sub)
+
+
+def values_since_best(rows: List[Dict]) -> int:
+    best = min(range(len(rows)), key=lambda i: rows[i]["loss"])
+    return len(rows) - 1 - best
+
+
+def write_table(parts, rows: List[Dict]) -> None:
+    s = parts.cfg.schedule
+    write_json(parts.run_dir / "state.json", {"schedule": "hyper", "param": s.param, "values": list(s.values),
+                                              "results": rows, "values_since_best": values_since_best(rows)})
+    (parts.run_dir / "hyper.txt").write_text(format_table(s.param, rows) + "\n")
+
+
+def format_table(param: str, rows: List[Dict]) -> str:
+    best = min(rows, key=lambda row: row["loss"])
+    lines = [f"{param:>16}  {'test loss':>9}  {'accuracy':>8}  {'step':>7}"]
+    lines += [f"{str(r['value']):>16}  {r['loss']:>9.4f}  {r['accuracy']:>8.3f}  {r['step']:>7d}"
+              + ("  <- best" if r is best else "") for r in rows]
+    return "\n".join(lines)
