@@ -10,10 +10,10 @@ import logging
 from typing import Dict
 
 from worklab import runtime
-from worklab.config import (Config, FixedSchedule, HyperSchedule, PatienceSchedule, TestSchedule, TrainSchedule,
+from worklab.config import (Config, hparams, saved_overrides, FixedSchedule, HyperSchedule, PatienceSchedule, TestSchedule, TrainSchedule,
                             WatchSchedule)
 from worklab.errors import UserError
-from worklab.status import tracked
+from worklab.summary import Summary, tracked
 from worklab.interrupt import StopRequest
 
 log = logging.getLogger("worklab")
@@ -31,13 +31,21 @@ def run(cfg: Config) -> Dict:
     log.info("run folder: %s", cfg.run_dir)
     with StopRequest() as stop:
         parts = Parts(cfg, stop)
-        # the schedules that train own their run folder's status; test and watch only read
-        with tracked(parts.run_dir, enabled=schedule in (fixed, train, patience, hyper)):
+        # the schedules that train own their run folder's summary; test and watch only read runs
+        if schedule in (fixed, train, patience, hyper):
+            name = schedule.__name__.rsplit(".", 1)[1]
+            parts.summary = Summary(parts.run_dir, name, saved_overrides(parts.run_dir))
+            parts.writer.hparams(hparams(cfg))
+        with tracked(parts.summary):
             try:
-                return schedule.run(parts)
+                result = schedule.run(parts)
             except tf.errors.OpError as error:
                 _name_bad_images(parts, error)
                 raise
+        best = parts.summary and parts.summary.data["best"]
+        if best:
+            parts.writer.final(parts.summary.data["step"], best)
+        return result
 
 
 def _name_bad_images(parts, error: Exception) -> None:

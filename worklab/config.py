@@ -8,16 +8,21 @@ the key, so a bad value stops the run before TensorFlow is even imported.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, OmegaConf
 
 from worklab.errors import UserError
 
 DEPTHS = (10, 18, 34, 50, 101, 152)
+MAX_FOLDER_NAME = 200  # file systems allow 255 bytes
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SOURCES = ("demo", "json", "folder")
 PRECISIONS = ("float32", "mixed_bfloat16")
@@ -58,6 +63,7 @@ class DemoConfig:
     image_size: int = 48
     train_per_class: int = 100
     test_per_class: int = 30
+    seed: int = 0  # the drawing's seed, apart from the run's seed so a seed sweep keeps the data
 
     def __post_init__(self) -> None:
         for key in ("image_size", "train_per_class", "test_per_class"):
@@ -288,8 +294,19 @@ class Config:
     seed: int = 0  # shuffling, augmentation and initialisation
     top_k: int = 5  # the k of the top-k test accuracy
     resume: Optional[str] = None  # a run folder to continue in, with its saved config
+    sweep: Optional[str] = None  # a multirun's name: job folders multirun/NAME/<overrides>, resumable
     run_dir: str = "${hydra:runtime.output_dir}"  # this run's folder (set by Hydra)
     data_dir: str = "data"  # where the demo set is written
+
+
+def hparams(cfg: Config) -> Dict[str, Any]:
+    """The settings that tell runs apart, flattened to scalars for TensorBoard's HParams dashboard."""
+    values = {"seed": cfg.seed, "schedule": type(cfg.schedule).__name__.removesuffix("Schedule").lower(),
+              "reader.batch_size": cfg.reader.batch_size, "reader.image_size": cfg.reader.image_size}
+    for section in ("network", "optimizer", "schedule"):
+        for key, value in asdict(getattr(cfg, section)).items():
+            values[f"{section}.{key}"] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+    return values
 
 
 def register() -> None:
@@ -367,13 +384,52 @@ def resume_argv(argv: List[str]) -> List[str]:
         raise UserError(f"resume={resume[-1]} is not a run folder: {saved_file} does not exist. "
                         "Pass the folder of an earlier run, e.g. outputs/2026-11-25/10-11-12.")
     new_keys = {_override_key(a) for a in given}
-    saved = [o for o in OmegaConf.load(saved_file) if not _replaced(_override_key(o), new_keys)]
+    saved = [o for o in saved_overrides(Path(resume[-1])) if not _replaced(_override_key(o), new_keys)]
     return argv[:1] + saved + argv[1:]
+
+
+def saved_overrides(run_dir: Path) -> List[str]:
+    """The command-line overrides Hydra saved in a run folder ([] if it has none)."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
 
 
 def _run_folder(resume: Optional[str], fresh: str) -> str:
     return resume if resume else fresh
 
 
+def _sweep_folder(sweep: Optional[str], fresh: str) -> str:
+    return f"multirun/{sweep}" if sweep else fresh
+
+
+def _job_folder(sweep: Optional[str], number: int, overrides: str) -> str:
+    """A named sweep's jobs are named by their overrides, so a relaunch finds its own folders again.
+
+    Slashes in values become '%'; a name too long for a file system keeps its start and
+    ends with a hash of the whole, which stays the same for the same overrides.
+    """
+    if not sweep:
+        return str(number)
+    name = (overrides or "defaults").replace("/", "%")
+    if len(name) <= MAX_FOLDER_NAME:
+        return name
+    return f"{name[:MAX_FOLDER_NAME - 13]}..{hashlib.sha1(name.encode()).hexdigest()[:11]}"
+
+
+def _threads_per_job() -> int:
+    """TensorFlow threads for one job: all cores alone (0), cores / n_jobs under a parallel launcher."""
+    try:
+        jobs = HydraConfig.get().launcher.get("n_jobs")
+    except ValueError:  # no Hydra run around (tests, the API)
+        return 0
+    cores = os.cpu_count() or 1
+    if not jobs:
+        return 0
+    return max(1, cores // (cores if jobs < 0 else jobs))
+
+
 OmegaConf.register_new_resolver("run_folder", _run_folder, replace=True)
+OmegaConf.register_new_resolver("threads_per_job", _threads_per_job, replace=True)
+OmegaConf.register_new_resolver("sweep_folder", _sweep_folder, replace=True)
+OmegaConf.register_new_resolver("job_folder", _job_folder, replace=True)
 register()

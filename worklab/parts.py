@@ -25,6 +25,7 @@ from worklab.network import build_resnet
 from worklab.reader import Reader
 from worklab.rules import lr_multipliers
 from worklab.session import Session
+from worklab.summary import Summary
 from worklab.tester import Tester
 from worklab.trainer import OptimizerGroups, Trainer
 from worklab.writer import Writer
@@ -44,6 +45,7 @@ class Parts:
         self.strategy = tf.distribute.get_strategy()
         self.reader = Reader(cfg.reader, cfg.seed)
         self.writer = Writer(results_dir or self.run_dir)
+        self.summary: Optional[Summary] = None  # summary.json, for the schedules that train
         with self.strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
@@ -57,7 +59,7 @@ class Parts:
         r = self.cfg.reader
         if r.source == "demo":
             train, test = demo.ensure_demo(Path(self.cfg.data_dir), r.demo.image_size,
-                                           r.demo.train_per_class, r.demo.test_per_class, self.cfg.seed)
+                                           r.demo.train_per_class, r.demo.test_per_class, r.demo.seed)
             return str(train), str(test), "json"
         for key in ("train", "test"):
             if not getattr(r, key):

@@ -35,7 +35,7 @@ def configure(cfg: RuntimeConfig, seed: int):
     keras.utils.set_random_seed(seed)
     if cfg.deterministic:
         tf.config.experimental.enable_op_determinism()
-    log.info("runtime: TensorFlow %s, %d GPU(s), oneDNN %s, XLA %s, precision %s",
-             tf.__version__, len(gpus), "on" if cfg.onednn else "off",
-             "on" if cfg.xla else "off", cfg.precision)
+    log.info("runtime: TensorFlow %s, %d GPU(s), oneDNN %s, XLA %s, precision %s, threads %s/%s",
+             tf.__version__, len(gpus), "on" if cfg.onednn else "off", "on" if cfg.xla else "off",
+             cfg.precision, cfg.intra_op_threads or "auto", cfg.inter_op_threads or "auto")
     return tf

@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Set
 import keras
 import tensorflow as tf
 
+from worklab.atomic import write_text
 from worklab.errors import UserError
 from worklab.watchers import untested_steps
 
@@ -111,10 +112,8 @@ class Session:
         steps = sorted(set(self.steps()) | {step})
         keep = self._kept(steps)
         kept = [s for s in steps if s in keep]
-        # Names relative to the folder, so a run folder can be moved; the index goes first,
-        # so a kill while deleting leaves only unlisted files behind.
-        tf.compat.v1.train.update_checkpoint_state(str(self.directory), f"{PREFIX}-{step}",
-                                                   [f"{PREFIX}-{s}" for s in kept])
+        # The index goes first, so a kill while deleting leaves only unlisted files behind.
+        write_index(self.directory, step, kept)
         for gone in set(steps) - keep:
             for file in self.directory.glob(f"{PREFIX}-{gone}.*"):
                 file.unlink()
@@ -147,6 +146,16 @@ class Session:
 def model_key(name: str) -> str:
     """The checkpoint key of model variable `name` (TensorFlow escapes '.' as '..' and '/' as '.S')."""
     return "model/" + name.replace(".", "..").replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def write_index(directory: Path, latest: int, steps: List[int]) -> None:
+    """Replace TensorFlow's `checkpoint` index file (its CheckpointState text format) atomically.
+
+    Names are relative to the folder, so a run folder can be moved.
+    """
+    lines = [f'model_checkpoint_path: "{PREFIX}-{latest}"']
+    lines += [f'all_model_checkpoint_paths: "{PREFIX}-{s}"' for s in steps]
+    write_text(directory / "checkpoint", "\n".join(lines) + "\n")
 
 
 def listed_steps(directory: Path) -> List[int]:

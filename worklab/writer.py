@@ -11,7 +11,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +32,7 @@ class Writer:
         self.evaluations = self.run_dir / "evaluations"
         self._train = tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "train"))
         self._test = tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "test"))
+        self._run = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
 
     def train_scalars(self, step: int, scalars: Dict[str, float]) -> None:
         with self._train.as_default(step=step):
@@ -60,6 +61,21 @@ class Writer:
                     tf.summary.scalar(key, stats[key])
             tf.summary.image("confusion_matrix", confusion_image(stats["confusion"])[None])
         self._test.flush()
+
+    def hparams(self, values: Dict[str, Any]) -> None:
+        """The run's hyperparameters for TensorBoard's HParams dashboard, which compares a sweep's runs."""
+        from tensorboard.plugins.hparams import api as hp
+
+        with self._run.as_default():
+            hp.hparams(values, trial_id=str(self.run_dir))
+        self._run.flush()
+
+    def final(self, step: int, best: Dict[str, float]) -> None:
+        """The run's result as the metrics the HParams dashboard lists beside the hyperparameters."""
+        with self._run.as_default(step=step):
+            tf.summary.scalar("best/test_loss", best["loss"])
+            tf.summary.scalar("best/test_accuracy", best["accuracy"])
+        self._run.flush()
 
     def decision(self, step: int, message: str, scalars: Dict[str, float]) -> None:
         """A schedule's decision as TensorBoard text, with the counters behind it as scalars."""

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from worklab.atomic import write_json
-from worklab.config import with_value
+from worklab.config import hparams, with_value
 from worklab.schedules import patience
+from worklab.summary import Summary, tracked
 
 log = logging.getLogger("worklab")
 
@@ -29,7 +30,9 @@ def run(parts) -> Dict:
     previous: Optional[Path] = None
     for value, variant in variants:
         variant.run_dir = str(parts.run_dir / f"{s.param}={value}")
-        result = run_value(parts, variant, previous if s.warm_start else None)
+        result = run_value(parts, variant, f"{s.param}={value}", previous if s.warm_start else None)
+        if parts.summary:
+            parts.summary.evaluated(result)
         rows.append({"value": value, "folder": Path(variant.run_dir).name, "loss": result["loss"],
                      "accuracy": result["accuracy"], "step": result["step"]})
         log.info("%s=%s best %.4f at step %d", s.param, value, result["loss"], result["step"])
@@ -44,7 +47,7 @@ def run(parts) -> Dict:
     return json.loads((parts.run_dir / best["folder"] / "best.json").read_text())
 
 
-def run_value(parts, variant, warm_start: Optional[Path]) -> Dict:
+def run_value(parts, variant, override: str, warm_start: Optional[Path]) -> Dict:
     """One value's patience run in its sub-folder, or its saved result if it finished before."""
     finished = Path(variant.run_dir) / "best.json"
     if finished.is_file():
@@ -53,7 +56,11 @@ def run_value(parts, variant, warm_start: Optional[Path]) -> Dict:
 
     sub = Parts(variant, parts.stop)
     sub.session.warm_start = warm_start
-    return patience.run(sub)
+    overrides = parts.summary.data["overrides"] + [override] if parts.summary else [override]
+    sub.summary = Summary(sub.run_dir, "patience", overrides)
+    sub.writer.hparams(hparams(variant))
+    with tracked(sub.summary):
+        return patience.run(sub)
 
 
 def values_since_best(rows: List[Dict]) -> int:

@@ -51,6 +51,8 @@ def train_until(parts, end: int, schedule_state: Optional[Dict] = None) -> Optio
             parts.writer.train_scalars(step, scalars)
         if due(step, s.save_every, end) or parts.stop:
             parts.session.save(schedule_state)
+            if parts.summary:
+                parts.summary.saved(step)
     if parts.stop:
         raise Interrupted(parts.stop.signal, step)
     return scalars
@@ -64,6 +66,8 @@ def evaluate(parts) -> Dict:
     result = {"step": step, "lr": float(parts.lr.numpy()), **tester.evaluate(on_batch=bar.update)}
     bar.break_line()
     parts.writer.evaluation(result, parts.classes)
+    if parts.summary:
+        parts.summary.evaluated(result)
     log.info("test step %d loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)", step, result["loss"],
              result["accuracy"], result["top_k"], result["top_k_accuracy"], result["f1_macro"], result["count"])
     return result

@@ -20,7 +20,7 @@ from worklab.config import load_run_config
 from worklab.errors import Interrupted
 from worklab.schedules.loop import evaluate
 from worklab.session import listed_steps
-from worklab.status import read_status
+from worklab.summary import read_summary
 
 log = logging.getLogger("worklab")
 
@@ -45,7 +45,7 @@ def run(parts) -> Dict:
                 quiet_since = time.monotonic()
             if todo:
                 continue
-            if read_status(watched) == "finished":
+            if (read_summary(watched) or {}).get("status") == "finished":
                 log.info("%s is finished and every checkpoint is tested", watched)
                 break
             if time.monotonic() - quiet_since > s.timeout:

@@ -1,0 +1,106 @@
+"""Multirun sweeps: job folders with summaries and HParams, failing jobs, named sweeps that resume."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, STAGES, TINY, run_py
+
+pytestmark = pytest.mark.slow
+
+
+def summaries(sweep: Path):
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+
+
+def hparams_tags(run: Path):
+    import tensorflow as tf
+
+    return {value.tag for path in (run / "tensorboard").glob("events.out.tfevents.*")
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
+
+
+def test_two_by_two_sweep_in_parallel_processes(tmp_path, data_dir):
+    result = run_py(["-m", "hydra/launcher=parallel", *TINY, STAGES, f"data_dir={data_dir}", "sweep=grid",
+                     "network.width=0.125,0.25", "seed=0,1"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sweep = tmp_path / "multirun" / "grid"
+    found = summaries(sweep)
+    assert len(found) == 4
+    for name, summary in found.items():
+        assert summary["status"] == "finished" and summary["step"] == 6, name
+        assert summary["best"]["loss"] == min(json.loads(line)["loss"] for line in
+                                              (sweep / name / "metrics.jsonl").read_text().splitlines())
+        assert f"network.width={name.split('network.width=')[1].split(',')[0]}" in summary["overrides"]
+        assert {"_hparams_/session_start_info", "best/test_loss"} <= hparams_tags(sweep / name)
+    assert "threads 1/auto" in result.stdout  # two jobs on two cores: one TensorFlow thread each
+
+    from worklab import review
+
+    csv_file = tmp_path / "sweep.csv"
+    assert review.main([str(sweep), "--sort", "loss", "--csv", str(csv_file)]) == 0
+    rows = list(__import__("csv").DictReader(csv_file.open()))
+    assert len(rows) == 4
+    best = min(found, key=lambda name: found[name]["best"]["loss"])
+    assert rows[0]["run"].endswith(best) and float(rows[0]["loss"]) == pytest.approx(found[best]["best"]["loss"])
+
+
+def test_a_failing_job_is_marked_and_the_others_finish(tmp_path, data_dir):
+    result = run_py(["-m", *TINY, STAGES, f"data_dir={data_dir}", "sweep=bad", "optimizer.lr=0.05,-1,0.01"],
+                    tmp_path)
+    assert result.returncode != 0
+    found = summaries(tmp_path / "multirun" / "bad")
+    statuses = {name.split("optimizer.lr=")[1].split(",")[0]: s["status"] for name, s in found.items()}
+    assert statuses == {"0.05": "finished", "-1": "failed", "0.01": "finished"}
+    failed = next(s for s in found.values() if s["status"] == "failed")
+    assert "optimizer.lr=-1.0 must be greater than 0" in failed["error"]
+
+
+def test_named_sweep_killed_in_its_second_job_resumes_without_retraining_the_first(tmp_path, data_dir):
+    args = [sys.executable, str(ROOT / "run.py"), "-m", *TINY, f"data_dir={data_dir}", "sweep=resumable",
+            "schedule.stages=[{lr: 0.05, steps: 400}]", "schedule.save_every=20", "network.width=0.125,0.25"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    jobs_started = 0
+    for line in proc.stdout:
+        jobs_started += "run folder:" in line
+        if jobs_started == 2 and "train step 40/" in line:
+            proc.send_signal(signal.SIGKILL)
+            break
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    sweep = tmp_path / "multirun" / "resumable"
+    first = next(p for p in sweep.iterdir() if "network.width=0.125" in p.name)
+    second = next(p for p in sweep.iterdir() if "network.width=0.25" in p.name)
+    assert summaries(sweep)[first.name]["status"] == "finished"
+    assert summaries(sweep)[second.name]["status"] == "running"  # killed: nobody could mark it
+    first_checkpoints = {p.name: p.stat().st_mtime_ns for p in (first / "checkpoints").iterdir()}
+    first_metrics = (first / "metrics.jsonl").read_text()
+
+    relaunch = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert relaunch.returncode == 0, relaunch.stdout + relaunch.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in (first / "checkpoints").iterdir()} == first_checkpoints
+    assert (first / "metrics.jsonl").read_text() == first_metrics
+    assert all(s["status"] == "finished" and s["step"] == 400 for s in summaries(sweep).values())
+    resumed_from = [line for line in relaunch.stdout.splitlines() if "train steps" in line]
+    assert len(resumed_from) == 1 and not resumed_from[0].split("train steps ")[1].startswith("1-")
+
+
+@pytest.mark.parametrize("overrides, key, value", [
+    (["hydra/launcher=parallel"], "hydra.launcher.n_jobs", 2),
+    (["hydra/launcher=slurm"], "hydra.launcher.gpus_per_node", 1),
+    (["hparams_search=optuna"], "hydra.sweeper.direction", "minimize"),
+    (["experiment=demo_sweep"], "sweep", "demo_sweep"),
+])
+def test_launcher_sweeper_and_experiment_configs_compose(overrides, key, value):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import worklab.config  # noqa: F401  (registers the schemas the configs name)
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    assert OmegaConf.select(cfg, key) == value
