@@ -142,7 +142,10 @@ class Parts:
 
     @cached_property
     def trainer(self) -> Trainer:
+        """The trainer on the input stream from the restored position; its first inputs go to TensorBoard."""
         dataset = self.reader.train(self.train_images, start=self.start_position)
+        images, _ = next(iter(dataset))
+        self.writer.input_images(int(self.step.numpy()), images.numpy(), self.cfg.reader.mean, self.cfg.reader.std)
         return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,
                        self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla)
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from typing import Dict, Optional
 
-import numpy as np
-
 from worklab.errors import Interrupted, NonFiniteLoss
 from worklab.progress import Progress
 
@@ -35,7 +33,6 @@ def train_until(parts, end: int, schedule_state: Optional[Dict] = None) -> Optio
     step = int(parts.step.numpy())
     if step >= end:
         return None
-    _log_inputs(parts, step)
     log.info("train steps %d-%d at learning rate %g", step + 1, end, parts.lr.numpy())
     bar, first = Progress(end - step), step
     scalars = None
@@ -80,9 +77,3 @@ def _check_finite(parts, step: int) -> None:
         last = f"the last good checkpoint is step {saved[-1]}" if saved else "there is no earlier checkpoint"
         raise NonFiniteLoss(f"The training loss became NaN or infinite at step {bad}. Nothing after it was "
                             f"saved: {last}. Lower optimizer.lr (or check the input images), then resume.", bad)
-
-
-def _log_inputs(parts, step: int) -> None:
-    """Put the first few augmented inputs of the coming stretch in TensorBoard."""
-    images, _ = next(iter(parts.reader.train(parts.train_images, start=int(parts.examples.numpy()))))
-    parts.writer.input_images(step, np.asarray(images), parts.cfg.reader.mean, parts.cfg.reader.std)
