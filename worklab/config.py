@@ -147,8 +147,22 @@ class OptimizerConfig:
 
 
 @dataclass
+class RestoreRule:
+    """Variables whose name matches `pattern` (re.search) look for re.sub(pattern, to, name) in the checkpoint."""
+
+    pattern: str = MISSING
+    to: str = MISSING
+
+
+@dataclass
 class RestoreConfig:
-    """Restoring from a pretrained checkpoint; `restore=none` starts from fresh weights."""
+    """Where a run's first weights come from when it has no checkpoint of its own."""
+
+    path: Optional[str] = None  # a TF1 or TF2 checkpoint (prefix or folder) or a Keras .h5 weights file
+    rules: List[RestoreRule] = field(default_factory=list)  # ordered; the first match wins; else own name
+    skip: List[str] = field(default_factory=list)  # patterns of variables to initialise fresh (a new head)
+    strict: bool = True  # a missing key or a shape or dtype mismatch stops the run; false: fresh, and said
+    anyway: bool = False  # restore even over this run's own checkpoint (the seed's RESTORE_ANYWAY)
 
 
 @dataclass
@@ -263,6 +277,13 @@ class WatchSchedule(ScheduleConfig):
 
 
 @dataclass
+class InspectSchedule(ScheduleConfig):
+    """List a checkpoint's keys, and how each variable of the configured network maps to them."""
+
+    filter: Optional[str] = None  # a regex: only keys (and variables) that match
+
+
+@dataclass
 class RuntimeConfig:
     """How TensorFlow runs: set before the first TensorFlow import."""
 
@@ -314,7 +335,8 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule),
-                       ("patience", PatienceSchedule), ("hyper", HyperSchedule), ("watch", WatchSchedule)):
+                       ("patience", PatienceSchedule), ("hyper", HyperSchedule), ("watch", WatchSchedule),
+                       ("inspect", InspectSchedule)):
         cs.store(group="schema/schedule", name=name, node=node)
 
 

@@ -130,7 +130,7 @@ class Parts:
     @cached_property
     def session(self) -> Session:
         return Session(self.run_dir, self.model, self.optimizers.state(), self.step, self.examples, self.lr,
-                       self.cfg.schedule.keep)
+                       self.cfg.schedule.keep, self.cfg.restore)
 
     @cached_property
     def start_position(self) -> int:

@@ -23,7 +23,9 @@ import keras
 import tensorflow as tf
 
 from worklab.atomic import write_text
+from worklab.config import RestoreConfig
 from worklab.errors import UserError
+from worklab.restore import restore as restore_pretrained
 from worklab.watchers import untested_steps
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,13 @@ class Session:
     """Checkpoints in `<run_dir>/checkpoints`, with the restore order written down once."""
 
     def __init__(self, run_dir: Path, model: keras.Model, optimizer_state: Dict, step: tf.Variable,
-                 examples: tf.Variable, lr: tf.Variable, keep: int):
+                 examples: tf.Variable, lr: tf.Variable, keep: int, pretrained: Optional[RestoreConfig] = None):
         self.run_dir = Path(run_dir)
         self.directory = self.run_dir / "checkpoints"
         self.step = step
         self.keep = keep
         self.protected: Callable[[], Set[int]] = set  # steps a schedule needs kept
+        self.pretrained = pretrained if pretrained and pretrained.path else None
         self.warm_start: Optional[Path] = None  # a checkpoint to take matching weights from on a fresh start
         self._model = {v.path: v for v in model.variables}
         self.schedule_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="schedule_state")
@@ -52,10 +55,10 @@ class Session:
     def restore(self) -> str:
         """Set the starting state and say where it came from.
 
-        The order: this run's own latest checkpoint; else the warm-start checkpoint (the
-        previous value of a hyperparameter search), by name where the shape still fits;
-        else fresh initialisation. (A pretrained checkpoint through a restore mapping
-        will take the warm start's place.)
+        The order: this run's own latest checkpoint (and over it the pretrained one with
+        restore.anyway=true); else the pretrained checkpoint restore.path through the
+        restore mapping; else the warm-start checkpoint (the previous value of a
+        hyperparameter search), by name where the shape still fits; else fresh weights.
         """
         steps = self.steps()
         if steps:
@@ -66,7 +69,12 @@ class Session:
                 raise UserError(f"Checkpoint {path} does not fit the configured network and optimizer (was "
                                 f"network.* or optimizer.* changed for this run folder?): {error}") from None
             log.info("restored %s: step %d", path, int(self.step.numpy()))
+            if self.pretrained and self.pretrained.anyway:
+                restore_pretrained(self._model, self.pretrained, self.run_dir / "restore_report.json")
             return "checkpoint"
+        if self.pretrained:
+            restore_pretrained(self._model, self.pretrained, self.run_dir / "restore_report.json")
+            return "pretrained"
         if self.warm_start:
             self._warm_start(self.warm_start)
             return "warm start"

@@ -1,0 +1,157 @@
+"""Starting from a pretrained checkpoint: TF1, TF2 (worklab runs) and .h5 sources, rules, the report."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import compose
+from worklab import app
+from worklab.errors import UserError
+from worklab.restore import open_checkpoint
+
+FROZEN = "network.lr_mult=[{pattern: '^(stem|stage)', mult: 0}]"
+ALL_FROZEN = ["network.lr_mult=[{pattern: '.', mult: 0}]", "network.weight_decay=0"]
+HEAD = "restore.skip=['^head/']"
+
+
+def train(run_dir, data_dir, steps, *overrides):
+    return app.run(compose(["schedule=train", f"schedule.steps={steps}", "schedule.save_every=2",
+                            *overrides], run_dir, data_dir))
+
+
+def model_values(run_dir):
+    source = open_checkpoint(str(run_dir / "checkpoints"))
+    return {name: source.get(name) for name in source.shapes}
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data_dir):
+    """A worklab run of 4 steps on the tiny demo set: its checkpoint is the pretrained model."""
+    run = tmp_path_factory.mktemp("pretrained") / "run"
+    train(run, data_dir, 4)
+    return run
+
+
+def report(run_dir):
+    return {row["variable"]: row for row in json.loads((run_dir / "restore_report.json").read_text())["variables"]}
+
+
+def test_a_worklab_run_reads_by_variable_name(pretrained):
+    source = open_checkpoint(str(pretrained / "checkpoints"))
+    assert "stage1/block1/conv1/kernel" in source.shapes and "head/kernel" in source.shapes
+    assert not any(k.startswith(("optimizer", "step", "lr")) for k in source.shapes)
+
+
+def test_retrain_with_a_fresh_head_keeps_frozen_pretrained_weights(tmp_path, data_dir, pretrained):
+    run = tmp_path / "run"
+    train(run, data_dir, 2, f"restore.path={pretrained / 'checkpoints'}", HEAD, FROZEN)
+    rows = report(run)
+    assert {r["status"] for name, r in rows.items() if name.startswith("head/")} == {"skipped"}
+    assert {r["status"] for name, r in rows.items() if not name.startswith("head/")} == {"restored"}
+    before, after = model_values(pretrained), model_values(run)
+    for name in before:
+        if name.startswith(("stem/", "stage")) and "moving" not in name:
+            np.testing.assert_array_equal(before[name], after[name], err_msg=name)
+    assert not np.array_equal(before["head/kernel"], after["head/kernel"])
+
+
+def test_tf1_checkpoint_under_other_names_restores_every_tensor_through_a_rule(tmp_path, data_dir, pretrained):
+    values = model_values(pretrained)
+    with tf.Graph().as_default():
+        saved = [tf.compat.v1.Variable(v, name=f"net/{name}") for name, v in values.items()]
+        saver = tf.compat.v1.train.Saver(saved)
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            prefix = saver.save(session, str(tmp_path / "tf1" / "model.ckpt"))
+    run = tmp_path / "run"
+    train(run, data_dir, 1, f"restore.path={prefix}", "restore.rules=[{pattern: '^(.*)$', to: 'net/\\1'}]",
+          *ALL_FROZEN)
+    rows = report(run)
+    assert {row["status"] for row in rows.values()} == {"restored"}
+    assert rows["stage2/block1/conv1/kernel"]["key"] == "net/stage2/block1/conv1/kernel"
+    after = model_values(run)
+    for name, value in values.items():
+        if "moving" not in name:  # batch statistics move in training mode
+            np.testing.assert_array_equal(after[name], value, err_msg=name)
+
+
+def test_shape_mismatch_reports_every_offender(tmp_path, data_dir, pretrained):
+    run = tmp_path / "run"
+    with pytest.raises(UserError) as error:
+        train(run, data_dir, 1, f"restore.path={pretrained / 'checkpoints'}", "network.width=0.25")
+    rows = report(run)
+    offenders = [name for name, row in rows.items() if row["status"] == "shape mismatch"]
+    assert len(offenders) > 20 and f"{len(offenders)} variable(s) cannot be restored" in str(error.value)
+    assert "stem/conv/kernel (shape mismatch [7, 7, 3, 8] vs ours [7, 7, 3, 16])" in str(error.value)
+    assert all(name in str(error.value) for name in offenders)
+    assert not (run / "checkpoints").exists()
+
+
+def test_not_strict_starts_mismatches_fresh_and_says_so(tmp_path, data_dir, pretrained):
+    run = tmp_path / "run"
+    train(run, data_dir, 1, f"restore.path={pretrained / 'checkpoints'}", "network.width=0.25",
+          "restore.strict=false")
+    rows = report(run)
+    assert {row["status"] for row in rows.values()} == {"restored", "fresh (shape mismatch)"}
+    assert rows["head/kernel"]["status"] == "fresh (shape mismatch)" and rows["head/bias"]["status"] == "restored"
+
+
+def test_a_resumed_run_does_not_restore_again_unless_anyway(tmp_path, data_dir, pretrained, caplog):
+    caplog.set_level(logging.INFO)
+    run = tmp_path / "run"
+    source = [f"restore.path={pretrained / 'checkpoints'}", HEAD]
+    train(run, data_dir, 2, *source)
+    caplog.clear()
+    train(run, data_dir, 4, *source)
+    assert "restore from" not in caplog.text and "ckpt-2: step 2" in caplog.text
+    caplog.clear()
+    train(run, data_dir, 6, *source, "restore.anyway=true")
+    assert "restore from" in caplog.text and "ckpt-4: step 4" in caplog.text
+
+
+def test_keras_h5_weights_restore_by_dataset_name(tmp_path, data_dir, pretrained):
+    import h5py
+
+    values = model_values(pretrained)
+    with h5py.File(tmp_path / "weights.h5", "w") as h5:
+        for name, value in values.items():
+            h5[name] = value
+    run = tmp_path / "run"
+    train(run, data_dir, 1, f"restore.path={tmp_path / 'weights.h5'}", *ALL_FROZEN)
+    assert {row["status"] for row in report(run).values()} == {"restored"}
+    after = model_values(run)
+    for name in values:
+        if "moving" not in name:
+            np.testing.assert_array_equal(values[name], after[name], err_msg=name)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["restore.path=/nowhere/model.ckpt"], "restore.path=/nowhere/model.ckpt does not exist"),
+    (["restore.rules=[{pattern: '(', to: x}]"], r"restore.rules\[0\] pattern '\(' is not a valid regular expression"),
+    (["restore.skip=['^heda/']"], r"restore.skip: pattern\(s\) \['\^heda/'\] match no variable"),
+])
+def test_bad_restore_input_is_named_before_training(tmp_path, data_dir, pretrained, overrides, message):
+    if not any(o.startswith("restore.path") for o in overrides):
+        overrides.append(f"restore.path={pretrained / 'checkpoints'}")
+    with pytest.raises(UserError, match=message):
+        train(tmp_path / "run", data_dir, 1, *overrides)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_file_that_is_not_a_checkpoint(tmp_path, data_dir):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(UserError, match=r"notes.txt is not a TensorFlow checkpoint or Keras weights file"):
+        train(tmp_path / "run", data_dir, 1, f"restore.path={tmp_path / 'notes.txt'}")
+
+
+def test_inspect_lists_keys_and_the_mapping(tmp_path, data_dir, pretrained, capsys):
+    counts = app.run(compose(["schedule=inspect", f"restore.path={pretrained / 'checkpoints'}",
+                              "schedule.filter='^stem/conv'"], tmp_path / "run", data_dir))
+    out = capsys.readouterr().out
+    assert "stem/conv/kernel" in out and "[7, 7, 3, 8]" in out and "float32" in out
+    assert "stage1/" not in out
+    assert counts["restored"] == 1 and counts["missing"] == 0
