@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     assert [p.name for p in (run / "checkpoints").glob("ckpt-*.index")] == ["ckpt-1.index"]
 
 
-@pytest.mark.parametrize("flags, shown", [(["--help"], "schedule: fixed, hyper, patience, test, train, watch"),
+@pytest.mark.parametrize("flags, shown", [(["--help"], "schedule: fixed, hyper, inspect, patience, recalibrate, test, train, watch"),
                                           (["--cfg", "job"], "depth: 18")])
 def test_help_and_cfg_answer_without_importing_tensorflow(tmp_path, flags, shown):
     args = ["-X", "importtime", str(ROOT / "run.py"), *flags]

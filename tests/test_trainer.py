@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from worklab import batchnorm
 from worklab.config import LrRule, NetworkConfig, OptimizerConfig
 from worklab.errors import UserError
 from worklab.network import build_resnet
@@ -23,14 +24,19 @@ def batches(nan: bool = False) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors((images, labels)).repeat()
 
 
-def make_trainer(rules, optimizer="sgd", weight_decay=0.0, nan=False):
+def make_trainer(rules, optimizer="sgd", weight_decay=0.0, nan=False, **network):
+    """A trainer wired as Parts wires it: batch norm prepared by the rules, one optimizer per multiplier."""
     tf.keras.utils.set_random_seed(1)
-    model = build_resnet(NetworkConfig(depth=10, width=0.125, lr_mult=rules), CLASSES, SIZE)
+    cfg = NetworkConfig(depth=10, width=0.125, lr_mult=rules, **network)
+    model = build_resnet(cfg, CLASSES, SIZE)
+    momentum = batchnorm.Momentum(cfg)
+    batchnorm.prepare(model, rules, momentum)
     plan = lr_multipliers(rules, [v.path for v in model.variables])
     lr = tf.Variable(0.1)
     step, examples = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
     groups = OptimizerGroups(OptimizerConfig(name=optimizer, lr=0.1), model, plan, lr)
-    trainer = Trainer(model, groups, plan, batches(nan), step, examples, lr, weight_decay, tf.distribute.get_strategy())
+    trainer = Trainer(model, groups, plan, batches(nan), step, examples, lr, weight_decay, tf.distribute.get_strategy(),
+                      bn_momentum=momentum)
     return trainer, {v.path: v for v in model.variables}
 
 

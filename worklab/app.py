@@ -10,8 +10,8 @@ import logging
 from typing import Dict
 
 from worklab import runtime
-from worklab.config import (Config, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule, TestSchedule,
-                            TrainSchedule, WatchSchedule, hparams, saved_overrides)
+from worklab.config import (Config, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule,
+                            RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, hparams, saved_overrides)
 from worklab.errors import UserError
 from worklab.summary import Summary, tracked
 from worklab.interrupt import StopRequest
@@ -24,10 +24,11 @@ def run(cfg: Config) -> Dict:
     """Run the configured schedule in cfg.run_dir and return its final metrics."""
     tf = runtime.configure(cfg.runtime, cfg.seed)
     from worklab.parts import Parts
-    from worklab.schedules import fixed, hyper, inspect, patience, test, train, watch
+    from worklab.schedules import fixed, hyper, inspect, patience, recalibrate, test, train, watch
 
     schedule = {TrainSchedule: train, TestSchedule: test, FixedSchedule: fixed, PatienceSchedule: patience,
-                HyperSchedule: hyper, WatchSchedule: watch, InspectSchedule: inspect}[type(cfg.schedule)]
+                HyperSchedule: hyper, WatchSchedule: watch, InspectSchedule: inspect,
+                RecalibrateSchedule: recalibrate}[type(cfg.schedule)]
     log.info("run folder: %s", cfg.run_dir)
     with StopRequest() as stop:
         parts = Parts(cfg, stop)

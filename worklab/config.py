@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from worklab.errors import UserError
 
@@ -107,6 +108,7 @@ class LrRule:
     pattern: str = MISSING
     mult: float = 1.0  # learning-rate multiplier; 0 freezes the variable
     decay_mult: float = 1.0  # weight-decay multiplier
+    bn: Optional[str] = None  # train | frozen (inference mode, statistics kept); default frozen when mult is 0
 
 
 @dataclass
@@ -117,6 +119,9 @@ class NetworkConfig:
     width: float = 1.0  # channel multiplier
     weight_decay: float = 1e-4  # L2 on kernels, scaled per variable by decay_mult
     lr_mult: List[LrRule] = field(default_factory=list)  # ordered; the first match wins
+    bn_momentum: float = 0.9  # batch-norm moving-average momentum
+    bn_warmup_steps: int = 0  # steps at bn_warmup_momentum first, so fresh statistics settle fast
+    bn_warmup_momentum: float = 0.5
 
     def __post_init__(self) -> None:
         _require(self.depth in DEPTHS,
@@ -126,6 +131,11 @@ class NetworkConfig:
         for i, rule in enumerate(self.lr_mult):
             _require(rule.mult >= 0 and rule.decay_mult >= 0,
                      f"network.lr_mult[{i}] (pattern {rule.pattern!r}): mult and decay_mult must be >= 0.")
+            _require(rule.bn in (None, "train", "frozen"),
+                     f"network.lr_mult[{i}].bn={rule.bn!r} is not one of train, frozen.")
+        for key in ("bn_momentum", "bn_warmup_momentum"):
+            _require(0 <= getattr(self, key) < 1, f"network.{key}={getattr(self, key)} must be in [0, 1).")
+        _require(self.bn_warmup_steps >= 0, f"network.bn_warmup_steps={self.bn_warmup_steps} must be >= 0.")
 
 
 @dataclass
@@ -163,6 +173,7 @@ class RestoreConfig:
     skip: List[str] = field(default_factory=list)  # patterns of variables to initialise fresh (a new head)
     strict: bool = True  # a missing key or a shape or dtype mismatch stops the run; false: fresh, and said
     anyway: bool = False  # restore even over this run's own checkpoint (the seed's RESTORE_ANYWAY)
+    depth: Optional[int] = None  # the network.depth a shipped mapping is written for
 
 
 @dataclass
@@ -209,6 +220,7 @@ class FixedSchedule(ScheduleConfig):
     """Learning-rate stages, testing after each (the seed's train_and_test)."""
 
     stages: List[Stage] = field(default_factory=lambda: [Stage(0.1, 400), Stage(0.01, 100)])
+    recalibrate: int = 0  # batches to re-estimate batch-norm statistics over before the last test
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -277,6 +289,17 @@ class WatchSchedule(ScheduleConfig):
 
 
 @dataclass
+class RecalibrateSchedule(ScheduleConfig):
+    """Re-estimate batch-norm statistics of the latest checkpoint over training batches, then test."""
+
+    batches: int = 100  # training batches the statistics are averaged over
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("schedule.batches", self.batches)
+
+
+@dataclass
 class InspectSchedule(ScheduleConfig):
     """List a checkpoint's keys, and how each variable of the configured network maps to them."""
 
@@ -319,6 +342,12 @@ class Config:
     run_dir: str = "${hydra:runtime.output_dir}"  # this run's folder (set by Hydra)
     data_dir: str = "data"  # where the demo set is written
 
+    def __post_init__(self) -> None:
+        depth = self.restore.depth
+        _require(depth is None or depth == self.network.depth,
+                 f"The restore mapping is written for network.depth={depth}, but network.depth={self.network.depth}: "
+                 f"set network.depth={depth}, or pick the mapping for depth {self.network.depth}.")
+
 
 def hparams(cfg: Config) -> Dict[str, Any]:
     """The settings that tell runs apart, flattened to scalars for TensorBoard's HParams dashboard."""
@@ -336,13 +365,16 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule),
                        ("patience", PatienceSchedule), ("hyper", HyperSchedule), ("watch", WatchSchedule),
-                       ("inspect", InspectSchedule)):
+                       ("inspect", InspectSchedule), ("recalibrate", RecalibrateSchedule)):
         cs.store(group="schema/schedule", name=name, node=node)
 
 
 def to_plain(cfg: Any) -> Config:
     """Turn a composed DictConfig into the plain dataclasses the package works with."""
-    return OmegaConf.to_object(cfg)
+    try:
+        return OmegaConf.to_object(cfg)
+    except MissingMandatoryValue as error:
+        raise UserError(f"{error.full_key} has no value: pass {error.full_key}=...") from None
 
 
 def with_value(cfg: Config, key: str, value: Any) -> Config:

@@ -105,3 +105,4 @@ def build_resnet(cfg: NetworkConfig, num_classes: int, image_size: int) -> keras
     x = keras.layers.GlobalAveragePooling2D(name="pool5")(x)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="head")(x)
     return keras.Model(inputs, logits, name=f"resnet{cfg.depth}")
+

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 
 import tensorflow as tf
 
-from worklab import demo
+from worklab import batchnorm, demo
 from worklab.config import Config
 from worklab.errors import UserError
 from worklab.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
@@ -50,6 +50,7 @@ class Parts:
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
             self.lr = tf.Variable(cfg.optimizer.lr, dtype=tf.float32, trainable=False, name="lr")
+            self.bn_momentum = batchnorm.Momentum(cfg.network)
 
     # Data ------------------------------------------------------------------------------------
 
@@ -110,8 +111,9 @@ class Parts:
     def model(self):
         with self.strategy.scope():
             model = build_resnet(self.cfg.network, len(self.classes), self.cfg.reader.image_size)
-        log.info("network: %s, width %g, %d classes, %.2fM parameters", model.name, self.cfg.network.width,
-                 len(self.classes), model.count_params() / 1e6)
+        frozen = batchnorm.prepare(model, self.cfg.network.lr_mult, self.bn_momentum)
+        log.info("network: %s, width %g, %d classes, %.2fM parameters, %d frozen batch-norm layer(s)",
+                 model.name, self.cfg.network.width, len(self.classes), model.count_params() / 1e6, len(frozen))
         return model
 
     @cached_property
@@ -147,7 +149,8 @@ class Parts:
         images, _ = next(iter(dataset))
         self.writer.input_images(int(self.step.numpy()), images.numpy(), self.cfg.reader.mean, self.cfg.reader.std)
         return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,
-                       self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla)
+                       self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla,
+                       bn_momentum=self.bn_momentum)
 
     @cached_property
     def tester(self) -> Tester:

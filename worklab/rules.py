@@ -55,3 +55,18 @@ def lr_multipliers(rules: Sequence[LrRule], names: Sequence[str]) -> Dict[str, M
         i = first_match(name, patterns)
         plan[name] = Multipliers(rules[i].mult, rules[i].decay_mult) if i >= 0 else Multipliers()
     return plan
+
+
+def frozen_batch_norm(layers: Sequence[str], rules: Sequence[LrRule]) -> List[str]:
+    """The batch-norm layers (named by their path) that the rules freeze.
+
+    A layer follows the first rule matching its moving_mean variable: `bn: frozen`
+    freezes it, `bn: train` trains it, and no `bn` freezes it when the rule's mult is 0.
+    """
+    patterns = compile_patterns([r.pattern for r in rules], "network.lr_mult")
+    frozen = []
+    for layer in layers:
+        i = first_match(f"{layer}/moving_mean", patterns)
+        if i >= 0 and (rules[i].bn == "frozen" or (rules[i].bn is None and rules[i].mult == 0)):
+            frozen.append(layer)
+    return frozen

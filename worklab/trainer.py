@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional
 import keras
 import tensorflow as tf
 
+from worklab.batchnorm import Momentum
 from worklab.config import OptimizerConfig
 from worklab.rules import Multipliers
 
@@ -62,11 +63,13 @@ class Trainer:
 
     def __init__(self, model: keras.Model, optimizers: OptimizerGroups, plan: Dict[str, Multipliers],
                  dataset: tf.data.Dataset, step: tf.Variable, examples: tf.Variable, lr: tf.Variable,
-                 weight_decay: float, strategy: tf.distribute.Strategy, xla: bool = False):
+                 weight_decay: float, strategy: tf.distribute.Strategy, xla: bool = False,
+                 bn_momentum: Optional[Momentum] = None):
         self.model = model
         self.optimizers = optimizers
         self.step = step
         self.examples = examples
+        self.bn_momentum = bn_momentum
         self.lr = lr
         self.strategy = strategy
         self._decayed = [(v, weight_decay * plan[v.path].decay) for v in optimizers.variables
@@ -100,6 +103,8 @@ class Trainer:
 
     def _step_fn(self, iterator) -> None:
         images, labels = next(iterator)
+        if self.bn_momentum:
+            self.bn_momentum.follow(self.step)
         sums = self.strategy.reduce(tf.distribute.ReduceOp.SUM,
                                     self.strategy.run(self._replica_step, args=(images, labels)), axis=None)
         self._sums.assign_add(sums)

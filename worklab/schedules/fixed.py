@@ -10,6 +10,7 @@ import itertools
 import logging
 from typing import Dict
 
+from worklab.batchnorm import recalibrate
 from worklab.schedules.loop import evaluate, train_until
 
 log = logging.getLogger("worklab")
@@ -28,5 +29,9 @@ def run(parts) -> Dict:
         parts.lr.assign(stage.lr)
         log.info("stage %d/%d: learning rate %g to step %d", number, len(stages), stage.lr, end)
         train_until(parts, end)
+        if number == len(stages) and parts.cfg.schedule.recalibrate:
+            recalibrate(parts.model, parts.reader.train(parts.train_images, start=int(parts.examples.numpy())),
+                        parts.bn_momentum, parts.cfg.schedule.recalibrate)
+            parts.session.save()
         results = evaluate(parts)
     return results
