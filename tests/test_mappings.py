@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-from worklab.config import NetworkConfig, RestoreConfig, to_plain
+from worklab.config import NetworkConfig, to_plain
 from worklab.errors import UserError
 from worklab.network import build_resnet
 from worklab.restore import restore
@@ -40,9 +40,69 @@ def ry_scheme(depth: int) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
-def write_tf1(shapes: Dict[str, Tuple[int, ...]], prefix: Path) -> Dict[str, np.ndarray]:
+def slim_scheme(depth: int) -> Dict[str, Tuple[int, ...]]:
+    """TF-slim resnet_v1's variable names and shapes (its model zoo checkpoints)."""
+    scope = f"resnet_v1_{depth}"
+    shapes = {f"{scope}/conv1/weights": (7, 7, 3, 64), **{f"{scope}/conv1/BatchNorm/{p}": (64,) for p in BN}}
+    channels = 64
+    for stage, blocks in enumerate(BLOCKS[depth]):
+        width, out = 64 * 2 ** stage, 256 * 2 ** stage
+        for unit in range(blocks):
+            prefix = f"{scope}/block{stage + 1}/unit_{unit + 1}/bottleneck_v1"
+            given = channels if unit == 0 else out
+            for conv, shape in (("conv1", (1, 1, given, width)), ("conv2", (3, 3, width, width)),
+                                ("conv3", (1, 1, width, out))):
+                shapes[f"{prefix}/{conv}/weights"] = shape
+                shapes.update({f"{prefix}/{conv}/BatchNorm/{p}": (shape[-1],) for p in BN})
+            if unit == 0:
+                shapes[f"{prefix}/shortcut/weights"] = (1, 1, given, out)
+                shapes.update({f"{prefix}/shortcut/BatchNorm/{p}": (out,) for p in BN})
+        channels = out
+    shapes.update({f"{scope}/logits/weights": (1, 1, 2048, 1000), f"{scope}/logits/biases": (1000,)})
+    return shapes
+
+
+def keras_scheme() -> Dict[str, Tuple[int, ...]]:
+    """Keras Applications ResNet50's weight file: layer/layer/weight:0, convolutions with biases."""
+    def layer(name, kernel):
+        out = kernel[-1]
+        return {f"{name}_conv/{name}_conv/kernel:0": kernel, f"{name}_conv/{name}_conv/bias:0": (out,),
+                **{f"{name}_bn/{name}_bn/{p}:0": (out,) for p in BN}}
+
+    shapes = layer("conv1", (7, 7, 3, 64))
+    channels = 64
+    for stage, blocks in enumerate(BLOCKS[50]):
+        width, out = 64 * 2 ** stage, 256 * 2 ** stage
+        for block in range(blocks):
+            name = f"conv{stage + 2}_block{block + 1}"
+            given = channels if block == 0 else out
+            shapes.update(layer(f"{name}_1", (1, 1, given, width)))
+            shapes.update(layer(f"{name}_2", (3, 3, width, width)))
+            shapes.update(layer(f"{name}_3", (1, 1, width, out)))
+            if block == 0:
+                shapes.update(layer(f"{name}_0", (1, 1, given, out)))
+        channels = out
+    shapes.update({"predictions/predictions/kernel:0": (2048, 1000), "predictions/predictions/bias:0": (1000,)})
+    return shapes
+
+
+def random_values(shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    values = {name: rng.normal(size=shape).astype("float32") for name, shape in shapes.items()}
+    return {name: rng.normal(size=shape).astype("float32") for name, shape in shapes.items()}
+
+
+def write_h5(shapes: Dict[str, Tuple[int, ...]], path: Path) -> Dict[str, np.ndarray]:
+    import h5py
+
+    values = random_values(shapes)
+    with h5py.File(path, "w") as h5:
+        for name, value in values.items():
+            h5[name] = value
+    return values
+
+
+def write_tf1(shapes: Dict[str, Tuple[int, ...]], prefix: Path) -> Dict[str, np.ndarray]:
+    values = random_values(shapes)
     with tf.Graph().as_default():
         variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
         with tf.compat.v1.Session() as session:
@@ -51,34 +111,56 @@ def write_tf1(shapes: Dict[str, Tuple[int, ...]], prefix: Path) -> Dict[str, np.
     return values
 
 
-def mapping(name: str, path: Path) -> RestoreConfig:
+def composed(overrides):
+    """The plain config composed from conf/ (so a mapping's `requires` is checked as in a run)."""
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"restore={name}", f"restore.path={path}", "run_dir=/unused",
-                                           f"network.depth={name[-3:].lstrip('t')}"])
-    return to_plain(cfg).restore
+        return to_plain(compose("config", overrides=[*overrides, "run_dir=/unused"]))
 
 
-@pytest.mark.parametrize("depth", [50, 101, 152])
-def test_ry_mapping_restores_every_variable_of_its_scheme(tmp_path, depth):
-    values = write_tf1(ry_scheme(depth), tmp_path / "ResNet.ckpt")
-    model = build_resnet(NetworkConfig(depth=depth), 1000, 64)
-    variables = {v.path: v for v in model.variables}
-    restore(variables, mapping(f"ry_resnet{depth}", tmp_path / "ResNet.ckpt"), tmp_path / "report.json")
+SCHEMES = {  # mapping -> (network overrides, writes the checkpoint and returns its values)
+    "ry_resnet50": (["network.depth=50"], lambda d: write_tf1(ry_scheme(50), d / "ResNet-L50.ckpt")),
+    "ry_resnet101": (["network.depth=101"], lambda d: write_tf1(ry_scheme(101), d / "ResNet-L101.ckpt")),
+    "ry_resnet152": (["network.depth=152"], lambda d: write_tf1(ry_scheme(152), d / "ResNet-L152.ckpt")),
+    "slim_resnet_v1_50": (["network.depth=50", "network.layout=slim"],
+                          lambda d: write_tf1(slim_scheme(50), d / "resnet_v1_50.ckpt")),
+    "slim_resnet_v1_101": (["network.depth=101", "network.layout=slim"],
+                           lambda d: write_tf1(slim_scheme(101), d / "resnet_v1_101.ckpt")),
+    "keras_resnet50": (["network.depth=50", "network.conv_bias=true"],
+                       lambda d: write_h5(keras_scheme(), d / "resnet50_weights.h5")),
+}
+CHECKPOINT_FILE = {"ry_resnet50": "ResNet-L50.ckpt", "ry_resnet101": "ResNet-L101.ckpt",
+                   "ry_resnet152": "ResNet-L152.ckpt", "slim_resnet_v1_50": "resnet_v1_50.ckpt",
+                   "slim_resnet_v1_101": "resnet_v1_101.ckpt", "keras_resnet50": "resnet50_weights.h5"}
+
+
+@pytest.mark.parametrize("name", list(SCHEMES))
+def test_shipped_mapping_restores_every_variable_of_its_scheme(tmp_path, name):
     import json
 
+    network, write = SCHEMES[name]
+    values = write(tmp_path)
+    cfg = composed([f"restore={name}", f"restore.path={tmp_path / CHECKPOINT_FILE[name]}", *network])
+    model = build_resnet(cfg.network, 1000, 64)
+    variables = {v.path: v for v in model.variables}
+    restore(variables, cfg.restore, tmp_path / "report.json")
     report = json.loads((tmp_path / "report.json").read_text())
     assert {row["status"] for row in report["variables"]} == {"restored"}
-    assert report["unused_keys"] == []
+    assert report["unused_keys"] == []  # every tensor of the checkpoint found its variable
     for row in report["variables"]:
-        np.testing.assert_array_equal(variables[row["variable"]].numpy(), values[row["key"]])
+        np.testing.assert_array_equal(variables[row["variable"]].numpy().ravel(), values[row["key"]].ravel())
+
+
+def test_a_mapping_for_other_network_settings_is_named_before_anything_starts():
+    with pytest.raises(UserError, match=r"written for network.conv_bias=True, but network.conv_bias=False"):
+        composed(["restore=keras_resnet50", "restore.path=x.h5", "network.depth=50"])
 
 
 def test_a_mapping_for_another_depth_fails_with_the_strict_message(tmp_path):
     write_tf1(ry_scheme(50), tmp_path / "ResNet.ckpt")
     model = build_resnet(NetworkConfig(depth=101), 1000, 64)
-    cfg = mapping("ry_resnet50", tmp_path / "ResNet.ckpt")
+    cfg = composed(["restore=ry_resnet50", f"restore.path={tmp_path / 'ResNet.ckpt'}", "network.depth=50"]).restore
     with pytest.raises(UserError, match=r"\d+ variable\(s\) cannot be restored.*stage3/block7/conv1/kernel -> "
                                         r"scale4/block7/a/weights \(missing\)"):
         restore({v.path: v for v in model.variables}, cfg, tmp_path / "report.json")

@@ -36,3 +36,14 @@ def test_width_scales_channels_and_logits_are_float32():
     assert kernel[wide]["stage4/block1/conv2/kernel"] == (3, 3, 1024, 1024)
     logits = wide(np.zeros((2, 32, 32, 3), "float32"))
     assert tuple(logits.shape) == (2, 3) and logits.dtype.name == "float32"
+
+
+def test_slim_layout_strides_at_the_end_of_stages_and_keras_convolutions_have_bias():
+    classic = build_resnet(NetworkConfig(depth=50, width=0.125), 5, 64)
+    slim = build_resnet(NetworkConfig(depth=50, width=0.125, layout="slim"), 5, 64)
+    sizes = {m: [m.get_layer(f"stage{i}").output.shape[1] for i in range(1, 5)] for m in (classic, slim)}
+    assert sizes[classic] == [16, 8, 4, 2] and sizes[slim] == [8, 4, 2, 2]
+    names = lambda m: {v.path: tuple(v.shape) for v in m.variables}
+    assert names(classic) == names(slim)  # the same variables: a stride moves no weights
+    biased = build_resnet(NetworkConfig(depth=50, width=0.125, conv_bias=True), 5, 64)
+    assert {"stem/conv/bias", "stage1/block1/conv3/bias", "stage1/block1/shortcut/conv/bias"} <= set(names(biased))

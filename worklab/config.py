@@ -23,6 +23,7 @@ from omegaconf.errors import MissingMandatoryValue
 from worklab.errors import UserError
 
 DEPTHS = (10, 18, 34, 50, 101, 152)
+NETWORK_LAYOUTS = ("resnet", "slim")
 MAX_FOLDER_NAME = 200  # file systems allow 255 bytes
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SOURCES = ("demo", "json", "folder")
@@ -113,12 +114,17 @@ class LrRule:
 
 @dataclass
 class NetworkConfig:
-    """The ResNet to build; the number of classes comes from the data."""
+    """The network to train: a ResNet built here, or a Keras model file; classes come from the data."""
 
+    kind: str = "resnet"  # resnet | keras (network=keras: a model file with a fresh head)
+    path: Optional[str] = None  # keras: the .keras or .h5 model file
+    cut: Optional[str] = None  # keras: the layer that feeds the new head; default the one before the old head
     depth: int = 18  # 10, 18, 34 (basic blocks) or 50, 101, 152 (bottleneck blocks)
     width: float = 1.0  # channel multiplier
     weight_decay: float = 1e-4  # L2 on kernels, scaled per variable by decay_mult
     lr_mult: List[LrRule] = field(default_factory=list)  # ordered; the first match wins
+    layout: str = "resnet"  # resnet: stride in a stage's first block; slim: TF-slim's, in its last block
+    conv_bias: bool = False  # convolutions with a bias (Keras Applications' ResNet50 has them)
     bn_momentum: float = 0.9  # batch-norm moving-average momentum
     bn_warmup_steps: int = 0  # steps at bn_warmup_momentum first, so fresh statistics settle fast
     bn_warmup_momentum: float = 0.5
@@ -127,6 +133,10 @@ class NetworkConfig:
         _require(self.depth in DEPTHS,
                  f"network.depth={self.depth} is not one of {', '.join(map(str, DEPTHS))}.")
         _positive("network.width", self.width)
+        _require(self.kind in ("resnet", "keras"), f"network.kind={self.kind!r} is not one of resnet, keras.")
+        _require(self.kind != "keras" or bool(self.path), "network=keras needs network.path=MODEL_FILE.")
+        _require(self.layout in NETWORK_LAYOUTS,
+                 f"network.layout={self.layout!r} is not one of {', '.join(NETWORK_LAYOUTS)}.")
         _require(self.weight_decay >= 0, f"network.weight_decay={self.weight_decay} must be >= 0.")
         for i, rule in enumerate(self.lr_mult):
             _require(rule.mult >= 0 and rule.decay_mult >= 0,
@@ -173,7 +183,8 @@ class RestoreConfig:
     skip: List[str] = field(default_factory=list)  # patterns of variables to initialise fresh (a new head)
     strict: bool = True  # a missing key or a shape or dtype mismatch stops the run; false: fresh, and said
     anyway: bool = False  # restore even over this run's own checkpoint (the seed's RESTORE_ANYWAY)
-    depth: Optional[int] = None  # the network.depth a shipped mapping is written for
+    key_prefix: str = ""  # put before every key, for checkpoints saved under a scope (resnet_v1_50/)
+    requires: Dict[str, Any] = field(default_factory=dict)  # network settings a shipped mapping is written for
 
 
 @dataclass
@@ -343,10 +354,10 @@ class Config:
     data_dir: str = "data"  # where the demo set is written
 
     def __post_init__(self) -> None:
-        depth = self.restore.depth
-        _require(depth is None or depth == self.network.depth,
-                 f"The restore mapping is written for network.depth={depth}, but network.depth={self.network.depth}: "
-                 f"set network.depth={depth}, or pick the mapping for depth {self.network.depth}.")
+        for key, wanted in self.restore.requires.items():
+            actual = getattr(self.network, key)
+            _require(actual == wanted, f"The restore mapping is written for network.{key}={wanted}, but "
+                                       f"network.{key}={actual}: set network.{key}={wanted}, or pick another mapping.")
 
 
 def hparams(cfg: Config) -> Dict[str, Any]:

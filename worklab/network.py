@@ -1,12 +1,17 @@
-"""The ResNet builder: depth and width from config, readable hierarchical variable names.
+"""The ResNet builder: depth, width and layout from config, readable hierarchical variable names.
 
 Variables are named by where they sit, e.g. `stem/conv/kernel`,
 `stage2/block1/conv1/kernel`, `stage2/block1/shortcut/bn/moving_mean`, `head/kernel`:
 learning-rate rules and restore mappings match these names, so they are part of the
-contract and stay stable across depths and widths. Stages 1-4 hold the classic
-ResNet blocks (basic for depth 10-34, bottleneck for 50-152, stride on the first
-convolution of a stage's first block as in the original ResNet-50); convolutions have
-no bias, batch norm follows each.
+contract and stay stable across depths, widths and layouts. Stages 1-4 hold basic
+blocks (depth 10-34) or bottleneck blocks (50-152). Two layouts place the stride:
+- `resnet`, the original ResNet (and ry/tensorflow-resnet, Keras Applications): on the
+  first convolution of the first block of stages 2-4, whose shortcut is a strided 1x1
+  convolution;
+- `slim`, TF-slim's resnet_v1: on the 3x3 convolution of the last block of stages 1-3,
+  whose shortcut is a strided subsample.
+Convolutions have no bias unless network.conv_bias (Keras Applications has them); batch
+norm follows each, its momentum set by batchnorm.prepare.
 """
 from __future__ import annotations
 
@@ -23,26 +28,25 @@ LAYOUTS = {  # depth -> (bottleneck?, blocks per stage)
     152: (True, (3, 8, 36, 3)),
 }
 BASE_CHANNELS = (64, 128, 256, 512)
-BN_MOMENTUM = 0.9
+STAGE_STRIDES = {"resnet": (1, 2, 2, 2), "slim": (2, 2, 2, 1)}
 BN_EPSILON = 1e-5
 
 
-def _conv(filters: int, size: int, stride: int, name: str) -> keras.layers.Conv2D:
-    return keras.layers.Conv2D(filters, size, strides=stride, padding="same", use_bias=False,
+def _conv(filters: int, size: int, stride: int, bias: bool, name: str) -> keras.layers.Conv2D:
+    return keras.layers.Conv2D(filters, size, strides=stride, padding="same", use_bias=bias,
                                kernel_initializer="he_normal", name=name)
 
 
 def _bn(name: str, gamma: str = "ones") -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=BN_EPSILON, gamma_initializer=gamma,
-                                           name=name)
+    return keras.layers.BatchNormalization(epsilon=BN_EPSILON, gamma_initializer=gamma, name=name)
 
 
 class ConvBN(keras.layers.Layer):
     """A convolution then batch norm, named `<name>/conv` and `<name>/bn` (the stem and shortcuts)."""
 
-    def __init__(self, filters: int, size: int, stride: int, name: str):
+    def __init__(self, filters: int, size: int, stride: int, bias: bool, name: str):
         super().__init__(name=name)
-        self.conv = _conv(filters, size, stride, "conv")
+        self.conv = _conv(filters, size, stride, bias, "conv")
         self.bn = _bn("bn")
 
     def call(self, x, training=None):
@@ -50,19 +54,28 @@ class ConvBN(keras.layers.Layer):
 
 
 class Block(keras.layers.Layer):
-    """One residual block: conv1/bn1, conv2/bn2 (, conv3/bn3 for a bottleneck) and a shortcut."""
+    """One residual block: conv1/bn1, conv2/bn2 (, conv3/bn3 for a bottleneck) and a shortcut.
 
-    def __init__(self, filters: int, stride: int, bottleneck: bool, project: bool, name: str):
+    `strided` is the index of the convolution that carries the stride; the shortcut is a
+    1x1 convolution (`project`), a strided subsample, or the identity.
+    """
+
+    def __init__(self, filters: int, stride: int, strided: int, bottleneck: bool, project: bool, bias: bool,
+                 name: str):
         super().__init__(name=name)
-        if bottleneck:
-            shapes = ((filters, 1, stride), (filters, 3, 1), (4 * filters, 1, 1))
-        else:
-            shapes = ((filters, 3, stride), (filters, 3, 1))
-        self.convs = [_conv(f, k, s, f"conv{i + 1}") for i, (f, k, s) in enumerate(shapes)]
+        sizes = (1, 3, 1) if bottleneck else (3, 3)
+        outs = (filters, filters, 4 * filters) if bottleneck else (filters, filters)
+        self.convs = [_conv(f, k, stride if i == strided else 1, bias, f"conv{i + 1}")
+                      for i, (f, k) in enumerate(zip(outs, sizes))]
         # The last batch norm starts at zero, so each block starts as the identity: deep
         # networks then train at the usual learning rates from the first step.
-        self.bns = [_bn(f"bn{i + 1}", "zeros" if i == len(shapes) - 1 else "ones") for i in range(len(shapes))]
-        self.shortcut = ConvBN(shapes[-1][0], 1, stride, "shortcut") if project else None
+        self.bns = [_bn(f"bn{i + 1}", "zeros" if i == len(outs) - 1 else "ones") for i in range(len(outs))]
+        if project:
+            self.shortcut = ConvBN(outs[-1], 1, stride, bias, "shortcut")
+        elif stride > 1:
+            self.shortcut = keras.layers.MaxPooling2D(1, strides=stride, name="subsample")
+        else:
+            self.shortcut = None
 
     def call(self, x, training=None):
         y = x
@@ -75,12 +88,21 @@ class Block(keras.layers.Layer):
 
 
 class Stage(keras.layers.Layer):
-    """A stage of blocks, block1..blockN; the first may change resolution and channels."""
+    """A stage of blocks, block1..blockN; the first changes the channels, one block the resolution."""
 
-    def __init__(self, filters: int, blocks: int, stride: int, bottleneck: bool, project: bool, name: str):
+    def __init__(self, filters: int, blocks: int, stride: int, cfg: NetworkConfig, in_channels: int, name: str):
         super().__init__(name=name)
-        self.blocks = [Block(filters, stride if i == 0 else 1, bottleneck, project and i == 0, f"block{i + 1}")
-                       for i in range(blocks)]
+        bottleneck = LAYOUTS[cfg.depth][0]
+        out = 4 * filters if bottleneck else filters
+        slim = cfg.layout == "slim"
+        strided_block = blocks - 1 if slim else 0
+        strided_conv = 1 if slim and bottleneck else 0
+        self.blocks = []
+        for i in range(blocks):
+            block_stride = stride if i == strided_block else 1
+            project = i == 0 and (in_channels != out or block_stride != 1)
+            self.blocks.append(Block(filters, block_stride, strided_conv, bottleneck, project, cfg.conv_bias,
+                                     f"block{i + 1}"))
 
     def call(self, x, training=None):
         for block in self.blocks:
@@ -93,16 +115,12 @@ def build_resnet(cfg: NetworkConfig, num_classes: int, image_size: int) -> keras
     bottleneck, blocks = LAYOUTS[cfg.depth]
     channels = [max(1, round(c * cfg.width)) for c in BASE_CHANNELS]
     inputs = keras.Input((image_size, image_size, 3), name="images")
-    x = keras.ops.relu(ConvBN(channels[0], 7, 2, "stem")(inputs))
+    x = keras.ops.relu(ConvBN(channels[0], 7, 2, cfg.conv_bias, "stem")(inputs))
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     in_channels = channels[0]
-    for i, (filters, count) in enumerate(zip(channels, blocks)):
-        stride = 1 if i == 0 else 2
-        out_channels = 4 * filters if bottleneck else filters
-        project = stride != 1 or in_channels != out_channels
-        x = Stage(filters, count, stride, bottleneck, project, f"stage{i + 1}")(x)
-        in_channels = out_channels
+    for i, (filters, count, stride) in enumerate(zip(channels, blocks, STAGE_STRIDES[cfg.layout])):
+        x = Stage(filters, count, stride, cfg, in_channels, f"stage{i + 1}")(x)
+        in_channels = 4 * filters if bottleneck else filters
     x = keras.layers.GlobalAveragePooling2D(name="pool5")(x)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="head")(x)
     return keras.Model(inputs, logits, name=f"resnet{cfg.depth}")
-

@@ -21,6 +21,7 @@ from worklab.errors import UserError
 from worklab.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
                                save_classes, to_image_list)
 from worklab.interrupt import StopRequest
+from worklab.imported import build_from_file
 from worklab.network import build_resnet
 from worklab.reader import Reader
 from worklab.rules import lr_multipliers
@@ -110,10 +111,11 @@ class Parts:
     @cached_property
     def model(self):
         with self.strategy.scope():
-            model = build_resnet(self.cfg.network, len(self.classes), self.cfg.reader.image_size)
+            build = build_from_file if self.cfg.network.kind == "keras" else build_resnet
+            model = build(self.cfg.network, len(self.classes), self.cfg.reader.image_size)
         frozen = batchnorm.prepare(model, self.cfg.network.lr_mult, self.bn_momentum)
-        log.info("network: %s, width %g, %d classes, %.2fM parameters, %d frozen batch-norm layer(s)",
-                 model.name, self.cfg.network.width, len(self.classes), model.count_params() / 1e6, len(frozen))
+        log.info("network: %s, %d classes, %.2fM parameters, %d frozen batch-norm layer(s)",
+                 model.name, len(self.classes), model.count_params() / 1e6, len(frozen))
         return model
 
     @cached_property

@@ -128,10 +128,10 @@ def _row(name, var, source: Checkpoint, cfg, rules, skips) -> Row:
     if first_match(name, skips) >= 0:
         return Row(name, None, shape, "skipped")
     i = first_match(name, rules)
-    key = rules[i].sub(cfg.rules[i].to, name, count=1) if i >= 0 else name
+    key = cfg.key_prefix + (rules[i].sub(cfg.rules[i].to, name, count=1) if i >= 0 else name)
     if key not in source.shapes:
         return Row(name, key, shape, "missing")
-    if list(source.shapes[key]) != shape:
+    if not fits(source.shapes[key], shape):
         return Row(name, key, shape, "shape mismatch", list(source.shapes[key]))
     if source.dtypes[key] != tf.as_dtype(var.dtype).name:
         return Row(name, key, shape, "dtype mismatch")
@@ -139,6 +139,14 @@ def _row(name, var, source: Checkpoint, cfg, rules, skips) -> Row:
 
 
 PROBLEMS = ("missing", "shape mismatch", "dtype mismatch")
+
+
+def fits(found, ours) -> bool:
+    """The same shape, or ours with leading 1s dropped (a 1x1 convolution kernel filling a dense one)."""
+    found, ours = list(found), list(ours)
+    while len(found) > len(ours) and found[0] == 1:
+        found = found[1:]
+    return found == ours
 
 
 def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Path) -> None:
@@ -160,7 +168,7 @@ def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Path)
                         f"(all in {report}; restore.strict=false starts them fresh): " + describe(problems))
     for row in rows:
         if row.status == "restored":
-            variables[row.variable].assign(source.get(row.key))
+            variables[row.variable].assign(np.reshape(source.get(row.key), row.shape))
     counts = {s: sum(r.status == s for r in rows) for s in sorted({r.status for r in rows})}
     log.info("restore: %s; %d checkpoint key(s) unused%s", ", ".join(f"{n} {s}" for s, n in counts.items()),
              len(unused), f": {', '.join(unused[:10])}{', ...' if len(unused) > 10 else ''}" if unused else "")
