@@ -361,3 +361,11 @@ def _tail(path: Path, lines: int = 25) -> str:
         return "\n".join(path.read_text().splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def print_workers(infos) -> None:
+    """One line per worker process: what it reported about itself (settings, set-up times)."""
+    print("workers:")
+    for name, info in infos.items():
+        print(f"  {name}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in info.items()))

@@ -166,10 +166,7 @@ def main():
               f"the images training consumes")
     bad = [name for name, ok in checks.items() if not ok]
     print("losses finite in both training contenders" if not bad else f"NON-FINITE loss in: {', '.join(bad)}")
-    print("workers:")
-    for name, info in infos.items():
-        print(f"  {name}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in info.items()))
+    common.print_workers(infos)
 
 
 if __name__ == "__main__":

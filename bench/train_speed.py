@@ -393,10 +393,7 @@ def report(results, flops, checks, infos, rounds):
     bad = [name for name, ok in checks.items() if not ok]
     print("losses finite in every contender" if not bad else f"NON-FINITE loss in: {', '.join(bad)} "
           "(worklab skips such updates, which makes its steps cheaper: numbers not comparable)")
-    print("workers:")
-    for name, info in infos.items():
-        print(f"  {name}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                        for k, v in info.items()))
+    common.print_workers(infos)
 
 
 if __name__ == "__main__":
