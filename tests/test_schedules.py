@@ -104,7 +104,7 @@ def test_hyper_runs_values_in_order_and_stops_after_the_first_worse_one(tmp_path
 def test_hyper_killed_in_its_second_value_and_rerun_gives_the_same_table(tmp_path, data_dir):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_py(args(whole, data_dir, HYPER), tmp_path).returncode == 0
-    result = killed_then_rerun(killed, data_dir, HYPER, "test step", count=6)
+    killed_then_rerun(killed, data_dir, HYPER, "test step", count=6)
     a, b = read(whole / "state.json")["results"], read(killed / "state.json")["results"]
     assert [(r["value"], r["step"]) for r in a] == [(r["value"], r["step"]) for r in b]
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)

@@ -7,7 +7,6 @@ the key, so a bad value stops the run before TensorFlow is even imported.
 """
 from __future__ import annotations
 
-import sys
 import hashlib
 import json
 import os
