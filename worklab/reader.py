@@ -47,9 +47,10 @@ class Reader:
         load = self._loader(images)
         labels = tf.constant(images.labels, tf.int32)
         first_epoch, offset = divmod(start, n)
+        seed = tf.constant(self.seed, tf.int64)
         order = tf.data.Dataset.range(first_epoch, ENDLESS).flat_map(
             lambda epoch: tf.data.Dataset.from_tensor_slices(
-                tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([tf.constant(self.seed, tf.int64), epoch]))))
+                tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, epoch]))))
         stream = tf.data.Dataset.zip(tf.data.Dataset.range(start, ENDLESS), order.skip(offset))
 
         def example(position, index):

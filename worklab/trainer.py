@@ -84,8 +84,9 @@ class Trainer:
     def train(self, num_steps: int, on_step: Optional[Callable[[int], bool]] = None) -> Scalars:
         """Run up to `num_steps` steps; `on_step(i)` returning True stops early (e.g. on Ctrl-C).
 
-        Returns the mean data loss (without weight decay, comparable to the test loss) and accuracy over the steps run, the learning rate, images
-        per second, the number of steps run and the global step after them.
+        Returns the mean data loss (without weight decay, comparable to the test loss) and
+        accuracy over the steps run, the learning rate, images per second, the number of
+        steps run and the global step after them.
         """
         self._sums.assign(tf.zeros(3))
         start = time.perf_counter()

@@ -24,7 +24,8 @@ def run(parts) -> Dict:
         if parts.cfg.schedule.filter else (lambda name: True)
     keys = sorted(k for k in source.shapes if keep(k))
     width = max([len(k) for k in keys] + [3])
-    print(f"{cfg.path}: {len(source.shapes)} keys" + (f", {len(keys)} matching the filter" if parts.cfg.schedule.filter else ""))
+    matching = f", {len(keys)} matching the filter" if parts.cfg.schedule.filter else ""
+    print(f"{cfg.path}: {len(source.shapes)} keys{matching}")
     for key in keys:
         print(f"  {key:<{width}}  {str(list(source.shapes[key])):<20}  {source.dtypes[key]}")
     rows = [r for r in plan({v.path: v for v in parts.model.variables}, source, cfg) if keep(r.variable)]
