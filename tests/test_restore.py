@@ -48,7 +48,9 @@ def test_a_worklab_run_reads_by_variable_name(pretrained):
 
 def test_retrain_with_a_fresh_head_keeps_frozen_pretrained_weights(tmp_path, data_dir, pretrained):
     run = tmp_path / "run"
-    train(run, data_dir, 2, f"restore.path={pretrained / 'checkpoints'}", HEAD, FROZEN)
+    train(run, data_dir, 2, f"restore.path={pretrained / 'checkpoints'}", HEAD, FROZEN,
+          "reader.demo.seed=1")  # another image set: the demo drawn anew
+    assert (data_dir / "demo-16px-4x3-seed1").is_dir()
     rows = report(run)
     assert {r["status"] for name, r in rows.items() if name.startswith("head/")} == {"skipped"}
     assert {r["status"] for name, r in rows.items() if not name.startswith("head/")} == {"restored"}
