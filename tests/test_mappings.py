@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, Iterator, Tuple
 
 import numpy as np
 import pytest
@@ -20,22 +20,31 @@ BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 BN = ("beta", "gamma", "moving_mean", "moving_variance")
 
 
-def ry_scheme(depth: int) -> Dict[str, Tuple[int, ...]]:
-    """ry/tensorflow-resnet's TF1 variable names and shapes for an ImageNet ResNet of `depth`."""
-    shapes = {"scale1/weights": (7, 7, 3, 64), **{f"scale1/{p}": (64,) for p in BN}}
+def imagenet_convolutions(depth: int) -> Iterator[Tuple[int, int, int, Tuple[int, ...]]]:
+    """(stage, block, conv, kernel shape) of every block convolution of an ImageNet bottleneck ResNet.
+
+    conv is 1-3 along the block and 0 for the first block's projection shortcut; stages
+    and blocks count from 0. Written from the published layout, not from worklab's builder.
+    """
     channels = 64
     for stage, blocks in enumerate(BLOCKS[depth]):
         width, out = 64 * 2 ** stage, 256 * 2 ** stage
         for block in range(blocks):
-            prefix = f"scale{stage + 2}/block{block + 1}"
             given = channels if block == 0 else out
-            for unit, shape in (("a", (1, 1, given, width)), ("b", (3, 3, width, width)), ("c", (1, 1, width, out))):
-                shapes[f"{prefix}/{unit}/weights"] = shape
-                shapes.update({f"{prefix}/{unit}/{p}": (shape[-1],) for p in BN})
+            yield stage, block, 1, (1, 1, given, width)
+            yield stage, block, 2, (3, 3, width, width)
+            yield stage, block, 3, (1, 1, width, out)
             if block == 0:
-                shapes[f"{prefix}/shortcut/weights"] = (1, 1, given, out)
-                shapes.update({f"{prefix}/shortcut/{p}": (out,) for p in BN})
+                yield stage, block, 0, (1, 1, given, out)
         channels = out
+
+
+def ry_scheme(depth: int) -> Dict[str, Tuple[int, ...]]:
+    """ry/tensorflow-resnet's TF1 variable names and shapes for an ImageNet ResNet of `depth`."""
+    shapes = {"scale1/weights": (7, 7, 3, 64), **{f"scale1/{p}": (64,) for p in BN}}
+    for stage, block, conv, shape in imagenet_convolutions(depth):
+        prefix = f"scale{stage + 2}/block{block + 1}/" + ("shortcut" if conv == 0 else "abc"[conv - 1])
+        shapes.update({f"{prefix}/weights": shape, **{f"{prefix}/{p}": (shape[-1],) for p in BN}})
     shapes.update({"fc/weights": (2048, 1000), "fc/biases": (1000,)})
     return shapes
 
@@ -44,20 +53,10 @@ def slim_scheme(depth: int) -> Dict[str, Tuple[int, ...]]:
     """TF-slim resnet_v1's variable names and shapes (its model zoo checkpoints)."""
     scope = f"resnet_v1_{depth}"
     shapes = {f"{scope}/conv1/weights": (7, 7, 3, 64), **{f"{scope}/conv1/BatchNorm/{p}": (64,) for p in BN}}
-    channels = 64
-    for stage, blocks in enumerate(BLOCKS[depth]):
-        width, out = 64 * 2 ** stage, 256 * 2 ** stage
-        for unit in range(blocks):
-            prefix = f"{scope}/block{stage + 1}/unit_{unit + 1}/bottleneck_v1"
-            given = channels if unit == 0 else out
-            for conv, shape in (("conv1", (1, 1, given, width)), ("conv2", (3, 3, width, width)),
-                                ("conv3", (1, 1, width, out))):
-                shapes[f"{prefix}/{conv}/weights"] = shape
-                shapes.update({f"{prefix}/{conv}/BatchNorm/{p}": (shape[-1],) for p in BN})
-            if unit == 0:
-                shapes[f"{prefix}/shortcut/weights"] = (1, 1, given, out)
-                shapes.update({f"{prefix}/shortcut/BatchNorm/{p}": (out,) for p in BN})
-        channels = out
+    for stage, block, conv, shape in imagenet_convolutions(depth):
+        unit = "shortcut" if conv == 0 else f"conv{conv}"
+        prefix = f"{scope}/block{stage + 1}/unit_{block + 1}/bottleneck_v1/{unit}"
+        shapes.update({f"{prefix}/weights": shape, **{f"{prefix}/BatchNorm/{p}": (shape[-1],) for p in BN}})
     shapes.update({f"{scope}/logits/weights": (1, 1, 2048, 1000), f"{scope}/logits/biases": (1000,)})
     return shapes
 
@@ -70,18 +69,8 @@ def keras_scheme() -> Dict[str, Tuple[int, ...]]:
                 **{f"{name}_bn/{name}_bn/{p}:0": (out,) for p in BN}}
 
     shapes = layer("conv1", (7, 7, 3, 64))
-    channels = 64
-    for stage, blocks in enumerate(BLOCKS[50]):
-        width, out = 64 * 2 ** stage, 256 * 2 ** stage
-        for block in range(blocks):
-            name = f"conv{stage + 2}_block{block + 1}"
-            given = channels if block == 0 else out
-            shapes.update(layer(f"{name}_1", (1, 1, given, width)))
-            shapes.update(layer(f"{name}_2", (3, 3, width, width)))
-            shapes.update(layer(f"{name}_3", (1, 1, width, out)))
-            if block == 0:
-                shapes.update(layer(f"{name}_0", (1, 1, given, out)))
-        channels = out
+    for stage, block, conv, shape in imagenet_convolutions(50):
+        shapes.update(layer(f"conv{stage + 2}_block{block + 1}_{conv}", shape))
     shapes.update({"predictions/predictions/kernel:0": (2048, 1000), "predictions/predictions/bias:0": (1000,)})
     return shapes
 
