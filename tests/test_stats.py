@@ -102,7 +102,7 @@ def _brute_force(labels, probs, losses, k):
     expected = {
         "count": n, "loss": sum(losses) / n, "accuracy": top1 / n, "top_k": k,
         "top_k_accuracy": topk / n, "confusion": confusion, "recall": recall,
-        "f1_macro": sum(f1s) / len(f1s),
+        "f1_macro": sum(f1s) / len(f1s), "non_finite": 0,
     }
     if c == 2:
         pos = [p[1] for p, y in zip(probs, labels) if y == 1]
@@ -145,6 +145,38 @@ def test_result_is_plain_json_without_numpy_types():
     assert json.loads(json.dumps(stats, allow_nan=False)) == stats
 
 
+def test_non_finite_predictions_count_as_wrong_and_the_loss_is_their_mean():
+    nan = float("nan")
+    # Row 1 (label 1) blew up; the others are predicted right.
+    probs = [[0.7, 0.2, 0.1], [nan, nan, nan], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]]
+    stats = evaluation_statistics([0, 1, 2, 1], probs, [0.1, nan, 0.2, 0.3], top_k=2)
+    assert np.isnan(stats["loss"])
+    assert stats["count"] == 4 and stats["non_finite"] == 1
+    assert stats["accuracy"] == 0.75 and stats["top_k_accuracy"] == 0.75
+    assert stats["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 0, 1]]  # the blown-up row has no predicted class
+    assert stats["recall"] == [1.0, 0.5, 1.0]  # ... but it is a false negative of class 1
+    # F1: class 0 2/(1+1) = 1, class 1 2/(1 predicted + 2 labelled) = 2/3, class 2 1.
+    assert stats["f1_macro"] == pytest.approx((1 + 2 / 3 + 1) / 3)
+    text = json.dumps(stats)
+    assert '"loss": NaN' in text and np.isnan(json.loads(text)["loss"])
+    with pytest.raises(ValueError):
+        json.dumps(stats, allow_nan=False)  # NaN is Python's JSON extension, not strict JSON
+
+
+def test_every_prediction_non_finite_and_an_infinite_loss():
+    inf = float("inf")
+    stats = evaluation_statistics([0, 1, 1], np.full((3, 2), np.nan), [1.0, inf, 2.0])
+    assert stats["loss"] == inf and json.loads(json.dumps(stats))["loss"] == inf  # written as Infinity
+    assert stats["accuracy"] == stats["top_k_accuracy"] == stats["f1_macro"] == 0.0
+    assert stats["recall"] == [0.0, 0.0] and stats["confusion"] == [[0, 0], [0, 0]]
+    assert stats["non_finite"] == 3 and stats["auc"] is None
+
+
+def test_a_finite_pass_keeps_its_auc_and_counts_no_non_finite_rows():
+    stats = evaluation_statistics([0, 1], [[0.8, 0.2], [0.3, 0.7]], [0.2, 0.4])
+    assert stats["non_finite"] == 0 and stats["auc"] == 1.0
+
+
 @pytest.mark.parametrize(
     "labels, probs, losses, top_k, message",
     [
@@ -155,7 +187,6 @@ def test_result_is_plain_json_without_numpy_types():
         ([], np.zeros((0, 3)), [], 5, "empty"),
         ([0, 2], [[0.5, 0.5], [0.5, 0.5]], [0.1, 0.2], 5, r"\[0, 2\)"),
         ([0.0], [[0.5, 0.5]], [0.1], 5, "integer"),
-        ([0], [[0.5, 0.5]], [float("nan")], 5, "finite"),
         ([0], [[0.5, 0.5]], [0.1], 0, "top_k"),
     ],
 )

@@ -27,27 +27,40 @@ def evaluation_statistics(labels, probs, losses, top_k=5):
     by the rank (Mann-Whitney) formula, ties sharing their average rank; it is
     None when the labels contain only one of the two classes.
 
+    A blown-up model is described, not refused, so a schedule can see the blow-up:
+    "loss" is the plain mean, NaN or infinite when a loss is; an example whose
+    probabilities are not all finite has no prediction, so it counts as wrong for
+    accuracy, top-k accuracy, recall and F1 (a false negative of its class), is
+    left out of the confusion matrix (whose rows then sum to fewer than the class
+    counts) and is counted in "non_finite"; "auc" is None when there is any.
+
     The result holds only python ints, floats, lists and None, so it can be
-    written with json.dump. Raises ValueError when the shapes disagree, N == 0,
-    a label is out of range, a value is not finite, or top_k < 1.
+    written with json.dump; a non-finite loss is written as NaN or Infinity (as
+    json.dumps does by default; json.loads reads them back). Raises ValueError
+    when the shapes disagree, N == 0, a label is out of range, or top_k < 1.
     """
     labels, probs, losses = _checked_arrays(labels, probs, losses, top_k)
     num_classes = probs.shape[1]
     k = min(int(top_k), num_classes)
-    predicted = np.argmax(probs, axis=1)
-    confusion = _confusion_matrix(labels, predicted, num_classes)
+    finite = np.all(np.isfinite(probs), axis=1)
+    predicted = np.where(finite, np.argmax(np.where(finite[:, None], probs, 0.0), axis=1), -1)
+    confusion = _confusion_matrix(labels[finite], predicted[finite], num_classes)
+    class_counts = np.bincount(labels, minlength=num_classes)
+    with np.errstate(invalid="ignore"):  # inf - inf: the mean is NaN, which is what it should say
+        loss = float(np.mean(losses))
     stats = {
         "count": int(labels.shape[0]),
-        "loss": float(np.mean(losses)),
+        "loss": loss,
         "accuracy": float(np.mean(predicted == labels)),
         "top_k": k,
-        "top_k_accuracy": _top_k_accuracy(labels, probs, k),
+        "top_k_accuracy": _top_k_accuracy(labels, probs, k, finite),
         "confusion": confusion.tolist(),
-        "recall": _per_class_recall(confusion),
-        "f1_macro": _macro_f1(confusion),
+        "recall": _per_class_recall(confusion, class_counts),
+        "f1_macro": _macro_f1(confusion, class_counts),
+        "non_finite": int(np.sum(~finite)),
     }
     if num_classes == 2:
-        stats["auc"] = _binary_auc(labels == 1, probs[:, 1])
+        stats["auc"] = _binary_auc(labels == 1, probs[:, 1]) if np.all(finite) else None
     return stats
 
 
@@ -77,8 +90,6 @@ def _checked_arrays(labels, probs, losses, top_k):
             f"labels must lie in [0, {probs.shape[1]}) for probs with {probs.shape[1]} "
             f"classes, got values from {labels.min()} to {labels.max()}"
         )
-    if not (np.all(np.isfinite(probs)) and np.all(np.isfinite(losses))):
-        raise ValueError("probs and losses must be finite (no NaN or infinity)")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
     return labels, probs, losses
@@ -91,31 +102,35 @@ def _confusion_matrix(labels, predicted, num_classes):
     return confusion
 
 
-def _top_k_accuracy(labels, probs, k):
-    """Fraction of examples whose label is among the k most probable classes.
+def _top_k_accuracy(labels, probs, k, finite):
+    """Fraction of examples whose label is among the k most probable classes (never for a non-finite row).
 
     A stable argsort of -probs ranks tied classes by ascending index, which
     makes membership deterministic and agrees with np.argmax for k == 1.
     """
     top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+    return float(np.mean(np.any(top == labels[:, None], axis=1) & finite))
 
 
-def _per_class_recall(confusion):
-    """Recall TP / (TP + FN) per class, None where the class has no examples."""
-    true_counts = confusion.sum(axis=1)
+def _per_class_recall(confusion, class_counts):
+    """Recall TP / (TP + FN) per class, None where the class has no examples.
+
+    The class counts come from the labels, not the confusion rows, so an example
+    without a prediction (non-finite probabilities) is a false negative.
+    """
     hits = np.diag(confusion)
-    return [float(h / t) if t else None for h, t in zip(hits, true_counts)]
+    return [float(h / t) if t else None for h, t in zip(hits, class_counts)]
 
 
-def _macro_f1(confusion):
+def _macro_f1(confusion, class_counts):
     """Mean F1 = 2TP / (2TP + FP + FN) over classes present in the labels or predictions.
 
-    The denominator is zero exactly for a class absent from both, whose F1 is
-    undefined; those classes are skipped rather than counted as 0 or 1.
+    2TP + FP + FN is the number predicted plus the number labelled. It is zero
+    exactly for a class absent from both, whose F1 is undefined; those classes
+    are skipped rather than counted as 0 or 1.
     """
     tp = np.diag(confusion)
-    denominators = confusion.sum(axis=0) + confusion.sum(axis=1)
+    denominators = confusion.sum(axis=0) + class_counts
     present = denominators > 0
     return float(np.mean(2 * tp[present] / denominators[present]))
 
