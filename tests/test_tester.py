@@ -1,8 +1,11 @@
-"""The test pass: every example once, statistics equal to numpy on known predictions."""
+"""The test pass: every example once, statistics equal to numpy on known predictions, blow-ups described."""
 from __future__ import annotations
+
+import math
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from worklab import tester
@@ -43,3 +46,21 @@ def test_statistics_match_numpy_on_known_predictions():
     recall = [confusion[c, c] / confusion[c].sum() for c in range(C)]
     np.testing.assert_allclose(stats["recall"], recall)
     assert "auc" not in stats
+
+
+def test_a_model_that_outputs_nan_gives_a_non_finite_loss_instead_of_raising():
+    logits = np.tile(np.eye(C, dtype="float32") * 5, (2, 1))  # 8 rows, each predicting its label
+    labels = np.tile(np.arange(C, dtype="int32"), 2)
+    logits[[1, 6]] = np.nan  # two examples blew up
+    dataset = tf.data.Dataset.from_tensor_slices((logits, labels)).batch(BATCH)
+    stats = tester.Tester(identity_model(), dataset, 8, BATCH, top_k=2).evaluate()
+    assert math.isnan(stats["loss"])
+    assert stats["non_finite"] == 2 and stats["accuracy"] == 6 / 8 and stats["top_k_accuracy"] == 6 / 8
+    assert sum(map(sum, stats["confusion"])) == 6
+
+
+@pytest.mark.parametrize("seen, count", [(N, N - 1), (N, N + 3), (0, N)])
+def test_a_pass_over_another_number_of_examples_than_the_list_is_an_error(seen, count):
+    dataset = tf.data.Dataset.from_tensor_slices((np.zeros((N, C), "float32"), np.zeros(N, "int32")))
+    with pytest.raises(tester.IncompleteTestPass, match=f"tested {seen} of {count} test examples"):
+        tester.Tester(identity_model(), dataset.take(seen).batch(BATCH), count, BATCH, top_k=2).evaluate()
