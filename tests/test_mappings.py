@@ -153,3 +153,28 @@ def test_a_mapping_for_another_depth_fails_with_the_strict_message(tmp_path):
     with pytest.raises(UserError, match=r"\d+ variable\(s\) cannot be restored.*stage3/block7/conv1/kernel -> "
                                         r"scale4/block7/a/weights \(missing\)"):
         restore({v.path: v for v in model.variables}, cfg, tmp_path / "report.json")
+
+
+@pytest.mark.parametrize("name", ["ry_resnet50", "slim_resnet_v1_50"])
+def test_shipped_mapping_starts_a_head_for_other_classes_fresh_without_restore_skip(tmp_path, name):
+    """ImageNet's 1000-class head against our 10 classes: the head starts fresh, the rest restores."""
+    import json
+
+    network, write = SCHEMES[name]
+    values = write(tmp_path)
+    cfg = composed([f"restore={name}", f"restore.path={tmp_path / CHECKPOINT_FILE[name]}", *network])
+    model = build_resnet(cfg.network, 10, 64)
+    variables = {v.path: v for v in model.variables}
+    fresh = variables["head/kernel"].numpy().copy()
+    restore(variables, cfg.restore, tmp_path / "report.json")
+    report = json.loads((tmp_path / "report.json").read_text())
+    rows = {row["variable"]: row for row in report["variables"]}
+    for head in ("head/kernel", "head/bias"):
+        assert rows[head]["status"] == "skipped", head
+        assert rows[head]["reason"] == "class count: checkpoint 1000, ours 10", head
+    assert sorted(report["unused_keys"]) == sorted(rows[head]["key"] for head in ("head/kernel", "head/bias"))
+    np.testing.assert_array_equal(variables["head/kernel"].numpy(), fresh)
+    assert {row["status"] for v, row in rows.items() if not v.startswith("head/")} == {"restored"}
+    for row in report["variables"]:
+        if row["status"] == "restored":
+            np.testing.assert_array_equal(variables[row["variable"]].numpy().ravel(), values[row["key"]].ravel())

@@ -10,8 +10,10 @@ import tensorflow as tf
 
 from conftest import compose
 from worklab import app
+from worklab.config import NetworkConfig, RestoreConfig, RestoreRule
 from worklab.errors import UserError
-from worklab.restore import open_checkpoint
+from worklab.network import build_resnet
+from worklab.restore import open_checkpoint, restore
 
 FROZEN = "network.lr_mult=[{pattern: '^(stem|stage)', mult: 0}]"
 ALL_FROZEN = ["network.lr_mult=[{pattern: '.', mult: 0}]", "network.weight_decay=0"]
@@ -157,3 +159,77 @@ def test_inspect_lists_keys_and_the_mapping(tmp_path, data_dir, pretrained, caps
     assert "stem/conv/kernel" in out and "[7, 7, 3, 8]" in out and "float32" in out
     assert "stage1/" not in out
     assert counts["restored"] == 1 and counts["missing"] == 0
+
+
+TINY_NET = NetworkConfig(depth=10, width=0.125)
+TO_FC = [RestoreRule(pattern="^head/kernel$", to="fc/weights"), RestoreRule(pattern="^head/bias$", to="fc/biases")]
+
+
+def write_tf1(values, prefix):
+    """A TF1 checkpoint of `values` (name -> array, any dtype), as another framework's model would be saved."""
+    with tf.Graph().as_default():
+        saved = [tf.compat.v1.Variable(v, name=name) for name, v in values.items()]
+        with tf.compat.v1.Session() as session:
+            session.run(tf.compat.v1.global_variables_initializer())
+            return tf.compat.v1.train.Saver(saved).save(session, str(prefix))
+
+
+def their_values(classes):
+    """Random values for every variable of the tiny ResNet with `classes` classes, the head as fc/."""
+    rng = np.random.default_rng(0)
+    names = {"head/kernel": "fc/weights", "head/bias": "fc/biases"}
+    return {names.get(v.path, v.path): rng.normal(size=v.shape).astype("float32")
+            for v in build_resnet(TINY_NET, classes, 16).variables}
+
+
+def test_a_head_for_another_class_count_starts_fresh_and_everything_else_restores(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    values = their_values(5)
+    prefix = write_tf1(values, tmp_path / "theirs" / "model.ckpt")
+    ours = {v.path: v for v in build_resnet(TINY_NET, 10, 16).variables}
+    fresh_head = {name: ours[name].numpy().copy() for name in ("head/kernel", "head/bias")}
+    restore(ours, RestoreConfig(path=prefix, rules=TO_FC), tmp_path / "report.json")
+
+    written = json.loads((tmp_path / "report.json").read_text())
+    rows = {row["variable"]: row for row in written["variables"]}
+    for name, key in (("head/kernel", "fc/weights"), ("head/bias", "fc/biases")):
+        assert rows[name]["status"] == "skipped" and rows[name]["key"] == key
+        assert rows[name]["reason"] == "class count: checkpoint 5, ours 10"
+        assert rows[name]["found"][-1] == 5
+        np.testing.assert_array_equal(ours[name].numpy(), fresh_head[name])  # untouched: not the checkpoint's
+    assert "head/kernel starts fresh (class count: checkpoint 5, ours 10" in caplog.text
+    assert "skipped (class count: checkpoint 5, ours 10)" in caplog.text  # the logged table
+    assert written["unused_keys"] == ["fc/biases", "fc/weights"]
+    others = [name for name in ours if not name.startswith("head/")]
+    assert {rows[name]["status"] for name in others} == {"restored"}
+    for name in others:
+        np.testing.assert_array_equal(ours[name].numpy(), values[name], err_msg=name)
+
+
+@pytest.mark.parametrize("name, shape, message", [
+    ("fc/weights", (3, 5), r"head/kernel -> fc/weights \(shape mismatch \[3, 5\] vs ours \[64, 10\]\)"),
+    ("stem/bn/gamma", (9,), r"stem/bn/gamma \(shape mismatch \[9\] vs ours \[8\]\)"),
+])
+def test_other_mismatches_still_stop_the_restore(tmp_path, name, shape, message):
+    """A head that differs in more than its class count, or a last dimension outside the head, is a problem."""
+    values = their_values(5)
+    values[name] = np.zeros(shape, "float32")
+    prefix = write_tf1(values, tmp_path / "model.ckpt")
+    ours = {v.path: v for v in build_resnet(TINY_NET, 10, 16).variables}
+    with pytest.raises(UserError, match=r"1 variable\(s\) cannot be restored.*" + message):
+        restore(ours, RestoreConfig(path=prefix, rules=TO_FC), tmp_path / "report.json")
+
+
+def test_a_dtype_mismatch_is_named_with_both_dtypes(tmp_path):
+    values = their_values(10)
+    values["stage1/block1/conv1/kernel"] = values["stage1/block1/conv1/kernel"].astype("float16")
+    prefix = write_tf1(values, tmp_path / "model.ckpt")
+    ours = {v.path: v for v in build_resnet(TINY_NET, 10, 16).variables}
+    with pytest.raises(UserError, match=r"1 variable\(s\) cannot be restored") as error:
+        restore(ours, RestoreConfig(path=prefix, rules=TO_FC), tmp_path / "report.json")
+    assert "stage1/block1/conv1/kernel (dtype mismatch: checkpoint float16, ours float32)" in str(error.value)
+    assert report_rows(tmp_path / "report.json")["stage1/block1/conv1/kernel"]["status"] == "dtype mismatch"
+
+
+def report_rows(path):
+    return {row["variable"]: row for row in json.loads(path.read_text())["variables"]}

@@ -11,6 +11,12 @@ matching restore.rules rule gives (re.sub), or for its own name. Every outcome g
 one report: restored, skipped, or a problem (missing key, shape or dtype mismatch).
 Problems stop the run before training, all listed, unless restore.strict=false, which
 starts those variables fresh and says so.
+
+One mismatch is expected rather than a problem: a pretrained classifier's head has its
+own class count (ImageNet's 1000). A head variable (`head/...`) whose key differs only
+in the last dimension is skipped with the reason in the report, so a shipped mapping
+works for any class count without restore.skip=['^head/']. Any other difference in a
+head, and every mismatch elsewhere, stays a problem.
 """
 from __future__ import annotations
 
@@ -103,6 +109,9 @@ def _open_h5(file: Path) -> Checkpoint:
     return Checkpoint(str(file), shapes, dtypes, read)
 
 
+HEAD = re.compile(r"^head/")  # the classifier the network builders put on top, sized for our classes
+
+
 @dataclass
 class Row:
     """How one of our variables is restored."""
@@ -112,6 +121,7 @@ class Row:
     shape: List[int]
     status: str  # restored | skipped | missing | shape mismatch | dtype mismatch | fresh (not strict)
     found: Optional[List[int]] = None  # the checkpoint's shape when it differs
+    reason: Optional[str] = None  # what the status does not say: the dtypes, or why a head was skipped
 
 
 def plan(variables: Dict[str, tf.Variable], source: Checkpoint, cfg: RestoreConfig) -> List[Row]:
@@ -131,10 +141,15 @@ def _row(name, var, source: Checkpoint, cfg, rules, skips) -> Row:
     key = cfg.key_prefix + (rules[i].sub(cfg.rules[i].to, name, count=1) if i >= 0 else name)
     if key not in source.shapes:
         return Row(name, key, shape, "missing")
-    if not fits(source.shapes[key], shape):
-        return Row(name, key, shape, "shape mismatch", list(source.shapes[key]))
-    if source.dtypes[key] != tf.as_dtype(var.dtype).name:
-        return Row(name, key, shape, "dtype mismatch")
+    found = list(source.shapes[key])
+    if not fits(found, shape):
+        if HEAD.search(name) and only_class_count_differs(found, shape):
+            reason = f"class count: checkpoint {found[-1]}, ours {shape[-1]}"
+            return Row(name, key, shape, "skipped", found, reason)
+        return Row(name, key, shape, "shape mismatch", found)
+    ours = tf.as_dtype(var.dtype).name
+    if source.dtypes[key] != ours:
+        return Row(name, key, shape, "dtype mismatch", reason=f"checkpoint {source.dtypes[key]}, ours {ours}")
     return Row(name, key, shape, "restored")
 
 
@@ -143,10 +158,20 @@ PROBLEMS = ("missing", "shape mismatch", "dtype mismatch")
 
 def fits(found, ours) -> bool:
     """The same shape, or ours with leading 1s dropped (a 1x1 convolution kernel filling a dense one)."""
-    found, ours = list(found), list(ours)
+    return _squeezed(found, ours) == list(ours)
+
+
+def only_class_count_differs(found, ours) -> bool:
+    """Shapes (leading 1s of the checkpoint's dropped as in `fits`) that differ only in the last dimension."""
+    found, ours = _squeezed(found, ours), list(ours)
+    return len(found) == len(ours) >= 1 and found[:-1] == ours[:-1] and found[-1] != ours[-1]
+
+
+def _squeezed(found, ours) -> List[int]:
+    found = list(found)
     while len(found) > len(ours) and found[0] == 1:
         found = found[1:]
-    return found == ours
+    return found
 
 
 def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Path) -> None:
@@ -163,6 +188,10 @@ def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Path)
     unused = sorted(set(source.shapes) - {r.key for r in rows if r.status == "restored"})
     write_json(report, {"path": cfg.path, "variables": [asdict(r) for r in rows], "unused_keys": unused})
     log.info("restore from %s:\n%s", cfg.path, format_rows(rows))
+    for row in rows:
+        if row.status == "skipped" and row.reason:
+            log.info("restore: %s starts fresh (%s; %s is %s, ours %s)", row.variable, row.reason, row.key,
+                     row.found, row.shape)
     if problems and cfg.strict:
         raise UserError(f"restore.path={cfg.path}: {len(problems)} variable(s) cannot be restored "
                         f"(all in {report}; restore.strict=false starts them fresh): " + describe(problems))
@@ -177,7 +206,8 @@ def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Path)
 def describe(rows: List[Row]) -> str:
     """Every offender, one clause each: variable (-> key when it differs), what is wrong."""
     return "; ".join(f"{r.variable}" + (f" -> {r.key}" if r.key != r.variable else "") + f" ({r.status}"
-                     + (f" {r.found} vs ours {r.shape})" if r.found else ")") for r in rows) + "."
+                     + (f" {r.found} vs ours {r.shape}" if r.found else "") + (f": {r.reason}" if r.reason else "")
+                     + ")" for r in rows) + "."
 
 
 def format_rows(rows: List[Row]) -> str:
@@ -185,4 +215,4 @@ def format_rows(rows: List[Row]) -> str:
     width = max([len(r.variable) for r in rows] + [8])
     key_width = max([len(r.key or "-") for r in rows] + [14])
     return "\n".join(f"  {r.variable:<{width}}  {r.key or '-':<{key_width}}  {str(r.shape):<20}  {r.status}"
-                     for r in rows)
+                     + (f" ({r.reason})" if r.reason else "") for r in rows)
