@@ -5,16 +5,25 @@
 live watcher has not tested yet; a watcher whose heartbeat is older than
 HEARTBEAT_TIMEOUT is taken to be gone, so a killed watcher never pins checkpoints forever.
 Both files are replaced atomically and neither process locks anything.
+
+The watcher keeps its heartbeat with `kept_alive`: a daemon thread refreshes it every
+quarter of the timeout for as long as the block runs, so a backlog of tests longer
+than the timeout does not let training prune what is still to test.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Set
+from typing import Iterable, Iterator, Set
 
 from worklab.atomic import write_json
+
+log = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = 120.0  # seconds
 
@@ -38,6 +47,34 @@ def heartbeat(run_dir: Path) -> None:
 
 def stop_heartbeat(run_dir: Path) -> None:
     (folder(run_dir) / "alive.json").unlink(missing_ok=True)
+
+
+@contextmanager
+def kept_alive(run_dir: Path) -> Iterator[None]:
+    """Keep the heartbeat of `run_dir` fresh while the block runs, however long one step of it takes.
+
+    A daemon thread beats every HEARTBEAT_TIMEOUT / 4 seconds (so a missed beat or two
+    never looks like a gone watcher); on exit it is stopped and alive.json removed.
+    """
+    heartbeat(run_dir)
+    done = threading.Event()
+    thread = threading.Thread(target=_beat, args=(run_dir, done, HEARTBEAT_TIMEOUT / 4), name="watch-heartbeat",
+                              daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        stop_heartbeat(run_dir)
+
+
+def _beat(run_dir: Path, done: threading.Event, every: float) -> None:
+    while not done.wait(every):
+        try:
+            heartbeat(run_dir)
+        except OSError as error:  # a full disk for a moment: try again next time, the watcher goes on
+            log.warning("cannot refresh the watch heartbeat in %s: %s", folder(run_dir), error)
 
 
 def watcher_alive(run_dir: Path) -> bool:

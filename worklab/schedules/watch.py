@@ -34,9 +34,8 @@ def run(parts) -> Dict:
     target = Parts(load_run_config(watched, s), parts.stop, results_dir=watchers.folder(watched))
     log.info("watching %s (every %gs, timeout %gs)", watched, s.poll, s.timeout)
     last, quiet_since = {}, time.monotonic()
-    try:
+    with watchers.kept_alive(watched):  # fresh however long a backlog of tests takes; removed on exit
         while not parts.stop:
-            watchers.heartbeat(watched)
             todo = sorted(set(listed_steps(watched / "checkpoints")) - watchers.tested_steps(watched))
             for step in todo:
                 if parts.stop:
@@ -52,8 +51,6 @@ def run(parts) -> Dict:
                 log.info("no new checkpoint for %gs: stopping", s.timeout)
                 break
             time.sleep(s.poll)
-    finally:
-        watchers.stop_heartbeat(watched)
     if parts.stop:
         raise Interrupted(parts.stop.signal, last.get("step", 0))
     return last
