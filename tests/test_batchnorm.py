@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from conftest import compose
-from test_trainer import batches, make_trainer
+from test_trainer import make_trainer
 from worklab import app, batchnorm
 from worklab.config import LrRule, NetworkConfig
 from worklab.network import build_resnet
@@ -57,21 +57,32 @@ def test_momentum_warm_up_moves_fresh_statistics_faster():
     assert float(warm.bn_momentum.variable.numpy()) == np.float32(0.9)
 
 
-def test_recalibration_averages_over_batches_and_leaves_frozen_layers():
+def distinct_batches(count):
+    """`count` batches of 4 images, batch i centred on i, so every batch has its own statistics."""
+    rng = np.random.default_rng(5)
+    images = rng.normal(loc=np.arange(count)[:, None, None, None, None], size=(count, 4, 16, 16, 3))
+    return images.astype("float32"), np.zeros((count, 4), "int32")
+
+
+def test_recalibration_is_the_plain_average_over_distinct_batches_and_leaves_frozen_layers():
     model, momentum, _ = prepared([LrRule(pattern="^stem/", mult=0.0)])
     initial = statistics(model)
-    same_batch = batches().map(lambda images, labels: (images, labels))
-    batchnorm.recalibrate(model, same_batch, momentum, 1)
-    once = statistics(model)
-    batchnorm.recalibrate(model, same_batch, momentum, 4)
-    four = statistics(model)
+    images, labels = distinct_batches(4)
+    alone = []  # each batch's own statistics: recalibrating over one batch keeps only that batch's
+    for i in range(4):
+        batchnorm.recalibrate(model, tf.data.Dataset.from_tensors((images[i], labels[i])), momentum, 1)
+        alone.append(statistics(model))
+    batchnorm.recalibrate(model, tf.data.Dataset.from_tensor_slices((images, labels)), momentum, 4)
+    averaged = statistics(model)
     assert float(momentum.variable.numpy()) == np.float32(0.9)
-    for name in once:
-        if name.startswith("stem/"):
-            assert np.array_equal(initial[name][0], four[name][0]), name
-        else:
-            assert not np.array_equal(initial[name][0], once[name][0]), name
-            np.testing.assert_allclose(once[name][0], four[name][0], rtol=1e-4, atol=1e-6, err_msg=name)
+    for name in averaged:
+        for j in (0, 1):  # moving mean, moving variance
+            if name.startswith("stem/"):
+                assert np.array_equal(initial[name][j], averaged[name][j]), name
+                continue
+            plain = np.mean([batch[name][j] for batch in alone], axis=0)
+            np.testing.assert_allclose(averaged[name][j], plain, rtol=1e-4, atol=1e-6, err_msg=name)
+            assert not np.allclose(averaged[name][j], alone[-1][name][j], rtol=1e-3), name  # not the last batch
 
 
 def test_recalibrate_schedule_rewrites_the_latest_checkpoint_and_tests(tmp_path, data_dir):
