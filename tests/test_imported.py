@@ -54,6 +54,21 @@ def test_a_model_file_with_a_lambda_layer_is_refused(tmp_path, data_dir):
         run(tmp_path, data_dir, tmp_path / "lambda.keras")
 
 
+def test_a_legacy_h5_model_file_with_a_lambda_layer_is_refused(tmp_path, data_dir):
+    """The Keras 2 full-model .h5 format stores a Lambda's Python bytecode; safe mode must refuse it too."""
+    import h5py
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0, name="scale")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(3)(x)).save(tmp_path / "lambda.h5")  # the legacy HDF5 format
+    with h5py.File(tmp_path / "lambda.h5", "r") as h5:
+        assert '"class_name": "__lambda__"' in h5.attrs["model_config"]  # the bytecode is in the file
+    with pytest.raises(UserError, match=r"lambda.h5 has a layer that would run code.*safe mode"):
+        run(tmp_path, data_dir, tmp_path / "lambda.h5")
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_image_size_must_fit_the_model(tmp_path, data_dir, h5_model):
     with pytest.raises(UserError, match=r"reader.image_size=24, but the model .* takes 16x16 images"):
         run(tmp_path, data_dir, h5_model[0], "reader.image_size=24")
