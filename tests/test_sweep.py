@@ -89,6 +89,26 @@ def test_named_sweep_killed_in_its_second_job_resumes_without_retraining_the_fir
     assert len(resumed_from) == 1 and not resumed_from[0].split("train steps ")[1].startswith("1-")
 
 
+def test_optuna_search_runs_its_trials_and_names_the_best(tmp_path, data_dir):
+    """Two Optuna trials over the learning rate (TINY fixes network.width, which leaves the search space)."""
+    import yaml
+
+    result = run_py(["-m", "hparams_search=optuna", "hydra.sweeper.n_trials=2", *TINY, STAGES,
+                     f"data_dir={data_dir}", "sweep=search"], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    sweep = tmp_path / "multirun" / "search"
+    found = summaries(sweep)
+    assert len(found) == 2
+    assert all(s["status"] == "finished" and s["step"] == 6 for s in found.values()), found
+    rates = {name: next(float(o.split("=")[1]) for o in s["overrides"] if o.startswith("optimizer.lr="))
+             for name, s in found.items()}
+    assert len(set(rates.values())) == 2 and all(0.001 <= lr <= 0.3 for lr in rates.values())
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    best = min(found, key=lambda name: found[name]["best"]["loss"])
+    assert results["best_value"] == pytest.approx(found[best]["best"]["loss"])
+    assert results["best_params"]["optimizer.lr"] == pytest.approx(rates[best])
+
+
 @pytest.mark.parametrize("overrides, key, value", [
     (["hydra/launcher=parallel"], "hydra.launcher.n_jobs", 2),
     (["hydra/launcher=slurm"], "hydra.launcher.gpus_per_node", 1),
