@@ -1,4 +1,4 @@
-"""Starting from a pretrained checkpoint: TF1, TF2 (worklab runs) and .h5 sources, rules, the report."""
+"""Starting from a pretrained checkpoint: TF1, TF2 (worklab runs) and .h5 sources, rules, mismatches, the report."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Multirun sweeps: job folders with summaries and HParams, failing jobs, named sweeps that resume."""
+"""Multirun sweeps: job folders with summaries and HParams, failing jobs, named sweeps that resume, Optuna."""
 from __future__ import annotations
 
 import json
