@@ -91,14 +91,31 @@ def test_adam_groups_scale_the_rate_not_the_gradient():
     np.testing.assert_allclose(step[step > 0], 0.1 * 0.1, rtol=1e-3)
 
 
-def test_non_finite_loss_skips_the_update_and_is_reported():
-    trainer, variables = make_trainer([], nan=True)
+def test_non_finite_loss_skips_the_update_and_keeps_every_variable():
+    """Weights, optimizer slots and the batch-norm statistics the forward pass moved all stay as they were."""
+    trainer, variables = make_trainer([], optimizer="momentum", nan=True)
     before = values(variables)
     trainer.train(2)
     assert int(trainer.bad_step.numpy()) == 1
     after = values(variables)
-    trainable = {v.path for v in trainer.model.trainable_variables}
-    assert all(np.array_equal(before[k], after[k]) for k in trainable)
+    assert "stem/bn/moving_mean" in after
+    changed = [k for k in before if not np.array_equal(before[k], after[k])]
+    assert changed == []
+    assert all(np.all(np.isfinite(v.numpy())) for _, vs in trainer.optimizers.groups for v in vs)
+
+
+def test_frozen_batch_norm_statistics_with_a_rate_train_gamma_and_beta():
+    """`bn: frozen` freezes the statistics (inference mode); the rule's mult still trains gamma and beta."""
+    rules = [LrRule(pattern="^stage1/", mult=0.5, bn="frozen")]
+    trainer, variables = make_trainer(rules)
+    before = values(variables)
+    trainer.train(3)
+    after = values(variables)
+    for name in ("stage1/block1/bn1/moving_mean", "stage1/block1/bn1/moving_variance"):
+        assert np.array_equal(before[name], after[name]), name
+    for name in ("stage1/block1/bn1/gamma", "stage1/block1/bn1/beta"):
+        assert not np.array_equal(before[name], after[name]), name
+    assert not np.array_equal(before["stage2/block1/bn1/moving_mean"], after["stage2/block1/bn1/moving_mean"])
 
 
 def test_rule_that_matches_nothing_is_an_error_naming_it():

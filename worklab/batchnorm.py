@@ -2,7 +2,10 @@
 
 - Frozen batch norm: a layer an lr_mult rule freezes runs in inference mode, using its
   moving statistics and leaving them unchanged (the seed normalised frozen layers with
-  batch statistics and kept updating their averages).
+  batch statistics and kept updating their averages). Keras puts a layer in inference
+  mode through `trainable = False`, which would also freeze its gamma and beta; those
+  still train at their rule's rate (`training_variables`), so `bn: frozen` with a
+  multiplier above 0 freezes the statistics only.
 - Momentum warm-up: statistics that were not restored start at 0 and 1 and take long to
   settle at a momentum near 1; a lower momentum for the first steps fixes that.
 - Recalibration: re-estimate the moving statistics as the plain average over N training
@@ -23,6 +26,8 @@ from worklab.config import LrRule, NetworkConfig
 from worklab.rules import frozen_batch_norm
 
 log = logging.getLogger(__name__)
+
+_FROZEN_STATISTICS = "_worklab_frozen_statistics"  # set by prepare on the layers whose statistics it froze
 
 
 def batch_norm_layers(model: keras.Model) -> List[keras.layers.BatchNormalization]:
@@ -58,7 +63,15 @@ def prepare(model: keras.Model, rules: Sequence[LrRule], momentum: Momentum) -> 
         layer.momentum = momentum.variable
         if layer_path(layer) in frozen:
             layer.trainable = False
+            setattr(layer, _FROZEN_STATISTICS, True)
     return sorted(frozen)
+
+
+def training_variables(model: keras.Model) -> List:
+    """The variables training may update: the trainable ones, and gamma and beta of layers `prepare` froze."""
+    affine = [v for layer in batch_norm_layers(model) if getattr(layer, _FROZEN_STATISTICS, False)
+              for v in (layer.gamma, layer.beta) if v is not None]
+    return list(model.trainable_variables) + affine
 
 
 def recalibrate(model: keras.Model, dataset: tf.data.Dataset, momentum: Momentum, batches: int) -> None:

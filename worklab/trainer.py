@@ -5,7 +5,8 @@ change the learning rate (a variable, so a change never retraces). lr_mult rules
 here: each distinct multiplier gets its own Keras optimizer whose rate is `lr * mult`
 (exact for every optimizer, Adam included), and variables with multiplier 0 are left
 out of the gradient altogether, so they stay bit-identical and cost no backward work.
-A non-finite loss skips its update and is reported, so the weights stay the last good ones.
+A non-finite loss skips its update and is reported, and the batch-norm statistics the
+forward pass already moved are put back, so every variable keeps its last good value.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 import keras
 import tensorflow as tf
 
-from worklab.batchnorm import Momentum
+from worklab.batchnorm import Momentum, batch_norm_layers, training_variables
 from worklab.config import OptimizerConfig
 from worklab.rules import Multipliers
 
@@ -35,8 +36,9 @@ class OptimizerGroups:
     def __init__(self, cfg: OptimizerConfig, model: keras.Model, plan: Dict[str, Multipliers],
                  lr: tf.Variable):
         self.groups = []  # (optimizer, variables)
-        for mult in sorted({plan[v.path].lr for v in model.trainable_variables} - {0.0}):
-            variables = [v for v in model.trainable_variables if plan[v.path].lr == mult]
+        training = training_variables(model)
+        for mult in sorted({plan[v.path].lr for v in training} - {0.0}):
+            variables = [v for v in training if plan[v.path].lr == mult]
             optimizer = make_optimizer(cfg, lambda mult=mult: lr * mult)
             optimizer.build(variables)
             self.groups.append((optimizer, variables))
@@ -74,6 +76,7 @@ class Trainer:
         self.strategy = strategy
         self._decayed = [(v, weight_decay * plan[v.path].decay) for v in optimizers.variables
                          if v.path.endswith("kernel") and weight_decay * plan[v.path].decay > 0]
+        self._statistics = [v for layer in batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
         self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
         with strategy.scope():
             self._sums = tf.Variable(tf.zeros(3), trainable=False, name="train_sums")  # loss, correct, count
@@ -113,6 +116,8 @@ class Trainer:
         self.examples.assign_add(tf.cast(sums[2], tf.int64))
 
     def _replica_step_fn(self, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+        # Read before the forward pass moves them (ops on one variable run in program order).
+        statistics = [tf.identity(v.value) for v in self._statistics]
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(images, training=True), tf.float32)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
@@ -120,7 +125,7 @@ class Trainer:
             loss = data_loss + tf.nn.scale_regularization_loss(self._decay())
         gradients = tape.gradient(loss, self.optimizers.variables)
         finite = tf.math.is_finite(loss)
-        tf.cond(finite, lambda: self._apply(gradients), lambda: self._mark_bad())
+        tf.cond(finite, lambda: self._apply(gradients), lambda: self._mark_bad(statistics))
         correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
         count = tf.cast(tf.size(labels), tf.float32)
         return tf.stack([data_loss, correct, count])
@@ -134,7 +139,9 @@ class Trainer:
         self.optimizers.apply(gradients)
         return tf.constant(True)
 
-    def _mark_bad(self) -> tf.Tensor:
+    def _mark_bad(self, statistics: List[tf.Tensor]) -> tf.Tensor:
+        for variable, value in zip(self._statistics, statistics):
+            variable.assign(value)
         first = tf.where(self.bad_step < 0, self.step + 1, self.bad_step)
         self.bad_step.assign(first)
         return tf.constant(False)
