@@ -2,26 +2,34 @@
 
 `run(cfg)` is the whole program behind run.py and can be called without Hydra.
 TensorFlow is configured (threads, oneDNN, precision) before it is first imported, so
-the modules that import it are imported inside `run`.
+the modules that import it are imported inside `run`. A schedule that writes the run
+folder (train, fixed, patience, hyper, recalibrate) holds its lock for the run; test,
+watch and inspect only read.
 """
 from __future__ import annotations
 
 import logging
 from typing import Dict
 
-from worklab import runtime
+from worklab import runfolder, runtime
+from worklab.command import saved_overrides
 from worklab.config import (Config, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule,
-                            RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, hparams, saved_overrides)
-from worklab.errors import UserError
-from worklab.summary import Summary, tracked
+                            RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, hparams)
+from worklab.errors import RunFailed, UserError
 from worklab.interrupt import StopRequest
+from worklab.summary import Summary, tracked
 
 log = logging.getLogger("worklab")
 
+WRITERS = (TrainSchedule, FixedSchedule, PatienceSchedule, HyperSchedule, RecalibrateSchedule)
+SUMMARISED = (TrainSchedule, FixedSchedule, PatienceSchedule, HyperSchedule)  # they own summary.json
 
 
 def run(cfg: Config) -> Dict:
     """Run the configured schedule in cfg.run_dir and return its final metrics."""
+    if isinstance(cfg.schedule, WRITERS):
+        runfolder.lock(cfg.run_dir)
+        runfolder.check_writable(cfg.run_dir)
     tf = runtime.configure(cfg.runtime, cfg.seed)
     from worklab.parts import Parts
     from worklab.schedules import fixed, hyper, inspect, patience, recalibrate, test, train, watch
@@ -32,15 +40,19 @@ def run(cfg: Config) -> Dict:
     log.info("run folder: %s", cfg.run_dir)
     with StopRequest() as stop:
         parts = Parts(cfg, stop)
-        # the schedules that train own their run folder's summary; test and watch only read runs
-        if schedule in (fixed, train, patience, hyper):
+        if isinstance(cfg.schedule, SUMMARISED):
             name = schedule.__name__.rsplit(".", 1)[1]
             parts.summary = Summary(parts.run_dir, name, saved_overrides(parts.run_dir))
-            parts.writer.hparams(hparams(cfg))
         with tracked(parts.summary):
+            if parts.summary:
+                parts.writer.hparams(hparams(cfg))
             try:
                 result = schedule.run(parts)
-            except tf.errors.OpError as error:
+            except tf.errors.ResourceExhaustedError as error:
+                raise RunFailed(f"out of memory at reader.image_size={cfg.reader.image_size} and "
+                                f"reader.batch_size={cfg.reader.batch_size}: lower one of them "
+                                f"({str(error).strip().splitlines()[0][:200]})") from None
+            except tf.errors.InvalidArgumentError as error:
                 _name_bad_images(parts, error)
                 raise
         best = parts.summary and parts.summary.data["best"]
@@ -50,10 +62,16 @@ def run(cfg: Config) -> Dict:
 
 
 def _name_bad_images(parts, error: Exception) -> None:
-    """After a TensorFlow failure, find images that do not decode and name them if there are any."""
+    """After a decoding failure in TensorFlow, find the images that do not decode and name them.
+
+    Every listed image is decoded before the first step, so this only runs when a file
+    changed during the run, and only for errors that come from decoding an image.
+    """
+    if not any(word in str(error) for word in ("decode", "Decode", "image", "JPEG", "PNG")):
+        return
     from worklab.reader import find_undecodable
 
     bad = [p for images in parts.loaded_image_lists() for p in find_undecodable(images.paths)]
     if bad:
-        raise UserError(f"{len(bad)} image(s) cannot be decoded: {', '.join(bad[:5])}. "
-                        "Fix or remove them from the list.") from error
+        raise RunFailed(f"{len(bad)} image(s) cannot be decoded any more (changed during the run?): "
+                        f"{', '.join(bad[:5])}. Fix or remove them, then resume.") from error

@@ -2,9 +2,10 @@
 
 A schedule asks for what it needs: testing a checkpoint never reads the training list
 or builds a training pipeline. Building follows one order: image lists and the class
-map, then the model, its learning-rate plan and optimizers, then the session, which
-restores the starting state before the trainer opens the input stream at the
-restored position.
+map, then the model, its learning-rate plan and optimizers, then the session. Nothing
+is restored by building: a schedule that trains calls `restore()` first, and only
+then opens the trainer, whose input stream starts at the restored position; a schedule
+that reads a run restores the checkpoint it tests through the session.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from worklab.imported import build_from_file
 from worklab.network import build_resnet
 from worklab.reader import Reader
 from worklab.rules import lr_multipliers
+from worklab.runfolder import holds_lock, warn_if_disk_low
 from worklab.session import Session
 from worklab.summary import Summary
 from worklab.tester import Tester
@@ -47,6 +49,7 @@ class Parts:
         self.reader = Reader(cfg.reader, cfg.seed)
         self.writer = Writer(results_dir or self.run_dir)
         self.summary: Optional[Summary] = None  # summary.json, for the schedules that train
+        self.position: Optional[int] = None  # the input position, set by restore()
         with self.strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
@@ -71,14 +74,17 @@ class Parts:
     @cached_property
     def classes(self) -> List[str]:
         """The class map saved in the run folder, or built from the training list and saved."""
-        path = self.run_dir / "classes.json"
-        classes = load_classes(path)
+        classes = load_classes(self.class_map)
         if classes is None:
             train, _, kind = self.sources
             classes = build_classes(read_entries(train, kind), train)
-            save_classes(path, classes)
+            save_classes(self.class_map, classes)
             log.info("classes: %d (%s)", len(classes), ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else ""))
         return classes
+
+    @property
+    def class_map(self) -> Path:
+        return self.run_dir / "classes.json"
 
     @cached_property
     def train_images(self) -> ImageList:
@@ -133,21 +139,30 @@ class Parts:
 
     @cached_property
     def session(self) -> Session:
-        return Session(self.run_dir, self.model, self.optimizers.state(), self.step, self.examples, self.lr,
-                       self.cfg.schedule.keep, self.cfg.restore)
+        """A writing session for the process that holds the run folder's lock, else a reading one."""
+        if holds_lock(self.run_dir):
+            state = self.optimizers.state()
+            size = sum(v.numpy().nbytes for v in self.model.variables)
+            size += sum(v.numpy().nbytes for group in state.values() for v in group.values())
+            warn_if_disk_low(self.run_dir, size)
+            return Session(self.run_dir, self.model, state, self.step, self.examples, self.lr,
+                           getattr(self.cfg.schedule, "keep", 0), self.cfg.restore)
+        return Session(self.run_dir, self.model, None, self.step, self.examples, self.lr, None)
 
-    @cached_property
-    def start_position(self) -> int:
-        """Restore the starting state once (see Session.restore); return the input position to read from."""
-        self.session.restore()
-        return int(self.examples.numpy())
+    def restore(self) -> str:
+        """Set the starting state of training (see Session.restore) and the input position; say where from."""
+        origin = self.session.restore()
+        self.position = int(self.examples.numpy())
+        return origin
 
     # Inner loops -----------------------------------------------------------------------------
 
     @cached_property
     def trainer(self) -> Trainer:
         """The trainer on the input stream from the restored position; its first inputs go to TensorBoard."""
-        dataset = self.reader.train(self.train_images, start=self.start_position)
+        if self.position is None:
+            raise RuntimeError("Parts.restore() must run before the trainer is built")
+        dataset = self.reader.train(self.train_images, start=self.position)
         images, _ = next(iter(dataset))
         self.writer.input_images(int(self.step.numpy()), images.numpy(), self.cfg.reader.mean, self.cfg.reader.std)
         return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,

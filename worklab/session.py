@@ -6,14 +6,17 @@ state as JSON (`schedule`), every model variable keyed by its readable name
 (`model/stage1/block1/conv1/kernel`, not Keras' positional object paths, so a run's
 checkpoint can be read by name) and the optimizers' state.
 
-Checkpoints are `checkpoints/ckpt-<step>`. TensorFlow's `checkpoint` index file lists
-the complete ones and is replaced atomically after each write, so a kill during a save
-leaves the previous checkpoint in use and the partial files unlisted. Old checkpoints
-are deleted except the last `keep`, the steps a schedule protects (a best checkpoint)
-and those a running watcher has not tested yet.
+Which checkpoints exist, and under which names, is worklab.checkpoints' business: the
+index is rebuilt from the files when it is missing or damaged, a save never writes over
+a listed checkpoint, and a checkpoint that cannot be read is moved aside and the next
+older one used. Only a writing session (the process that holds the run folder's lock)
+saves and prunes: it deletes old checkpoints except the last `keep`, the steps a
+schedule protects (a best checkpoint) and those a running watcher has not tested yet.
+A reading session (test, watch) restores and never changes a file.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from pathlib import Path
@@ -22,24 +25,31 @@ from typing import Callable, Dict, List, Optional, Set
 import keras
 import tensorflow as tf
 
-from worklab.atomic import write_text
+from worklab.checkpoints import CheckpointFolder
 from worklab.config import RestoreConfig
-from worklab.errors import UserError
+from worklab.errors import RunFailed, UserError
 from worklab.restore import restore as restore_pretrained
 from worklab.watchers import untested_steps
 
 log = logging.getLogger(__name__)
 
-PREFIX = "ckpt"
+# A checkpoint that cannot be read (as opposed to one that does not fit the network).
+DAMAGE = (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError, tf.errors.InternalError)
 
 
 class Session:
-    """Checkpoints in `<run_dir>/checkpoints`, with the restore order written down once."""
+    """Checkpoints in `<run_dir>/checkpoints`, with the restore order written down once.
 
-    def __init__(self, run_dir: Path, model: keras.Model, optimizer_state: Dict, step: tf.Variable,
-                 examples: tf.Variable, lr: tf.Variable, keep: int, pretrained: Optional[RestoreConfig] = None):
+    `keep` is None for a reading session, which can restore but not save, and 0 for a
+    writing one that never prunes (recalibrate adds a checkpoint to a run it reads).
+    """
+
+    def __init__(self, run_dir: Path, model: keras.Model, optimizer_state: Optional[Dict], step: tf.Variable,
+                 examples: tf.Variable, lr: tf.Variable, keep: Optional[int],
+                 pretrained: Optional[RestoreConfig] = None):
         self.run_dir = Path(run_dir)
-        self.directory = self.run_dir / "checkpoints"
+        self.folder = CheckpointFolder(self.run_dir / "checkpoints")
+        self.directory = self.folder.directory
         self.step = step
         self.keep = keep
         self.protected: Callable[[], Set[int]] = set  # steps a schedule needs kept
@@ -47,28 +57,26 @@ class Session:
         self.warm_start: Optional[Path] = None  # a checkpoint to take matching weights from on a fresh start
         self._model = {v.path: v for v in model.variables}
         self.schedule_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="schedule_state")
-        self._weights = tf.train.Checkpoint(model=self._model, optimizer=optimizer_state)
-        self.checkpoint = tf.train.Checkpoint(step=step, examples=examples, lr=lr, schedule=self.schedule_state,
-                                              model=self._weights.model, optimizer=self._weights.optimizer)
+        objects = dict(step=step, examples=examples, lr=lr, schedule=self.schedule_state, model=self._model)
+        if optimizer_state is not None:
+            objects["optimizer"] = optimizer_state
+            self._weights = tf.train.Checkpoint(model=self._model, optimizer=optimizer_state)
+        self.checkpoint = tf.train.Checkpoint(**objects)
         self.checkpoint.save_counter  # created now, so `write` saves it and a restore matches every object
 
-    def restore(self) -> str:
-        """Set the starting state and say where it came from.
+    @property
+    def writable(self) -> bool:
+        return self.keep is not None
 
-        The order: this run's own latest checkpoint (and over it the pretrained one with
-        restore.anyway=true); else the pretrained checkpoint restore.path through the
-        restore mapping; else the warm-start checkpoint (the previous value of a
+    def restore(self) -> str:
+        """Set the starting state of a training run and say where it came from.
+
+        The order: this run's own newest readable checkpoint (and over it the pretrained
+        one with restore.anyway=true); else the pretrained checkpoint restore.path through
+        the restore mapping; else the warm-start checkpoint (the previous value of a
         hyperparameter search), by name where the shape still fits; else fresh weights.
         """
-        steps = self.steps()
-        if steps:
-            path = self.path(steps[-1])
-            try:
-                self.checkpoint.restore(str(path)).assert_existing_objects_matched()
-            except (AssertionError, ValueError, tf.errors.OpError) as error:
-                raise UserError(f"Checkpoint {path} does not fit the configured network and optimizer (was "
-                                f"network.* or optimizer.* changed for this run folder?): {error}") from None
-            log.info("restored %s: step %d", path, int(self.step.numpy()))
+        if self._restore_newest_readable():
             if self.pretrained and self.pretrained.anyway:
                 restore_pretrained(self._model, self.pretrained, self.run_dir / "restore_report.json")
             return "checkpoint"
@@ -80,6 +88,50 @@ class Session:
             return "warm start"
         log.info("no checkpoint in %s: starting from fresh weights", self.directory)
         return "fresh"
+
+    def _restore_newest_readable(self) -> bool:
+        """Restore the newest checkpoint that reads; one that cannot be read is named and moved aside."""
+        names = self.folder.names()
+        if self.folder.rebuilt:
+            log.warning("%s: using the %d complete checkpoint(s) found on disk (%s)", self.folder.rebuilt,
+                        len(names), ", ".join(names.values()) or "none")
+        for step in reversed(list(names)):
+            try:
+                self._read(names[step], self.checkpoint)
+                return True
+            except DAMAGE as error:
+                where = self.folder.move_aside(names[step]) if self.writable else None
+                log.warning("checkpoint %s cannot be read (%s)%s; trying the one before it", names[step],
+                            _first_line(error), f": moved to {where}" if where else "")
+        return False
+
+    def _read(self, name: str, checkpoint: tf.train.Checkpoint) -> None:
+        """Restore `checkpoint` from `name`; every model variable must be found with its shape."""
+        path = self.folder.path(name)
+        mismatch = self._mismatch(path)
+        if mismatch:
+            raise UserError(f"Checkpoint {path} does not fit the configured network: {mismatch}. Was network.* "
+                            "or network.lr_mult changed for this run folder? Resume with the settings it was "
+                            "started with (its .hydra/config.yaml).")
+        try:
+            checkpoint.restore(str(path)).assert_existing_objects_matched().expect_partial()
+        except AssertionError as error:
+            raise UserError(f"Checkpoint {path} does not fit the configured optimizer (was optimizer.name or "
+                            f"network.lr_mult changed?): {_first_line(error)[:300]}") from None
+        log.info("restored %s: step %d", path, int(self.step.numpy()))
+
+    def _mismatch(self, path: Path) -> str:
+        """The first model variables the checkpoint lacks or holds in another shape ('' when all fit)."""
+        shapes = tf.train.load_checkpoint(str(path)).get_variable_to_shape_map()
+        problems = []
+        for name, variable in self._model.items():
+            found = shapes.get(model_key(name))
+            if found is None:
+                problems.append(f"{name} is not in it")
+            elif tuple(found) != tuple(variable.shape):
+                problems.append(f"{name} has shape {list(found)} there, {list(variable.shape)} here")
+        shown = "; ".join(problems[:3])
+        return f"{shown}{f' (and {len(problems) - 3} more)' if len(problems) > 3 else ''}" if problems else ""
 
     def _warm_start(self, path: Path) -> None:
         """Copy every model variable whose name and shape the checkpoint has; report the rest."""
@@ -98,57 +150,84 @@ class Session:
 
     def restore_step(self, step: Optional[int]) -> int:
         """Restore the whole state of checkpoint `step` (default: the latest) for testing; return its step."""
-        path = self.path(self._find(step))
-        self.checkpoint.restore(str(path)).expect_partial()
-        log.info("restored %s: step %d", path, int(self.step.numpy()))
+        self._read(self.name(step), self.checkpoint)
         return int(self.step.numpy())
 
     def restore_weights(self, step: int) -> None:
         """Restore only the model and optimizer of checkpoint `step`; step, position and rate stay."""
-        self._weights.restore(str(self.path(self._find(step)))).expect_partial()
+        self._read(self.name(step), self._weights)
 
     def load_state(self) -> Dict:
         """The schedule state saved with the restored checkpoint ({} on a fresh start)."""
         return json.loads(self.schedule_state.numpy().decode())
 
     def save(self, schedule_state: Optional[Dict] = None) -> str:
-        """Checkpoint the current state (with the schedule's state if given) and delete what is not kept."""
+        """Checkpoint the current state (with the schedule's state if given) and delete what is not kept.
+
+        The new files get a name no listed checkpoint has; the index is replaced only once
+        they are complete, so a kill or a full disk during the write leaves the previous
+        checkpoints listed and intact.
+        """
+        if not self.writable:
+            raise RuntimeError("a reading session (test, watch) never saves")
         if schedule_state is not None:
             self.schedule_state.assign(json.dumps(schedule_state, sort_keys=True))
         step = int(self.step.numpy())
-        path = self.checkpoint.write(str(self.path(step)))
-        steps = sorted(set(self.steps()) | {step})
-        keep = self._kept(steps)
-        kept = [s for s in steps if s in keep]
+        names = self.folder.names()
+        name = self.folder.free_name(step)
+        path = self._write(name)
+        names[step] = name
+        keep = self._kept(sorted(names))
         # The index goes first, so a kill while deleting leaves only unlisted files behind.
-        write_index(self.directory, step, kept)
-        for gone in set(steps) - keep:
-            for file in self.directory.glob(f"{PREFIX}-{gone}.*"):
-                file.unlink()
+        self.folder.write_index([names[s] for s in sorted(names) if s in keep])
+        for gone in set(names) - keep:
+            self.folder.remove_step(gone)
         log.info("saved checkpoint %s", path)
         return path
 
+    def _write(self, name: str) -> str:
+        try:
+            return self.checkpoint.write(str(self.folder.path(name)))
+        except (OSError, tf.errors.OpError) as error:
+            for file in self.directory.glob(f"{name}.*"):
+                file.unlink(missing_ok=True)
+            full = isinstance(error, OSError) and error.errno == errno.ENOSPC or "No space left" in str(error)
+            what = "the disk is full" if full else _first_line(error)
+            listed = self.steps()
+            raise RunFailed(f"Saving checkpoint {name} in {self.directory} failed: {what}. The checkpoints "
+                            f"before it are intact (latest: step {listed[-1] if listed else 'none'}); "
+                            f"{'free some space, then ' if full else ''}resume to continue.") from None
+
     def steps(self) -> List[int]:
         """The steps of the complete checkpoints, oldest first."""
-        return listed_steps(self.directory)
+        return self.folder.steps()
 
-    def path(self, step: int) -> Path:
-        return self.directory / f"{PREFIX}-{step}"
-
-    def _kept(self, steps: List[int]) -> Set[int]:
-        return set(steps[-self.keep:]) | self.protected() | untested_steps(self.run_dir, steps)
-
-    def _find(self, step: Optional[int]) -> int:
-        available = self.steps()
-        if not available:
+    def name(self, step: Optional[int]) -> str:
+        """The checkpoint name of `step` (default: the latest), or a clear error when there is none."""
+        names = self.folder.names()
+        if not names:
             raise UserError(f"No checkpoint in {self.directory}: train first, or pass resume= "
                             "a run folder that has checkpoints.")
         if step is None:
-            return available[-1]
-        if step not in available:
+            return names[max(names)]
+        if step not in names:
             raise UserError(f"schedule.step={step}: no checkpoint of that step in {self.directory}; "
-                            f"available: {available}.")
-        return step
+                            f"available: {list(names)}.")
+        return names[step]
+
+    def path(self, step: Optional[int]) -> Path:
+        return self.folder.path(self.name(step))
+
+    def _kept(self, steps: List[int]) -> Set[int]:
+        if not self.keep:
+            return set(steps)
+        return set(steps[-self.keep:]) | self.protected() | untested_steps(self.run_dir, steps)
+
+
+def checkpoint_path(run_dir: Path, step: int) -> Path:
+    """The checkpoint of `step` in a run folder, under the name in use for it."""
+    folder = CheckpointFolder(Path(run_dir) / "checkpoints")
+    return folder.path(folder.names()[step])
 
 
 def model_key(name: str) -> str:
@@ -156,19 +235,11 @@ def model_key(name: str) -> str:
     return "model/" + name.replace(".", "..").replace("/", ".S") + "/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def write_index(directory: Path, latest: int, steps: List[int]) -> None:
-    """Replace TensorFlow's `checkpoint` index file (its CheckpointState text format) atomically.
-
-    Names are relative to the folder, so a run folder can be moved.
-    """
-    lines = [f'model_checkpoint_path: "{PREFIX}-{latest}"']
-    lines += [f'all_model_checkpoint_paths: "{PREFIX}-{s}"' for s in steps]
-    write_text(directory / "checkpoint", "\n".join(lines) + "\n")
-
-
 def listed_steps(directory: Path) -> List[int]:
-    """The steps of the checkpoints TensorFlow's index file in `directory` lists, oldest first."""
-    state = tf.train.get_checkpoint_state(str(directory))
-    if state is None:
-        return []
-    return sorted(int(p.rsplit("-", 1)[1]) for p in state.all_model_checkpoint_paths)
+    """The steps of the complete checkpoints in `directory`, oldest first."""
+    return CheckpointFolder(directory).steps()
+
+
+def _first_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0] if text.strip() else error.__class__.__name__

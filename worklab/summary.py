@@ -74,7 +74,8 @@ def tracked(summary: Optional[Summary]) -> Iterator[None]:
     """Mark the run running, then finished, interrupted or failed by how the block ends.
 
     Bad input (a UserError) leaves an earlier session's summary as it was, so resuming
-    with a typo does not mark a good run failed.
+    with a typo does not mark a good run failed; a run that fails (RunFailed, or any
+    other error) is marked failed with the error.
     """
     if summary is None:
         yield
@@ -82,7 +83,7 @@ def tracked(summary: Optional[Summary]) -> Iterator[None]:
     summary.mark("running")
     try:
         yield
-    except Interrupted:
+    except (Interrupted, KeyboardInterrupt):  # a stop on request, or a second Ctrl-C
         summary.mark("interrupted")
         raise
     except UserError as error:  # bad input: an existing run keeps its summary, a new one is marked failed

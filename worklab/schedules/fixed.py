@@ -2,7 +2,8 @@
 
 The state is the global step alone: the stage is the one whose step range holds it,
 and a stage's test counts as done when its evaluation file exists, so a resumed run
-picks up mid-stage, or tests a stage that was trained but not yet tested.
+picks up mid-stage, or tests a stage that was trained but not yet tested. Each stage
+trains at its own rate, whatever rate the checkpoint it resumes from was saved with.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 from typing import Dict
 
 from worklab.batchnorm import recalibrate
-from worklab.schedules.loop import evaluate, train_until
+from worklab.schedules.loop import evaluate, set_rate, train_until
 
 log = logging.getLogger("worklab")
 
@@ -20,14 +21,15 @@ def run(parts) -> Dict:
     """Train each stage at its rate up to its end step, then test; return the last test's statistics."""
     stages = parts.cfg.schedule.stages
     parts.check_inputs(train=True, test=True)
+    parts.restore()
     ends = list(itertools.accumulate(stage.steps for stage in stages))
     results = {}
     for number, (stage, end) in enumerate(zip(stages, ends), start=1):
         results = parts.writer.evaluated(end)
         if results is not None:
             continue
-        parts.lr.assign(stage.lr)
-        log.info("stage %d/%d: learning rate %g to step %d", number, len(stages), stage.lr, end)
+        log.info("stage %d/%d: to step %d", number, len(stages), end)
+        set_rate(parts, stage.lr, f"schedule.stages[{number - 1}].lr")
         train_until(parts, end)
         if number == len(stages) and parts.cfg.schedule.recalibrate:
             recalibrate(parts.model, parts.reader.train(parts.train_images, start=int(parts.examples.numpy())),

@@ -14,9 +14,13 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import keras
+
+from worklab import runfolder
 from worklab.atomic import write_json
 from worklab.config import hparams, with_value
 from worklab.schedules import patience
+from worklab.session import checkpoint_path
 from worklab.summary import Summary, tracked
 
 log = logging.getLogger("worklab")
@@ -37,7 +41,7 @@ def run(parts) -> Dict:
                      "accuracy": result["accuracy"], "step": result["step"]})
         log.info("%s=%s best %.4f at step %d", s.param, value, result["loss"], result["step"])
         write_table(parts, rows)
-        previous = Path(variant.run_dir) / "checkpoints" / f"ckpt-{result['step']}"
+        previous = checkpoint_path(Path(variant.run_dir), result["step"])
         if values_since_best(rows) >= s.hyper_patience:
             log.info("%s: no better test loss for %d value(s): stopping", s.param, values_since_best(rows))
             break
@@ -54,6 +58,8 @@ def run_value(parts, variant, override: str, warm_start: Optional[Path]) -> Dict
         return json.loads(finished.read_text())
     from worklab.parts import Parts
 
+    runfolder.lock(variant.run_dir)
+    keras.utils.set_random_seed(variant.seed)  # each value starts as a run of its own with that seed would
     sub = Parts(variant, parts.stop)
     sub.session.warm_start = warm_start
     overrides = parts.summary.data["overrides"] + [override] if parts.summary else [override]

@@ -29,7 +29,7 @@ def train_until(parts, end: int, schedule_state: Optional[Dict] = None) -> Optio
     loss stops being finite (the last good checkpoint is kept, nothing newer is saved).
     """
     s = parts.cfg.schedule
-    trainer = parts.trainer  # restores the starting state on first use
+    trainer = parts.trainer
     step = int(parts.step.numpy())
     if step >= end:
         return None
@@ -51,8 +51,14 @@ def train_until(parts, end: int, schedule_state: Optional[Dict] = None) -> Optio
             if parts.summary:
                 parts.summary.saved(step)
     if parts.stop:
-        raise Interrupted(parts.stop.signal, step)
+        raise Interrupted(parts.stop.signal, step, max(parts.session.steps(), default=None))
     return scalars
+
+
+def set_rate(parts, rate: float, why: str) -> None:
+    """Set the base learning rate the next steps train at, and say where it comes from."""
+    log.info("learning rate %g (%s)", rate, why)
+    parts.lr.assign(rate)
 
 
 def evaluate(parts) -> Dict:
@@ -75,5 +81,6 @@ def _check_finite(parts, step: int) -> None:
     if bad >= 0:
         saved = parts.session.steps()
         last = f"the last good checkpoint is step {saved[-1]}" if saved else "there is no earlier checkpoint"
+        rate = "the stage's lr in schedule.stages" if hasattr(parts.cfg.schedule, "stages") else "optimizer.lr"
         raise NonFiniteLoss(f"The training loss became NaN or infinite at step {bad}. Nothing after it was "
-                            f"saved: {last}. Lower optimizer.lr (or check the input images), then resume.", bad)
+                            f"saved: {last}. Lower {rate} (or check the input images), then resume.", bad)

@@ -8,6 +8,11 @@ loss that is not finite or above max_loss) is a failed test that drops the rate 
 The global step keeps counting through a revert, so steps, checkpoints and curves stay
 unique.
 
+The learning rate is part of the state: `optimizer.lr` at the start, multiplied by
+`factor` at each drop. A resumed run goes on at the state's rate, unless optimizer.lr
+now differs from the value the state last took it from: then the new value is the rate
+from the resume step on (the way to go on at a lower rate after a blow-up).
+
 The state travels in every checkpoint and is written to state.json after every test.
 A test whose result is on disk is never run again: after a kill, the restored
 checkpoint's state plus the saved result of its step give the same decision, so no
@@ -18,11 +23,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 from worklab.atomic import write_json
-from worklab.errors import NonFiniteLoss, UserError
-from worklab.schedules.loop import evaluate, train_until
+from worklab.errors import NonFiniteLoss, RunFailed
+from worklab.schedules.loop import evaluate, set_rate, train_until
 
 log = logging.getLogger("worklab")
 
@@ -37,14 +42,17 @@ class PatienceState:
     decays: int = 0
     tested: int = 0
     done: bool = False
+    lr: Optional[float] = None  # the rate training goes on at
+    base_lr: Optional[float] = None  # optimizer.lr when the rate was last taken from it
 
 
 def run(parts) -> Dict:
     """Train and test until the last plateau (or max_steps); return the best step's test results."""
     cfg = parts.cfg.schedule
     parts.check_inputs()
-    parts.trainer  # restores the latest checkpoint, and with it the state
+    parts.restore()
     state = PatienceState(**parts.session.load_state())
+    set_rate(parts, *starting_rate(state, parts.cfg.optimizer.lr, float(parts.lr.numpy())))
     parts.session.protected = lambda: {state.best_step} - {None}
     while not state.done:
         step = int(parts.step.numpy())
@@ -59,6 +67,17 @@ def run(parts) -> Dict:
     write_json(parts.run_dir / "best.json", best)
     log.info("best: step %d, test loss %.4f, accuracy %.3f", best["step"], best["loss"], best["accuracy"])
     return best
+
+
+def starting_rate(state: PatienceState, configured: float, restored: float) -> Tuple[float, str]:
+    """The rate to go on at, and why: the state's, or optimizer.lr when that was changed for this resume."""
+    if state.base_lr is None:  # a fresh start, or a checkpoint saved before the state kept its rate
+        state.base_lr, state.lr = configured, restored
+    if configured != state.base_lr:
+        why = f"optimizer.lr changed from {state.base_lr:g} for this resume"
+        state.base_lr = state.lr = configured
+        return configured, why
+    return state.lr, "optimizer.lr" if state.decays == 0 else f"optimizer.lr after {state.decays} drop(s)"
 
 
 def next_test(step: int, cfg) -> int:
@@ -97,23 +116,23 @@ def apply_test(parts, state: PatienceState, result: Dict) -> None:
     if cfg.max_steps and step >= cfg.max_steps and not state.done:
         state.done = True
         log.info("reached schedule.max_steps=%d", cfg.max_steps)
-    write_json(parts.run_dir / "state.json", {"schedule": "patience", "lr": float(parts.lr.numpy()),
-                                              "step": step, **asdict(state)})
+    write_json(parts.run_dir / "state.json", {"schedule": "patience", "step": step, **asdict(state)})
 
 
 def decay_or_stop(parts, state: PatienceState, step: int) -> None:
     """At a plateau: stop after max_decays drops, else go back to the best weights at a lower rate."""
     cfg = parts.cfg.schedule
     if state.best_step is None:
-        raise UserError(f"The first test (step {step}) already blew up: there is no good checkpoint to go "
+        raise RunFailed(f"The first test (step {step}) already blew up: there is no good checkpoint to go "
                         "back to. Lower optimizer.lr or raise schedule.max_loss.")
     if state.decays >= cfg.max_decays:
         state.done = True
         message = f"no improvement after {state.decays} learning-rate drop(s): stopping"
     else:
-        old = float(parts.lr.numpy())
+        old = state.lr
         parts.session.restore_weights(state.best_step)
-        parts.lr.assign(old * cfg.factor)
+        state.lr = old * cfg.factor
+        parts.lr.assign(state.lr)
         state.decays += 1
         state.waiting = 0
         message = f"reverting to step {state.best_step}, learning rate {old:.3g} -> {old * cfg.factor:.3g}"
@@ -131,5 +150,5 @@ def recover(parts, state: PatienceState, blowup: NonFiniteLoss) -> None:
     state.waiting = parts.cfg.schedule.patience
     decay_or_stop(parts, state, int(parts.step.numpy()))
     if state.done:
-        raise UserError(f"{blowup} It happened again after {state.decays} learning-rate drop(s) "
+        raise RunFailed(f"{blowup} It happened again after {state.decays} learning-rate drop(s) "
                         f"(schedule.max_decays={parts.cfg.schedule.max_decays}).")

@@ -1,8 +1,10 @@
 """schedule=recalibrate: re-estimate the batch-norm statistics of a run's latest checkpoint, save, test.
 
 The statistics become the plain average over schedule.batches training batches with
-every weight fixed; the checkpoint of the same step is written again with them, so a
-later test or resume uses them.
+every weight fixed. The result is saved as a new checkpoint of the same step
+(`ckpt-<step>_1`, which the index then names for that step), so a later test, export or
+resume uses it; the checkpoint it started from stays on disk, and nothing is pruned.
+The run's own settings (its schedule, restore.anyway) are not used or changed.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from worklab.schedules.loop import evaluate
 
 def run(parts) -> Dict:
     parts.check_inputs()
-    start = parts.start_position  # restores the latest checkpoint
+    parts.session.restore_step(None)
+    start = int(parts.examples.numpy())
     recalibrate(parts.model, parts.reader.train(parts.train_images, start=start), parts.bn_momentum,
                 parts.cfg.schedule.batches)
     parts.session.save()

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Dict
 
-from worklab.schedules.loop import train_until
+from worklab.schedules.loop import set_rate, train_until
 
 
 def run(parts) -> Dict:
-    """Train to schedule.steps; a rerun with a larger value continues from the last checkpoint."""
+    """Train to schedule.steps at optimizer.lr; a rerun with a larger value continues from the last checkpoint."""
     parts.check_inputs(train=True, test=False)
+    parts.restore()
+    set_rate(parts, parts.cfg.optimizer.lr, "optimizer.lr")
     scalars = train_until(parts, parts.cfg.schedule.steps)
     return scalars or {"step": int(parts.step.numpy())}
