@@ -2,24 +2,31 @@
 
     python run.py                      # train and test on the built-in demo set
     python run.py --help               # the config groups and how to override them
+
+Exit codes: 0 finished, 1 the run failed, 2 bad input refused (the run folder is left
+as it was), 130 / 143 stopped by Ctrl-C / SIGTERM (resume to continue).
 """
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from worklab import config
-from worklab.errors import Interrupted, UserError
+from worklab import command, config, native_log
+from worklab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, RunFailed, UserError
 from worklab.summary import Summary, read_summary
 
 log = logging.getLogger("worklab")
+CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+prepared = command.Prepared(sys.argv)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg) -> float | None:
     """Run one job and return its best test loss, the value a sweeper minimises."""
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         plain = config.to_plain(cfg)
         from worklab import app  # imports TensorFlow: --help and --cfg never get here
@@ -29,27 +36,39 @@ def main(cfg) -> float | None:
         return best["loss"] if best else None
     except UserError as error:
         log.error("%s", error)
-        record_failure(cfg, error)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        prepared.put_back()
+        record_failure(error)
+        if multirun:
             raise UserError(str(error)) from None  # this job fails; Hydra goes on with the others
-        sys.exit(2)
+        sys.exit(EXIT_BAD_INPUT)
+    except RunFailed as error:
+        log.error("the run failed: %s", error)
+        if multirun:
+            raise
+        sys.exit(EXIT_FAILED)
     except Interrupted as stop:
-        log.warning("stopped at step %d with a checkpoint saved; continue with: python run.py resume=%s",
-                    stop.step, cfg.run_dir)
+        log.warning("%s; continue with: python run.py resume=%s", stop.describe(), cfg.run_dir)
         sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:  # a second Ctrl-C stops at once, without saving
+        log.warning("stopped at once by a second Ctrl-C; continue from the last checkpoint with: "
+                    "python run.py resume=%s", cfg.run_dir)
+        sys.exit(130)
 
 
-def record_failure(cfg, error: UserError) -> None:
-    """Mark a new run folder failed when its config was rejected (a failed sweep job shows in review)."""
+def record_failure(error: UserError) -> None:
+    """Mark a new run folder failed when its input was refused (a failed sweep job shows in review)."""
     run_dir = HydraConfig.get().runtime.output_dir
-    if read_summary(run_dir) is None:
+    if read_summary(run_dir) is None and Path(run_dir).is_dir():
         Summary(run_dir, HydraConfig.get().runtime.choices.get("schedule", "?"),
                 list(HydraConfig.get().overrides.task)).mark("failed", str(error))
 
 
 if __name__ == "__main__":
     try:
-        sys.argv = config.resume_argv(sys.argv)
+        prepared = command.prepare(sys.argv, CONFIG_DIR)
     except UserError as error:
-        sys.exit(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    sys.argv = prepared.argv
+    native_log.filter_stderr()
     main()

@@ -19,6 +19,16 @@ TINY = [
     "network.depth=10", "network.width=0.125",
     "schedule.log_every=2", "schedule.save_every=4",
 ]
+READING = ("schedule=test", "schedule=watch", "schedule=inspect", "schedule=recalibrate")  # no training cadence
+
+
+def tiny(overrides: List[str]) -> List[str]:
+    """TINY, less the keys the chosen parts do not read: the training cadence for a schedule that does not
+    train, the ResNet's size for a Keras model file."""
+    reads = any(o in READING for o in overrides)
+    keras = "network=keras" in overrides
+    return [o for o in TINY if not (reads and o.startswith(("schedule.log_every", "schedule.save_every")))
+            and not (keras and o.startswith(("network.depth", "network.width")))]
 STAGES = "schedule.stages=[{lr: 0.05, steps: 4}, {lr: 0.005, steps: 2}]"  # for the default fixed schedule
 
 
@@ -36,7 +46,8 @@ def compose(overrides: List[str], run_dir: Path, data: Path):
     from worklab.config import to_plain
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=[*TINY, f"data_dir={data}", f"run_dir={run_dir}", *overrides])
+        cfg = hydra_compose("config", overrides=[*tiny(overrides), f"data_dir={data}", f"run_dir={run_dir}",
+                                                 *overrides])
     return to_plain(cfg)
 
 

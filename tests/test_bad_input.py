@@ -88,13 +88,38 @@ def test_test_label_not_in_the_class_map(lists):
     ("network.depht=18", "Could not override 'network.depht'"),
     ("network.depth=eighteen", "network.depth"),
     ("network.depth=17", "network.depth=17 is not one of 10, 18, 34, 50, 101, 152"),
-    ("optimizer.lr=-1", "optimizer.lr=-1.0 must be greater than 0"),
+    ("optimizer.lr=-1", "optimizer.lr=-1.0 must be a finite number greater than 0"),
+    ("optimizer.lr=inf", "optimizer.lr=inf must be a finite number"),
+    ("schedule.stages=[{lr: 0.1, steps: 2}, {lr: inf, steps: 2}]", "schedule.stages[1].lr=inf must be a finite"),
+    ("top_k=0", "top_k=0 must be at least 1"),
+    ("seed=-3", "seed=-3 must be in [0, 2**32 - 1]"),
+    ("+network.dpeth=18", "network.dpeth: no such config key"),
+    ("optimizer=sgd|optimizer.nesterov=true", "optimizer.nesterov=True has no effect with optimizer=sgd"),
+    ("optimizer=adam|optimizer.momentum=0.5", "optimizer.momentum=0.5 has no effect with optimizer=adam"),
+    ("network.cut=pool5", "network.cut=pool5 has no effect with network=resnet"),
+    ("schedule=hyper|schedule.param=runtime.xla|schedule.values=[true,false]", "schedule.param=runtime.xla"),
 ])
-def test_config_errors_name_the_key(tmp_path, data_dir, override, message):
-    result = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", override], tmp_path)
-    assert result.returncode != 0
+def test_config_errors_name_the_key_and_write_nothing(tmp_path, data_dir, override, message):
+    run = tmp_path / "run"
+    result = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", *override.split("|")], tmp_path)
+    assert result.returncode == 2
     assert message in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("override", ["schedule.keep=5", "schedule.log_every=5", "schedule.save_every=5"])
+def test_training_cadence_on_a_schedule_that_does_not_train_is_refused(tmp_path, data_dir, override):
+    result = run_py(["schedule=test", f"hydra.run.dir={tmp_path / 'run'}", override], tmp_path)
+    assert result.returncode != 0
+    assert f"Could not override '{override.split('=')[0]}'" in result.stdout + result.stderr
+
+
+def test_network_keys_a_keras_model_file_does_not_read_are_refused(tmp_path):
+    result = run_py(["network=keras", "network.path=model.keras", "network.depth=50",
+                     f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert result.returncode == 2
+    assert "network.depth=50 has no effect with network=keras" in result.stderr
 
 
 def snapshot(folder: Path):

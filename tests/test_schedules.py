@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, run_py
+from conftest import ROOT, run_py, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ HYPER = ["schedule=hyper", "schedule.param=optimizer.lr", "schedule.values=[0.00
 
 
 def args(run: Path, data_dir: Path, extra):
-    return [*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", *extra]
+    return [*tiny(extra), f"data_dir={data_dir}", f"hydra.run.dir={run}", *extra]
 
 
 def read(path: Path):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -36,6 +37,18 @@ def _require(ok: bool, message: str) -> None:
 
 def _positive(key: str, value: float) -> None:
     _require(value > 0, f"{key}={value} must be greater than 0.")
+
+
+def _rate(key: str, value: float) -> None:
+    _require(math.isfinite(value) and value > 0, f"{key}={value} must be a finite number greater than 0.")
+
+
+def _inert(section: str, when: str, obj: Any, defaults: Any, keys: List[str]) -> None:
+    """Refuse keys that would be read but do nothing in this setting (`when`), naming them."""
+    changed = [k for k in keys if getattr(obj, k) != getattr(defaults, k)]
+    _require(not changed, f"{', '.join(f'{section}.{k}={getattr(obj, k)}' for k in changed)} "
+                          f"{'has' if len(changed) == 1 else 'have'} no effect with {when}: remove "
+                          f"{'it' if len(changed) == 1 else 'them'}.")
 
 
 @dataclass
@@ -145,6 +158,11 @@ class NetworkConfig:
         for key in ("bn_momentum", "bn_warmup_momentum"):
             _require(0 <= getattr(self, key) < 1, f"network.{key}={getattr(self, key)} must be in [0, 1).")
         _require(self.bn_warmup_steps >= 0, f"network.bn_warmup_steps={self.bn_warmup_steps} must be >= 0.")
+        if self.kind == "keras":
+            _inert("network", "network=keras (the model file decides)", self, NetworkConfig,
+                   ["depth", "width", "layout", "conv_bias"])
+        else:
+            _inert("network", "network=resnet", self, NetworkConfig, ["path", "cut"])
 
 
 @dataclass
@@ -162,7 +180,11 @@ class OptimizerConfig:
     def __post_init__(self) -> None:
         _require(self.name in OPTIMIZERS,
                  f"optimizer.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}.")
-        _positive("optimizer.lr", self.lr)
+        _rate("optimizer.lr", self.lr)
+        if self.name != "momentum":
+            _inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["momentum", "nesterov"])
+        if self.name != "adam":
+            _inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["beta_1", "beta_2", "epsilon"])
 
 
 @dataclass
@@ -188,7 +210,12 @@ class RestoreConfig:
 
 @dataclass
 class ScheduleConfig:
-    """What every schedule shares: the cadence of logs and checkpoints."""
+    """The base of every schedule's schema."""
+
+
+@dataclass
+class TrainingSchedule(ScheduleConfig):
+    """What every schedule that trains shares: the cadence of logs and checkpoints."""
 
     log_every: int = 50  # steps between train log lines and TensorBoard scalars
     save_every: int = 500  # steps between checkpoints (and always at the end)
@@ -200,7 +227,7 @@ class ScheduleConfig:
 
 
 @dataclass
-class TrainSchedule(ScheduleConfig):
+class TrainSchedule(TrainingSchedule):
     """Train up to `steps` in total, without testing (the seed's train script)."""
 
     steps: int = 1000  # the run's total step count: rerun with a larger value to continue
@@ -226,7 +253,7 @@ class Stage:
 
 
 @dataclass
-class FixedSchedule(ScheduleConfig):
+class FixedSchedule(TrainingSchedule):
     """Learning-rate stages, testing after each (the seed's train_and_test)."""
 
     stages: List[Stage] = field(default_factory=lambda: [Stage(0.1, 400), Stage(0.01, 100)])
@@ -236,12 +263,12 @@ class FixedSchedule(ScheduleConfig):
         super().__post_init__()
         _require(len(self.stages) > 0, "schedule.stages is empty: give at least one {lr, steps}.")
         for i, stage in enumerate(self.stages):
-            _positive(f"schedule.stages[{i}].lr", stage.lr)
+            _rate(f"schedule.stages[{i}].lr", stage.lr)
             _positive(f"schedule.stages[{i}].steps", stage.steps)
 
 
 @dataclass
-class PatienceSchedule(ScheduleConfig):
+class PatienceSchedule(TrainingSchedule):
     """Test every eval_every steps; when the test loss stops improving, go back to the best and lower the rate."""
 
     eval_every: int = 500  # steps between tests
@@ -279,9 +306,9 @@ class HyperSchedule(PatienceSchedule):
         repeated = [v for i, v in enumerate(self.values) if v in self.values[:i]]
         _require(not repeated, f"schedule.values repeats {repeated[0] if repeated else ''}: each value is tried once.")
         _require(self.hyper_patience >= 1, f"schedule.hyper_patience={self.hyper_patience} must be at least 1.")
-        _require(not self.param.startswith("schedule."),
-                 f"schedule.param={self.param}: the schedule itself cannot be varied; pick a network, "
-                 "optimizer or reader key.")
+        _require(not self.param.startswith(("schedule.", "runtime.")),
+                 f"schedule.param={self.param}: the {self.param.split('.')[0]} settings are fixed for the whole "
+                 "search (runtime settings apply once per process); pick a network, optimizer, reader key or seed.")
 
 
 @dataclass
@@ -293,7 +320,6 @@ class WatchSchedule(ScheduleConfig):
     timeout: float = 3600.0  # stop after this many seconds without a new checkpoint
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         _positive("schedule.poll", self.poll)
         _positive("schedule.timeout", self.timeout)
 
@@ -305,7 +331,6 @@ class RecalibrateSchedule(ScheduleConfig):
     batches: int = 100  # training batches the statistics are averaged over
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         _positive("schedule.batches", self.batches)
 
 
@@ -348,11 +373,16 @@ class Config:
     seed: int = 0  # shuffling, augmentation and initialisation
     top_k: int = 5  # the k of the top-k test accuracy
     resume: Optional[str] = None  # a run folder to continue in, with its saved config
+    run_name: Optional[str] = None  # outputs/NAME as the run folder, so the same command continues the run
     sweep: Optional[str] = None  # a multirun's name: job folders multirun/NAME/<overrides>, resumable
     run_dir: str = "${hydra:runtime.output_dir}"  # this run's folder (set by Hydra)
     data_dir: str = "data"  # where the demo set is written
 
     def __post_init__(self) -> None:
+        _require(0 <= self.seed < 2 ** 32, f"seed={self.seed} must be in [0, 2**32 - 1].")
+        _require(self.top_k >= 1, f"top_k={self.top_k} must be at least 1.")
+        _require(self.run_name is None or (bool(self.run_name) and "/" not in self.run_name),
+                 f"run_name={self.run_name!r} must be a folder name without '/' (use hydra.run.dir for a path).")
         for key, wanted in self.restore.requires.items():
             actual = getattr(self.network, key)
             _require(actual == wanted, f"The restore mapping is written for network.{key}={wanted}, but "
@@ -380,11 +410,37 @@ def register() -> None:
 
 
 def to_plain(cfg: Any) -> Config:
-    """Turn a composed DictConfig into the plain dataclasses the package works with."""
+    """Turn a composed DictConfig into the plain dataclasses the package works with.
+
+    Hydra lets `+key=value` add a key the schema does not have (its own error message
+    suggests the `+`); such a key would be carried along and never read, so it is refused.
+    """
+    unknown = _unknown_keys(cfg)
+    if unknown:
+        raise UserError(f"{', '.join(unknown)}: no such config key. `python run.py --cfg job` shows every key; "
+                        "`+` cannot add keys worklab does not read.")
     try:
         return OmegaConf.to_object(cfg)
     except MissingMandatoryValue as error:
         raise UserError(f"{error.full_key} has no value: pass {error.full_key}=...") from None
+
+
+def _unknown_keys(node: Any, prefix: str = "") -> List[str]:
+    """Keys of a composed config that its schema (the dataclass behind each node) does not define."""
+    if OmegaConf.is_list(node):
+        return [k for i, child in enumerate(node) if OmegaConf.is_config(child)
+                for k in _unknown_keys(child, f"{prefix}[{i}].")]
+    schema = OmegaConf.get_type(node)
+    known = {f.name for f in fields(schema)} if is_dataclass(schema) else None
+    unknown = []
+    for key in node:
+        if known is not None and key not in known:
+            unknown.append(f"{prefix}{key}")
+            continue
+        child = node._get_node(key)
+        if OmegaConf.is_config(child) and not child._is_missing() and not child._is_none():
+            unknown += _unknown_keys(child, f"{prefix}{key}.")
+    return unknown
 
 
 def with_value(cfg: Config, key: str, value: Any) -> Config:
@@ -422,44 +478,9 @@ def _leaf_keys(node: Any, prefix: str = "") -> List[str]:
     return keys
 
 
-def _override_key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _replaced(key: str, new_keys: set) -> bool:
-    """A saved override gives way to a new one of the same key, or to a new choice of its group."""
-    return key in new_keys or key.split(".", 1)[0] in new_keys
-
-
-def resume_argv(argv: List[str]) -> List[str]:
-    """Put a resumed run's saved overrides in front of the new ones.
-
-    `resume=PATH` continues a run in its own folder with the config it was started
-    with: Hydra composes the saved overrides (PATH/.hydra/overrides.yaml) and then the
-    new ones, which win. A PATH that is not a run folder stops here, before Hydra
-    creates or touches any folder.
-    """
-    given = [a for a in argv[1:] if not a.startswith("-") and "=" in a]
-    resume = [a.split("=", 1)[1] for a in given if _override_key(a) == "resume"]
-    if not resume:
-        return argv
-    saved_file = Path(resume[-1]) / ".hydra" / "overrides.yaml"
-    if not saved_file.is_file():
-        raise UserError(f"resume={resume[-1]} is not a run folder: {saved_file} does not exist. "
-                        "Pass the folder of an earlier run, e.g. outputs/2026-11-25/10-11-12.")
-    new_keys = {_override_key(a) for a in given}
-    saved = [o for o in saved_overrides(Path(resume[-1])) if not _replaced(_override_key(o), new_keys)]
-    return argv[:1] + saved + argv[1:]
-
-
-def saved_overrides(run_dir: Path) -> List[str]:
-    """The command-line overrides Hydra saved in a run folder ([] if it has none)."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
-
-
-def _run_folder(resume: Optional[str], fresh: str) -> str:
-    return resume if resume else fresh
+def _run_folder(resume: Optional[str], run_name: Optional[str], fresh: str) -> str:
+    """The resumed run's folder, outputs/<run_name>, or a new dated folder."""
+    return resume or (f"outputs/{run_name}" if run_name else fresh)
 
 
 def _sweep_folder(sweep: Optional[str], fresh: str) -> str:

@@ -1,0 +1,160 @@
+"""What a command line asks of a run folder, settled before Hydra starts.
+
+Hydra writes `.hydra/` (and its log) into the job's folder as the job starts, so
+everything that can refuse a single run is checked here first, and a refused command
+leaves an existing run folder byte for byte as it was:
+
+- `resume=PATH` puts the run's saved overrides in front of the new ones, which win;
+- the config is composed and checked as the job will see it (schema, values, `+` keys);
+- in a run folder that has checkpoints, the keys that decide what a checkpoint holds
+  (the network, its lr_mult rules, the optimizer) must be the run's: each that differs
+  is named with both values;
+- a schedule that trains takes the folder's lock now (worklab.runfolder); one that
+  only reads a run (test, inspect, recalibrate) runs with `hydra.output_subdir=null`,
+  so the run's saved config, and with it what a plain `resume=` does, stays the run's;
+- a snapshot of the folder is kept, so that bad input found after the job started
+  (a list file that moved, say) can be undone before the process exits.
+
+Sweeps (-m) are left to Hydra: each job takes its own folder's lock when it starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+from omegaconf import OmegaConf
+
+from worklab import runfolder
+from worklab.config import Config, InspectSchedule, RecalibrateSchedule, TestSchedule, TrainingSchedule, to_plain
+from worklab.errors import UserError
+
+# The keys that decide which variables a checkpoint holds and in what shape.
+CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.depth", "network.width",
+                   "network.layout", "network.conv_bias", "network.lr_mult", "optimizer.name")
+READERS = (TestSchedule, InspectSchedule, RecalibrateSchedule)  # run on a run folder, keep its saved config
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion",
+              "-sc", "--resolve", "--package", "-p")
+
+
+@dataclass
+class Prepared:
+    """The arguments Hydra gets, and the folder to put back if the job refuses its input."""
+
+    argv: List[str]
+    snapshot: Optional[runfolder.Snapshot] = None
+
+    def put_back(self) -> None:
+        if self.snapshot and runfolder.holds_lock(self.snapshot.run_dir):
+            self.snapshot.put_back()
+
+
+def prepare(argv: List[str], config_dir: Path) -> Prepared:
+    """Check a command against its run folder before Hydra runs it; raise UserError to refuse it."""
+    argv = resume_argv(argv)
+    flags = [a for a in argv[1:] if a.startswith("-")]
+    if any(f in ("-m", "--multirun") or f.split("=", 1)[0] in INFO_FLAGS for f in flags):
+        return Prepared(argv)
+    overrides = [a for a in argv[1:] if not a.startswith("-")]
+    folder = target_folder(overrides)
+    cfg = _compose(overrides, config_dir, folder)
+    plain = to_plain(cfg)
+    if folder is None:
+        return Prepared(argv)
+    run_config = folder / ".hydra" / "config.yaml"
+    if run_config.is_file() and any((folder / "checkpoints").glob("ckpt-*.index")):
+        check_same_checkpoint_keys(folder, cfg)
+    if isinstance(plain.schedule, READERS) and _resumes(overrides):
+        argv = argv + ["hydra.output_subdir=null"]
+    if not isinstance(plain.schedule, (TrainingSchedule, RecalibrateSchedule)):
+        return Prepared(argv)
+    snapshot = runfolder.Snapshot.take(folder)
+    runfolder.lock(folder)
+    return Prepared(argv, snapshot)
+
+
+def target_folder(overrides: List[str]) -> Optional[Path]:
+    """The run folder a single run will use when the command names it: resume=, hydra.run.dir= or run_name=."""
+    values = {override_key(o): o.split("=", 1)[1] for o in overrides if "=" in o}
+    if values.get("resume"):
+        return Path(values["resume"])
+    if "hydra.run.dir" in values and "${" not in values["hydra.run.dir"]:
+        return Path(values["hydra.run.dir"])
+    if values.get("run_name") and values["run_name"] != "null":
+        return Path("outputs") / values["run_name"]
+    return None
+
+
+def check_same_checkpoint_keys(folder: Path, cfg) -> None:
+    """Refuse settings under which the run's checkpoints would not fit, naming each key and both values."""
+    saved = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"), resolve=False)
+    run = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in saved.items()
+                                                         if k not in ("schedule", "run_dir")})
+    differ = []
+    for key in CHECKPOINT_KEYS:
+        before, now = _value(run, key), _value(cfg, key)
+        if before != now:
+            differ.append(f"{key}: {before} in the run, {now} now")
+    if differ:
+        raise UserError(f"{folder} holds checkpoints of another network or optimizer: {'; '.join(differ)}. "
+                        f"Drop those overrides to continue the run (its settings are in {folder}/.hydra/config.yaml), "
+                        "or start a new run folder.")
+
+
+def override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def resume_argv(argv: List[str]) -> List[str]:
+    """Put a resumed run's saved overrides in front of the new ones.
+
+    `resume=PATH` continues a run in its own folder with the config it was started
+    with: Hydra composes the saved overrides (PATH/.hydra/overrides.yaml) and then the
+    new ones, which win. A saved override gives way to a new one of the same key, or to
+    a new choice of its group. A PATH that is not a run folder stops here.
+    """
+    given = [a for a in argv[1:] if not a.startswith("-") and "=" in a]
+    resume = [a.split("=", 1)[1] for a in given if override_key(a) == "resume"]
+    if not resume:
+        return argv
+    saved_file = Path(resume[-1]) / ".hydra" / "overrides.yaml"
+    if not saved_file.is_file():
+        raise UserError(f"resume={resume[-1]} is not a run folder: {saved_file} does not exist. "
+                        "Pass the folder of an earlier run, e.g. outputs/2026-11-25/10-11-12.")
+    new_keys = {override_key(a) for a in given}
+    replaced = lambda key: key in new_keys or key.split(".", 1)[0] in new_keys  # noqa: E731
+    saved = [o for o in saved_overrides(Path(resume[-1])) if not replaced(override_key(o))]
+    return argv[:1] + saved + argv[1:]
+
+
+def saved_overrides(run_dir: Path) -> List[str]:
+    """The command-line overrides Hydra saved in a run folder ([] if it has none)."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+
+
+def _resumes(overrides: List[str]) -> bool:
+    return any(override_key(o) == "resume" for o in overrides)
+
+
+def _value(cfg, key: str):
+    value = OmegaConf.select(cfg, key)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _compose(overrides: List[str], config_dir: Path, folder: Optional[Path]):
+    """The job's config as Hydra will compose it; Hydra's own objection (syntax, unknown key) as a UserError.
+
+    Hydra's advice to add an unknown key with `+` is left out: worklab refuses keys it does not read.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            return compose("config", overrides=[*overrides, f"run_dir={folder or '.'}"])
+    except (HydraException, OmegaConfBaseException) as error:
+        text = f"{error}\n{error.__cause__ or ''}"
+        lines = [line.strip() for line in text.splitlines() if line.strip() and "To append to your config" not in line]
+        raise UserError(" ".join(lines[:4])) from None
