@@ -9,11 +9,16 @@ from typing import Any
 
 
 def write_text(path: Path, text: str) -> None:
-    """Replace `path` with `text` so a reader sees the old file or the new one, never a part."""
+    """Replace `path` with `text` so a reader sees the old file or the new one, never a part.
+
+    The file gets the permissions any new file gets under the umask (mkstemp's own
+    are owner-only), so teammates can read a run folder as they read the rest.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
@@ -22,6 +27,12 @@ def write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: Path, data: Any) -> None:
