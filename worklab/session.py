@@ -33,8 +33,9 @@ from worklab.watchers import untested_steps
 
 log = logging.getLogger(__name__)
 
-# A checkpoint that cannot be read (as opposed to one that does not fit the network).
-DAMAGE = (tf.errors.DataLossError, tf.errors.NotFoundError, tf.errors.OutOfRangeError, tf.errors.InternalError)
+# What reading a damaged checkpoint raises (as opposed to one that does not fit the network):
+# TensorFlow's errors, and IndexError for a data file cut short ("Read less bytes than requested").
+DAMAGE = (tf.errors.OpError, IndexError, OSError)
 
 
 class Session:
