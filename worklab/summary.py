@@ -9,6 +9,7 @@ the start, after each checkpoint and test, and at the end.
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,7 +49,7 @@ class Summary:
     def evaluated(self, result: Dict) -> None:
         """Note a test result; it becomes the best if its loss is the lowest so far."""
         best = self.data["best"]
-        if best is None or result["loss"] < best["loss"]:
+        if best is None or not math.isfinite(best["loss"]) or result["loss"] < best["loss"]:
             best = {key: result[key] for key in ("loss", "accuracy", "step")}
         self._write(step=max(self.data["step"], result["step"]), best=best)
 
