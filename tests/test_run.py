@@ -118,11 +118,3 @@ def test_tensorboard_has_curves_inputs_and_confusion_matrix(finished):
     run, _ = finished
     assert {"loss", "accuracy", "lr", "images_per_second", "augmented_inputs"} <= tags(run / "tensorboard" / "train")
     assert {"loss", "accuracy", "top_k_accuracy", "f1_macro", "confusion_matrix"} <= tags(run / "tensorboard" / "test")
-
-
-def test_xla_and_bfloat16_options_train(tmp_path, data_dir):
-    result = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}", "schedule=train",
-                     "schedule.steps=2", "runtime.xla=true", "runtime.precision=mixed_bfloat16"], tmp_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "XLA on, precision mixed_bfloat16" in result.stdout
-    assert "train step 2/2 loss" in result.stdout
