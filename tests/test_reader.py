@@ -1,7 +1,8 @@
-"""Tests for worklab.reader: decoding, the ordered test pass, the endless resumable training stream, caching."""
+"""Tests for worklab.reader: decoding upright, the ordered test pass, the endless resumable training stream, caching."""
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import List, Tuple
 
@@ -10,11 +11,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
+from PIL import Image, ImageOps
 
 from worklab.config import AugmentConfig, ReaderConfig
 from worklab.imagelist import ImageList
-from worklab.reader import Reader, find_undecodable
+from worklab.reader import Reader, decode, find_undecodable, orientation
 
 SIZE = 8
 OFF = dict(zoom=0, shift=0, brightness=0, contrast=0, rotate90=False, flip=False)
@@ -124,6 +125,127 @@ def test_normalisation_uses_mean_and_std(tmp_path):
                        augment=AugmentConfig(**OFF))
     x, _, _ = collect(Reader(cfg, 0).test(ImageList("l", [str(path)], [0])))
     np.testing.assert_allclose(x[0, 0, 0], [(1 - 0.5) / 0.25, 0.0, (0.2 - 0.1) / 0.1], atol=1e-4)
+
+
+# EXIF orientation ----------------------------------------------------------------------------
+
+
+def upright_scene(height: int = 24, width: int = 40) -> np.ndarray:
+    """A picture that every turn and flip changes: coloured corner blocks on a ramp."""
+    scene = np.zeros((height, width, 3), np.uint8)
+    scene[..., 2] = np.linspace(0, 250, width, dtype=np.uint8)[None]
+    scene[: height // 3, : width // 4] = (255, 255, 255)
+    scene[-height // 2:, -width // 4:] = (220, 20, 20)
+    scene[-height // 4:, : width // 5] = (20, 220, 20)
+    return scene
+
+
+def exif_block(value: int, order: bytes = b"II", tag: int = 0x0112, kind: int = 3) -> bytes:
+    """EXIF data with an IFD0 of two entries: Make, then Orientation = value (SHORT), in byte order II or MM."""
+    e = "<" if order == b"II" else ">"
+    entries = [struct.pack(e + "HHI", 0x010F, 2, 4) + b"ab\0\0",
+               struct.pack(e + "HHI", tag, kind, 1) + struct.pack(e + "HH", value, 0)]
+    return b"Exif\0\0" + order + struct.pack(e + "HIH", 42, 8, len(entries)) + b"".join(entries) + b"\0" * 4
+
+
+def save_jpeg(path: Path, pixels: np.ndarray, exif: bytes = b"") -> Path:
+    Image.fromarray(pixels).save(path, "JPEG", quality=95, exif=exif)
+    return path
+
+
+def pil_upright(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(ImageOps.exif_transpose(image).convert("RGB")).astype(np.float32)
+
+
+def mean_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()) if a.shape == b.shape else np.inf
+
+
+@pytest.mark.parametrize("order", [b"II", b"MM"])
+@pytest.mark.parametrize("value", range(1, 9))
+def test_decode_applies_exif_orientation_as_pil_does(tmp_path, value, order):
+    path = save_jpeg(tmp_path / f"photo_{value}.jpg", upright_scene(), exif_block(value, order))
+    contents = tf.io.read_file(str(path))
+
+    decoded = decode(contents).numpy()
+    expected = pil_upright(path)
+
+    assert int(orientation(contents)) == value
+    assert decoded.shape == expected.shape
+    assert mean_difference(decoded, expected) < 3  # JPEG decoders differ by about one level
+    if value != 1:  # as stored, the pixels are far from upright
+        stored = tf.io.decode_image(contents, channels=3).numpy()
+        assert mean_difference(stored, expected) > 20
+
+
+@pytest.mark.parametrize("case", ["png", "plain jpeg", "no orientation tag", "orientation 9", "type LONG",
+                                  "cut inside exif", "bad byte order", "garbage", "empty"])
+def test_orientation_is_1_without_a_valid_exif_orientation(tmp_path, case):
+    scene = upright_scene()
+    photo = save_jpeg(tmp_path / "photo.jpg", scene, exif_block(6)).read_bytes()
+    at = photo.index(b"Exif\0\0")
+    contents = {
+        "png": lambda: png_bytes(tmp_path, scene),
+        "plain jpeg": lambda: save_jpeg(tmp_path / "plain.jpg", scene).read_bytes(),
+        "no orientation tag": lambda: save_jpeg(tmp_path / "t.jpg", scene, exif_block(6, tag=0x0110)).read_bytes(),
+        "orientation 9": lambda: save_jpeg(tmp_path / "n.jpg", scene, exif_block(9)).read_bytes(),
+        "type LONG": lambda: save_jpeg(tmp_path / "l.jpg", scene, exif_block(6, kind=4)).read_bytes(),
+        "cut inside exif": lambda: photo[:at + 20],
+        "bad byte order": lambda: photo[:at + 6] + b"XX" + photo[at + 8:],
+        "garbage": lambda: os.urandom(5000),
+        "empty": lambda: b"",
+    }[case]()
+    assert int(orientation(tf.constant(contents))) == 1
+
+
+def png_bytes(folder: Path, pixels: np.ndarray) -> bytes:
+    path = folder / "upright.png"
+    Image.fromarray(pixels).save(path)
+    return path.read_bytes()
+
+
+def test_orientation_written_by_pil_is_read(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = save_jpeg(tmp_path / "pil.jpg", upright_scene(), exif.tobytes())
+    assert int(orientation(tf.io.read_file(str(path)))) == 6
+    assert mean_difference(decode(tf.io.read_file(str(path))).numpy(), pil_upright(path)) < 3
+
+
+@pytest.fixture(scope="module")
+def turned(tmp_path_factory) -> ImageList:
+    """A phone photo stored turned (EXIF 6), the same picture upright as PNG, and a turn-8 photo with its PNG."""
+    folder = tmp_path_factory.mktemp("turned")
+    paths = []
+    for value, turns in ((6, 1), (8, -1)):  # 6: stored a quarter turn to the left of upright; 8: to the right
+        photo = save_jpeg(folder / f"photo_{value}.jpg", np.rot90(upright_scene(), turns), exif_block(value))
+        assert mean_difference(pil_upright(photo), upright_scene()) < 6  # JPEG loses a little at colour edges
+        Image.fromarray(pil_upright(photo).astype(np.uint8)).save(folder / f"upright_{value}.png")
+        paths += [str(photo), str(folder / f"upright_{value}.png")]
+    return ImageList(str(folder / "list.json"), paths, [0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_training_testing_and_cache_see_the_upright_image(turned, cache):
+    reader = Reader(config(batch_size=4, cache=cache), seed=0)
+    tested, _, _ = collect(reader.test(turned))
+    trained, labels, _ = collect(reader.train(turned), steps=1)
+    trained = trained[np.argsort(labels)]
+    for images in (tested, trained):
+        for photo, upright, turns in ((images[0], images[1], 1), (images[2], images[3], -1)):
+            np.testing.assert_allclose(photo, upright, atol=0.08)
+            assert np.abs(photo - np.rot90(upright, turns)).mean() > 0.1  # as stored, it would be far off
+
+
+def test_decode_works_in_a_saved_model_on_raw_jpeg_bytes(tmp_path, turned):
+    module = tf.Module()
+    module.decode = tf.function(decode, input_signature=[tf.TensorSpec([], tf.string)])
+    tf.saved_model.save(module, str(tmp_path / "exported"))
+    loaded = tf.saved_model.load(str(tmp_path / "exported"))
+    for path in turned.paths:
+        contents = Path(path).read_bytes()
+        assert mean_difference(loaded.decode(tf.constant(contents)).numpy(), pil_upright(Path(path))) < 3
 
 
 # The test pass -------------------------------------------------------------------------------

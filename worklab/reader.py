@@ -5,6 +5,11 @@ example at any position of the stream is known without replaying it: `train(star
 begins at example `start`, which is how a resumed run sees exactly the examples an
 uninterrupted run would have seen. Reading and decoding run in parallel; batches are
 prefetched.
+
+`decode` turns a file's bytes into the image as it is meant to be seen: a JPEG's EXIF
+orientation (a phone photo held upright is stored sideways with orientation 6) is read
+from the bytes and applied with graph ops only, so training, testing, the cache and an
+exported SavedModel that takes raw JPEG bytes all see the same upright image.
 """
 from __future__ import annotations
 
@@ -24,11 +29,65 @@ AUTOTUNE = tf.data.AUTOTUNE
 ENDLESS = np.iinfo(np.int64).max
 
 
+EXIF_SCAN_BYTES = 65536  # EXIF sits in an APP1 segment near the start of a JPEG; a segment holds at most 64 KiB
+EXIF_ID = b"Exif\0\0"  # starts the APP1 segment that holds a JPEG's EXIF data
+_PAD = b"\0" * 12  # appended so that reads just past the scanned bytes stay in range
+
+
+@tf.autograph.experimental.do_not_convert  # no Python control flow: traced as is, which is quicker
 def decode(contents: tf.Tensor) -> tf.Tensor:
-    """JPEG, PNG, BMP or GIF (first frame) bytes -> uint8 (h, w, 3); grey and RGBA become RGB."""
+    """JPEG, PNG, BMP or GIF (first frame) bytes -> uint8 (h, w, 3) upright; grey and RGBA become RGB."""
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
+    image = apply_orientation(image, orientation(contents))
+    image.set_shape([None, None, 3])
     return image
+
+
+def apply_orientation(image: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
+    """Turn a stored image upright for EXIF orientation `value` (1..8), as PIL.ImageOps.exif_transpose does.
+
+    Every orientation is an optional transpose (5..8) followed by optional left-right and
+    up-down flips: 6 (stored turned left) is transpose + left-right, 8 is transpose + up-down.
+    The permutation and the flipped axes are tensors, so no branch is traced, and
+    orientation 1 passes the image through without a copy.
+    """
+    image = tf.transpose(image, tf.where(value >= 5, [1, 0, 2], [0, 1, 2]))
+    flips = tf.stack([tf.reduce_any(tf.equal(value, [3, 4, 7, 8])), tf.reduce_any(tf.equal(value, [2, 3, 6, 7]))])
+    return tf.reverse(image, tf.boolean_mask([0, 1], flips))  # axis 0 flips up-down, axis 1 left-right
+
+
+@tf.autograph.experimental.do_not_convert  # no Python control flow: traced as is, which is quicker
+def orientation(contents: tf.Tensor) -> tf.Tensor:
+    """The EXIF orientation 1..8 (int32) of JPEG bytes; 1 for other formats, no EXIF, or a value out of range.
+
+    Reads only the first EXIF_SCAN_BYTES: finds the APP1 segment by its identifier right
+    after its marker and length (FF E1 hi lo "Exif\\0\\0"), reads the TIFF byte order
+    (II or MM), the offset and entry count of IFD0, then its entries for tag 0x0112 of
+    type SHORT. Pure graph ops, so it runs under tf.data, tf.function and in a SavedModel.
+    """
+    head = tf.strings.substr(contents, 0, EXIF_SCAN_BYTES)
+    _, parts, _ = tf.raw_ops.StringSplitV2(input=[head], sep=EXIF_ID, maxsplit=1)  # [before, TIFF data] if found
+    before = parts[0]
+    found = ((tf.size(parts) == 2) & (tf.strings.substr(head, 0, 2) == b"\xff\xd8")  # SOI: a JPEG
+             & (tf.strings.substr(before, tf.maximum(tf.strings.length(before) - 4, 0), 2) == b"\xff\xe1"))
+    tiff = tf.where(found, parts[-1], b"") + _PAD  # zero bytes after the end keep fixed-size reads whole
+    size = tf.strings.length(tiff) - len(_PAD)
+    little = tf.strings.substr(tiff, 0, 2) == b"II"  # "MM" is big-endian
+
+    def numbers(at, length, dtype):  # tiff[at:at + length] as numbers in the file's byte order
+        piece = tf.strings.substr(tiff, tf.clip_by_value(at, 0, size), length)
+        both = [tf.cast(tf.io.decode_raw(piece, dtype, little_endian=e), tf.int32) for e in (True, False)]
+        return tf.where(little, *both)
+
+    ifd = numbers(4, 4, tf.int32)[0]
+    valid = (little | (tf.strings.substr(tiff, 0, 2) == b"MM")) & (numbers(2, 2, tf.uint16)[0] == 42)
+    valid &= (ifd >= 8) & (ifd + 2 <= size)
+    count = tf.where(valid, tf.minimum(numbers(ifd, 2, tf.uint16)[0], (size - ifd - 2) // 12), 0)
+    entries = tf.reshape(numbers(ifd + 2, 12 * count, tf.uint16), [-1, 6])  # tag, type, count (2), value (2)
+    value = tf.boolean_mask(entries[:, 4], (entries[:, 0] == 0x0112) & (entries[:, 1] == 3))  # Orientation, SHORT
+    value = tf.concat([value, [1]], 0)[0]
+    return tf.where((value >= 1) & (value <= 8), value, 1)
 
 
 class Reader:
