@@ -172,6 +172,60 @@ def test_int_test_labels_match_int_class_map():
     assert to_image_list([("/c", 2), ("/d", 1), ("/e", 0)], classes, "test.json").labels == [2, 1, 0]
 
 
+def test_folder_root_keeps_an_empty_class_folder_as_a_class_and_warns(tmp_path, caplog):
+    train, test = tmp_path / "train", tmp_path / "test"
+    for root in (train, test):
+        write_image(root / "cat" / "a.png")
+        write_image(root / "emu" / "b.png")
+    (train / "dog").mkdir()
+    (train / "dog" / "notes.txt").write_text("photos to come")
+    write_image(train / ".ipynb_checkpoints" / "c.png")  # hidden folders are not classes
+
+    entries = read_entries(str(train), "folder")
+    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+        classes = build_classes(entries, str(train))
+
+    assert classes == ["cat", "dog", "emu"]  # emu keeps index 2 now and once dog has images
+    assert to_image_list(read_entries(str(test), "folder"), classes, str(test)).labels == [0, 2]
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert str(train) in warning and "dog" in warning and "no images" in warning
+    assert "cat" not in warning and "emu" not in warning
+
+
+def test_images_at_the_top_of_a_class_folder_root_are_warned_with_count_and_names(tmp_path, caplog):
+    root = tmp_path / "data"
+    write_image(root / "cat" / "a.png")
+    write_image(root / "dog" / "b.png")
+    for name in ("loose_1.jpg", "loose_2.png", "loose_3.PNG"):
+        write_image(root / name)
+    (root / "README.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+        entries = read_entries(str(root), "folder")
+    assert len(entries) == 2
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert str(root) in warning and "3 image file(s)" in warning
+    assert "loose_1.jpg" in warning and "loose_3.PNG" in warning and "README" not in warning
+
+
+def test_int_label_gaps_make_empty_classes_named_in_a_warning(caplog):
+    entries = [("/a", 0), ("/b", 2), ("/c", 5), ("/d", 2)]
+    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+        classes = build_classes(entries, "/lists/train.json")
+    assert classes == ["0", "1", "2", "3", "4", "5"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "/lists/train.json" in warnings[0] and "1, 3, 4 have no images" in warnings[0]
+    assert "6 classes" in warnings[0]
+
+
+@pytest.mark.parametrize("labels,shown", [(["cat", "cat"], "cat"), ([0, 0], "0"), ([1, 1], "1")])
+def test_training_list_of_a_single_class_is_refused(labels, shown):
+    entries = [(f"/{i}.png", label) for i, label in enumerate(labels)]
+    with pytest.raises(UserError, match=rf"/lists/train\.json has images of one class only \({shown}\).*"
+                                        "at least two classes"):
+        build_classes(entries, "/lists/train.json")
+
+
 # Bad list files ------------------------------------------------------------------------------
 
 
@@ -209,6 +263,61 @@ def test_empty_list(tmp_path, data):
     path = write_json(tmp_path / "empty.json", data)
     with pytest.raises(UserError, match=r"empty.json.*empty"):
         read_entries(str(path), "json")
+
+
+def test_same_path_listed_twice_with_one_label_is_warned(tmp_path, caplog):
+    lists = tmp_path / "lists"
+    path = write_json(lists / "train.json", [{"path": "a.png", "label": "cat"}, {"path": "b.png", "label": "dog"},
+                                             {"path": "./a.png", "label": "cat"}])
+    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+        entries = read_entries(str(path), "json")
+    assert len(entries) == 3  # kept: each listing is an example
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert str(path) in warning and "1 path(s)" in warning and str((lists / "a.png").resolve()) in warning
+    assert "b.png" not in warning
+
+
+@pytest.mark.parametrize("text", ['{"a.png": "cat", "b.png": "dog", "a.png": "dog"}',  # a repeated key
+                                  '[{"path": "a.png", "label": "cat"}, {"path": "b.png", "label": "dog"}, '
+                                  '{"path": "sub/../a.png", "label": "dog"}]'])
+def test_one_path_with_two_labels_is_refused_naming_path_and_labels(tmp_path, text):
+    path = tmp_path / "lists" / "train.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        read_entries(str(path), "json")
+    message = str(info.value)
+    assert str(path) in message
+    assert f"{(path.parent / 'a.png').resolve()} as 'cat' and 'dog'" in message
+    assert "b.png" not in message
+
+
+def test_json_reader_pointed_at_a_folder_says_to_use_the_folder_reader(tmp_path):
+    write_image(tmp_path / "data" / "cat" / "a.png")
+    with pytest.raises(UserError) as info:
+        read_entries(str(tmp_path / "data"), "json")
+    message = str(info.value)
+    assert str(tmp_path / "data") in message and "is a folder: use reader=folder" in message
+    assert "does not exist" not in message
+
+
+def test_folder_reader_pointed_at_a_json_file_says_to_use_the_json_reader(tmp_path):
+    path = write_json(tmp_path / "train.json", {"a.png": 0})
+    with pytest.raises(UserError, match=r"train\.json is a file: use reader=json"):
+        read_entries(str(path), "folder")
+
+
+def test_listed_folder_is_reported_as_a_folder_not_as_missing(tmp_path):
+    good = write_image(tmp_path / "a.png")
+    folder = tmp_path / "cats"
+    write_image(folder / "b.png")
+    path = write_json(tmp_path / "train.json", {"a.png": 0, "cats": 1})
+    images = to_image_list(read_entries(str(path), "json"), ["0", "1"], str(path))
+    with pytest.raises(UserError) as info:
+        check_files(images, skip_bad=True)
+    message = str(info.value)
+    assert f"{folder} is a folder, not an image file" in message and str(path) in message
+    assert "do not exist" not in message and str(good) not in message
 
 
 # File checks ---------------------------------------------------------------------------------

@@ -4,17 +4,20 @@ A list comes from a JSON file (the seed's {path: label} dict, or a list of
 {"path": ..., "label": ...} objects) or from a folder of class sub-folders. Relative
 paths resolve against the list file's folder. Labels are ints or class names; the
 class map (index -> name) is built from the training list, saved in the run folder
-and reused, so test labels and later runs agree on indices. Nothing here imports
-TensorFlow: a bad list fails in well under a second.
+and reused, so test labels and later runs agree on indices. A class without images
+(a gap in int labels, an empty class folder) is kept, with a warning, so indices stay
+stable; a path listed with two labels, or a training list of one class, is refused.
+Nothing here imports TensorFlow: a bad list fails in well under a second.
 """
 from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Set, Tuple
 
 from PIL import Image
 
@@ -44,21 +47,37 @@ class ImageList:
 
 
 def read_entries(source: str, kind: str) -> List[Entry]:
-    """Read (path, label) pairs from a JSON list file (kind 'json') or a class-folder root ('folder')."""
-    if kind == "folder":
-        return _folder_entries(Path(source))
-    return _json_entries(Path(source))
+    """Read (path, label) pairs from a JSON list file (kind 'json') or a class-folder root ('folder').
+
+    Paths are resolved, so the same file spelled two ways counts as one path: listed
+    twice with one label it is a warning, with two labels an error. In a class-folder
+    root every sub-folder except hidden ones (.name) is a class.
+    """
+    entries = _folder_entries(Path(source)) if kind == "folder" else _json_entries(Path(source))
+    _check_repeats(entries, source)
+    return entries
+
+
+class _Object(dict):
+    """A JSON object that also keeps its (key, value) pairs in order, repeated keys included."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        self.pairs = pairs
 
 
 def _json_entries(path: Path) -> List[Entry]:
+    if path.is_dir():
+        raise UserError(f"Image list {path} is a folder: use reader=folder for class sub-folders, "
+                        "or point the list at a JSON file.")
     if not path.is_file():
         raise UserError(f"Image list {path} does not exist.")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), object_pairs_hook=_Object)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"Image list {path} is not valid JSON: {error}.") from None
     if isinstance(data, dict):
-        pairs = list(data.items())
+        pairs = list(data.pairs)
     elif isinstance(data, list) and all(isinstance(e, dict) and {"path", "label"} <= e.keys() for e in data):
         pairs = [(e["path"], e["label"]) for e in data]
     else:
@@ -73,28 +92,85 @@ def _json_entries(path: Path) -> List[Entry]:
 
 
 def _folder_entries(root: Path) -> List[Entry]:
+    if root.is_file():
+        raise UserError(f"Image folder {root} is a file: use reader=json for a JSON image list.")
     if not root.is_dir():
         raise UserError(f"Image folder {root} does not exist or is not a folder.")
-    entries = [(str(f.resolve()), d.name)
-               for d in sorted(p for p in root.iterdir() if p.is_dir())
-               for f in sorted(d.rglob("*")) if f.suffix.lower() in IMAGE_SUFFIXES]
+    entries = [(str(f.resolve()), d.name) for d in _class_folders(root)
+               for f in sorted(d.rglob("*")) if _is_image_name(f)]
     if not entries:
         raise UserError(f"Image folder {root} has no class sub-folders with images "
                         f"({', '.join(IMAGE_SUFFIXES)}).")
+    loose = sorted(f.name for f in root.iterdir() if _is_image_name(f))
+    if loose:
+        log.warning("Image folder %s: %d image file(s) at the top level are not read (only class sub-folders "
+                    "are), e.g. %s; move them into the folder of their class.", root, len(loose),
+                    ", ".join(loose[:SHOWN]))
     return entries
 
 
+def _class_folders(root: Path) -> List[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.is_dir()
+
+
+def _check_repeats(entries: Sequence[Entry], source: str) -> None:
+    """Refuse a path listed with two labels; warn about one listed twice with the same label."""
+    labels = defaultdict(list)
+    for path, label in entries:
+        labels[path].append(label)
+    repeated = {p: ls for p, ls in labels.items() if len(ls) > 1}
+    clashes = {p: ls for p, ls in repeated.items() if len({repr(x) for x in ls}) > 1}
+    if clashes:
+        shown = "; ".join(f"{p} as {' and '.join(repr(x) for x in dict.fromkeys(ls))}"
+                          for p, ls in list(clashes.items())[:SHOWN])
+        raise UserError(f"Image list {source}: {len(clashes)} path(s) are listed with different labels: {shown}. "
+                        "An image has one label: keep one entry per path.")
+    if repeated:
+        log.warning("Image list %s: %d path(s) are listed more than once with the same label, e.g. %s; "
+                    "each listing counts as an example of its own.", source, len(repeated),
+                    ", ".join(list(repeated)[:SHOWN]))
+
+
 def build_classes(entries: Sequence[Entry], source: str) -> List[str]:
-    """The class names in index order: 0..max for int labels, sorted names for string labels."""
+    """The class names in index order: 0..max for int labels, sorted names for string labels.
+
+    For a class-folder root (`source` is a folder) every class sub-folder is a class,
+    an empty one too, so adding images to it later does not shift the indices.
+    """
     labels = [label for _, label in entries]
     if all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
         if min(labels) < 0:
             raise UserError(f"Image list {source} has a negative label {min(labels)}.")
-        return [str(i) for i in range(max(labels) + 1)]
-    if all(isinstance(x, str) for x in labels):
-        return sorted(set(labels))
-    raise UserError(f"Image list {source}: labels must be all ints or all class names, "
-                    f"found {sorted({type(x).__name__ for x in labels})}.")
+        classes = [str(i) for i in range(max(labels) + 1)]
+    elif all(isinstance(x, str) for x in labels):
+        folders = [d.name for d in _class_folders(Path(source))] if Path(source).is_dir() else []
+        classes = sorted(set(labels) | set(folders))
+    else:
+        raise UserError(f"Image list {source}: labels must be all ints or all class names, "
+                        f"found {sorted({type(x).__name__ for x in labels})}.")
+    _check_class_sizes(classes, {str(x) for x in labels}, source)
+    return classes
+
+
+def _check_class_sizes(classes: List[str], present: Set[str], source: str) -> None:
+    """Refuse a training list of one class; warn about classes without images."""
+    if len(present) < 2:
+        raise UserError(f"Image list {source} has images of one class only ({', '.join(sorted(present))}): "
+                        "a classifier needs at least two classes. List images of two or more labels.")
+    empty = [c for c in classes if c not in present]
+    if not empty:
+        return
+    if Path(source).is_dir():
+        log.warning("Image folder %s: class folder(s) %s hold no images; kept as classes so the class "
+                    "indices stay the same.", source, ", ".join(empty[:20]))
+    else:
+        log.warning("Image list %s: class(es) %s have no images: int labels are class indices, so labels "
+                    "up to %s make %d classes. Number the labels 0..N-1 if the gaps are not meant.",
+                    source, ", ".join(empty[:20]), classes[-1], len(classes))
 
 
 def load_classes(path: Path) -> Optional[List[str]]:
@@ -119,10 +195,7 @@ def to_image_list(entries: Sequence[Entry], classes: List[str], source: str) -> 
 
 def check_files(images: ImageList, skip_bad: bool) -> ImageList:
     """Stop on missing files; stop on unreadable ones, or drop them and say how many with skip_bad."""
-    missing = [p for p in images.paths if not Path(p).is_file()]
-    if missing:
-        raise UserError(f"Image list {images.source}: {len(missing)} of {len(images)} listed files "
-                        f"do not exist, e.g. {', '.join(missing[:SHOWN])}.")
+    _check_paths(images)
     with ThreadPoolExecutor(max_workers=8) as pool:
         problems = list(pool.map(_image_problem, images.paths))
     bad = [(p, why) for p, why in zip(images.paths, problems) if why]
@@ -135,6 +208,21 @@ def check_files(images: ImageList, skip_bad: bool) -> ImageList:
     log.warning("skipping %d unreadable image(s) of %s: %s", len(bad), images.source, shown)
     keep = [i for i, why in enumerate(problems) if not why]
     return ImageList(images.source, [images.paths[i] for i in keep], [images.labels[i] for i in keep])
+
+
+def _check_paths(images: ImageList) -> None:
+    """Stop on listed paths that do not exist or are folders (skip_bad does not excuse these)."""
+    missing = [p for p in images.paths if not Path(p).exists()]
+    folders = [p for p in images.paths if Path(p).is_dir()]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} of {len(images)} listed files do not exist, "
+                        f"e.g. {', '.join(missing[:SHOWN])}")
+    if folders:
+        problems.append(f"{len(folders)} listed path(s) are folders: "
+                        + "; ".join(f"{p} is a folder, not an image file" for p in folders[:SHOWN]))
+    if problems:
+        raise UserError(f"Image list {images.source}: {'; '.join(problems)}.")
 
 
 def _image_problem(path: str) -> Optional[str]:
