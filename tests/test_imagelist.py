@@ -226,6 +226,33 @@ def test_training_list_of_a_single_class_is_refused(labels, shown):
         build_classes(entries, "/lists/train.json")
 
 
+def test_label_not_in_a_saved_class_map_names_the_file_and_what_to_do(tmp_path):
+    class_map = tmp_path / "run" / "classes.json"
+    save_classes(class_map, ["ant", "bee"])  # left by a first attempt with another list
+    entries = [("/imgs/a.png", "cat"), ("/imgs/b.png", "dog")]
+    with pytest.raises(UserError) as info:
+        to_image_list(entries, load_classes(class_map), "/lists/train.json", class_map=str(class_map))
+    message = str(info.value)
+    assert "/lists/train.json: 2 label(s) not in the class map [ant, bee]: 'cat'" in message
+    assert "delete it and run again" in message and str(class_map) in message and "no checkpoint" in message
+    assert "reader.train and reader.test" in message
+
+
+@pytest.mark.parametrize("text,problem", [("{\"classes\": [\"cat\"", "not valid JSON"), ("", "not valid JSON"),
+                                          ("{}", "no \"classes\" list"), ("[\"cat\", \"dog\"]", "no \"classes\" list"),
+                                          ("{\"classes\": [0, 1]}", "no \"classes\" list"),
+                                          ("{\"classes\": []}", "no \"classes\" list")])
+def test_corrupt_class_map_is_a_user_error_naming_the_file(tmp_path, text, problem):
+    path = tmp_path / "run" / "classes.json"
+    path.parent.mkdir()
+    path.write_text(text)
+    with pytest.raises(UserError) as info:
+        load_classes(path)
+    message = str(info.value)
+    assert f"Class map {path}" in message and problem in message
+    assert "no checkpoint" in message and f"delete {path}" in message
+
+
 # Bad list files ------------------------------------------------------------------------------
 
 

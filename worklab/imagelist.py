@@ -175,21 +175,46 @@ def _check_class_sizes(classes: List[str], present: Set[str], source: str) -> No
 
 def load_classes(path: Path) -> Optional[List[str]]:
     """The class map saved in a run folder, or None if there is none yet."""
-    return json.loads(path.read_text())["classes"] if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"Class map {path} is not valid JSON ({error}). {_rewrite(path)}") from None
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise UserError(f'Class map {path} has no "classes" list of class names. {_rewrite(path)}')
+    return classes
+
+
+def _rewrite(class_map: Path) -> str:
+    return (f"worklab writes it from the training list when a run folder is first used: if the run folder holds "
+            f"no checkpoint yet, delete {class_map} and run again; otherwise write it back as "
+            '{"classes": [names in index order]} from the training list the run was started with.')
 
 
 def save_classes(path: Path, classes: List[str]) -> None:
     write_json(path, {"classes": classes})
 
 
-def to_image_list(entries: Sequence[Entry], classes: List[str], source: str) -> ImageList:
-    """Attach class indices; a label outside the class map is an error naming it."""
+def to_image_list(entries: Sequence[Entry], classes: List[str], source: str,
+                  class_map: Optional[str] = None) -> ImageList:
+    """Attach class indices; a label outside the class map is an error naming it.
+
+    `class_map` is the file the classes were read from (the run folder's classes.json);
+    the message then names it and says how to deal with one left by another list.
+    """
     index = {name: i for i, name in enumerate(classes)}
     unknown = [(p, label) for p, label in entries if str(label) not in index]
     if unknown:
         shown = ", ".join(f"{label!r} ({p})" for p, label in unknown[:SHOWN])
+        hint = (f" The class map was read from {class_map}, written from the training list when this run "
+                "folder was first used; every test label must also be a training label. If that file is left "
+                "from an attempt with another list and the run folder holds no checkpoint yet, delete it and run "
+                "again; otherwise point reader.train and reader.test at the lists the run was started with."
+                if class_map else "")
         raise UserError(f"Image list {source}: {len(unknown)} label(s) not in the class map "
-                        f"[{', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}]: {shown}.")
+                        f"[{', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}]: {shown}.{hint}")
     return ImageList(source, [p for p, _ in entries], [index[str(label)] for _, label in entries])
 
 
