@@ -6,9 +6,11 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from worklab import imagelist
 from worklab.errors import UserError
 from worklab.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries, save_classes,
                                to_image_list)
@@ -425,3 +427,69 @@ def test_low_bit_depth_bmp_tensorflow_misreads_is_reported(tmp_path, mode):
     bmp = write_image(tmp_path / "palette.bmp", colour=(200, 30, 60), fmt="BMP", mode=mode)
     with pytest.raises(UserError, match="palette.bmp"):
         check_files(as_list([bmp], [0]), skip_bad=False)
+
+
+def truncated_jpeg(path: Path) -> Path:
+    """A JPEG cut in half: its header is intact, so only a full decode finds it broken."""
+    rng = np.random.RandomState(0)
+    full = path.with_name("full_" + path.name)
+    Image.fromarray(rng.randint(0, 256, (48, 64, 3), dtype=np.uint8)).save(full, "JPEG", quality=90)
+    path.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    return path
+
+
+def test_truncated_jpeg_is_found_before_training(tmp_path, caplog):
+    good = [write_image(tmp_path / "a.jpg", fmt="JPEG"), write_image(tmp_path / "b.png")]
+    cut = truncated_jpeg(tmp_path / "cut.jpg")
+    with Image.open(cut) as image:
+        image.verify()  # the header check the old code relied on passes it
+    images = as_list([good[0], cut, good[1]], [0, 1, 2], source="train.json")
+    with pytest.raises(UserError) as info:
+        check_files(images, skip_bad=False)
+    message = str(info.value)
+    assert "train.json" in message and "1 file(s)" in message and str(cut) in message
+    assert "truncated" in message and "reader.skip_bad=true" in message
+    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+        kept = check_files(images, skip_bad=True)
+    assert kept.paths == [str(good[0]), str(good[1])] and kept.labels == [0, 2]
+    assert "skipping 1 unreadable image" in caplog.text and str(cut) in caplog.text
+
+
+@pytest.mark.parametrize("skip_bad", [False, True])
+def test_a_list_with_no_readable_image_left_is_a_user_error(tmp_path, skip_bad):
+    bad = [truncated_jpeg(tmp_path / "cut.jpg"), random_bytes_jpg(tmp_path / "noise.jpg")]
+    with pytest.raises(UserError) as info:
+        check_files(as_list(bad, [0, 1], source="/lists/train.json"), skip_bad=skip_bad)
+    message = str(info.value)
+    assert "/lists/train.json" in message and "no readable image is left" in message
+    assert str(bad[0]) in message and str(bad[1]) in message
+
+
+def test_image_over_pils_bomb_limit_is_read(tmp_path, monkeypatch):
+    """PIL refuses more than twice MAX_IMAGE_PIXELS as a decompression bomb; TensorFlow reads such images."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    big = write_image(tmp_path / "big.png", size=(100, 80))  # 8000 px: over 2 x 1000
+    jpeg = write_image(tmp_path / "big.jpg", fmt="JPEG", size=(100, 80))
+    with pytest.raises(Image.DecompressionBombError):
+        Image.open(big)
+    images = as_list([big, jpeg], [0, 1])
+    assert check_files(images, skip_bad=False).paths == images.paths
+    assert Image.MAX_IMAGE_PIXELS == 1000  # PIL's limit is lifted for the check only
+
+
+def test_a_real_14000_px_square_png_is_read(tmp_path):
+    big = tmp_path / "big.png"
+    Image.new("1", (14000, 14000), 1).save(big)  # 196 Mpx, past PIL's 179 Mpx bomb limit; 50 kB on disk
+    images = as_list([big], [0])
+    assert check_files(images, skip_bad=False).paths == images.paths
+
+
+def test_image_over_the_checks_limit_names_the_limit_and_its_key(tmp_path, monkeypatch):
+    monkeypatch.setattr(imagelist, "MAX_PIXELS", 5000)
+    big = write_image(tmp_path / "big.png", size=(100, 80))
+    good = write_image(tmp_path / "small.png", size=(50, 50))
+    with pytest.raises(UserError) as info:
+        check_files(as_list([big, good], [0, 1]), skip_bad=False)
+    message = str(info.value)
+    assert str(big) in message and "100 x 80" in message
+    assert "5000 px" in message and "worklab.imagelist.MAX_PIXELS" in message

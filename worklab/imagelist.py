@@ -7,19 +7,24 @@ class map (index -> name) is built from the training list, saved in the run fold
 and reused, so test labels and later runs agree on indices. A class without images
 (a gap in int labels, an empty class folder) is kept, with a warning, so indices stay
 stable; a path listed with two labels, or a training list of one class, is refused.
-Nothing here imports TensorFlow: a bad list fails in well under a second.
+
+Before the first step every listed image is decoded once with PIL (JPEGs at 1/8 scale,
+which still reads every byte), so a truncated or corrupt file is named here, not by a
+failed training step. Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Iterator, List, Optional, Sequence, Set, Tuple
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from worklab.atomic import write_json
 from worklab.errors import UserError
@@ -30,6 +35,9 @@ FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # what tf.io.decode_image reads
 BMP_MODES = ("RGB", "RGBA", "L")  # TensorFlow reads palette BMPs as grey palette indices
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SHOWN = 5  # offending paths quoted in a message
+MAX_PIXELS = 2 ** 28  # the largest image the file check decodes, 16384 x 16384 (PIL's own limit is 179 Mpx)
+LARGE_PIXELS = 2 ** 24  # images above this that are not JPEGs are decoded one at a time, to bound memory
+_LARGE = threading.Semaphore(1)
 
 Entry = Tuple[str, object]  # (absolute path, raw label)
 
@@ -219,14 +227,21 @@ def to_image_list(entries: Sequence[Entry], classes: List[str], source: str,
 
 
 def check_files(images: ImageList, skip_bad: bool) -> ImageList:
-    """Stop on missing files; stop on unreadable ones, or drop them and say how many with skip_bad."""
+    """Stop on missing files; stop on unreadable ones, or drop them and say how many with skip_bad.
+
+    Every image is decoded (see `_image_problem`), in threads: PIL releases the GIL while decoding.
+    A list with no readable image left is an error with or without skip_bad.
+    """
     _check_paths(images)
-    with ThreadPoolExecutor(max_workers=8) as pool:
+    with _pil_limit_lifted(), ThreadPoolExecutor(max_workers=8) as pool:
         problems = list(pool.map(_image_problem, images.paths))
     bad = [(p, why) for p, why in zip(images.paths, problems) if why]
     if not bad:
         return images
     shown = "; ".join(f"{p}: {why}" for p, why in bad[:SHOWN])
+    if len(bad) == len(images):
+        raise UserError(f"Image list {images.source}: no readable image is left: all {len(bad)} file(s) cannot "
+                        f"be read as images: {shown}. Check that the list points at the right images.")
     if not skip_bad:
         raise UserError(f"Image list {images.source}: {len(bad)} file(s) cannot be read as images: "
                         f"{shown}. Fix or remove them, or set reader.skip_bad=true to skip them.")
@@ -250,16 +265,46 @@ def _check_paths(images: ImageList) -> None:
         raise UserError(f"Image list {images.source}: {'; '.join(problems)}.")
 
 
+@contextmanager
+def _pil_limit_lifted() -> Iterator[None]:
+    """Lift PIL's decompression-bomb limit (it refuses 179 Mpx, which TensorFlow reads); MAX_PIXELS applies instead."""
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def _image_problem(path: str) -> Optional[str]:
-    """Why the file is not a readable image, or None; reads the header, not every pixel."""
+    """Why the file is not an image TensorFlow reads, or None; decodes every byte of it.
+
+    A JPEG is decoded at 1/8 scale (`draft`): the whole stream is still read and
+    entropy-decoded, so a cut or corrupt file fails, at a fraction of the cost.
+    """
     try:
         with Image.open(path) as image:
-            image.verify()
-            kind, mode = image.format, image.mode
+            problem = _header_problem(image)
+            if problem:
+                return problem
+            if image.format == "JPEG":
+                image.draft(None, (1, 1))
+            large = image.format != "JPEG" and image.width * image.height > LARGE_PIXELS
+            with _LARGE if large else nullcontext():
+                image.load()
+    except UnidentifiedImageError:
+        return "not a readable image (no known image format: the header is missing or corrupt)"
     except Exception as error:  # PIL raises many types for broken files
-        return f"not a readable image ({error.__class__.__name__})"
-    if kind not in FORMATS:
-        return f"format {kind} is not one of {', '.join(FORMATS)}"
-    if kind == "BMP" and mode not in BMP_MODES:
-        return f"BMP of mode {mode} (palette or 1-bit) would be misread; save it as PNG or 24-bit BMP"
+        return f"not a readable image ({error.__class__.__name__}: {error})"
+    return None
+
+
+def _header_problem(image: Image.Image) -> Optional[str]:
+    if image.format not in FORMATS:
+        return f"format {image.format} is not one of {', '.join(FORMATS)}"
+    if image.format == "BMP" and image.mode not in BMP_MODES:
+        return f"BMP of mode {image.mode} (palette or 1-bit) would be misread; save it as PNG or 24-bit BMP"
+    if image.width * image.height > MAX_PIXELS:
+        return (f"{image.width} x {image.height} px is more than the {MAX_PIXELS} px "
+                "(worklab.imagelist.MAX_PIXELS) the check decodes; shrink the image")
     return None
