@@ -207,3 +207,15 @@ def test_files_follow_the_umask_and_the_terminal_has_no_native_log_lines(tmp_pat
     assert "runtime: TensorFlow" in (run / "run.log").read_text()
     for name in ("summary.json", "classes.json", "checkpoints/checkpoint"):
         assert (run / name).stat().st_mode & 0o777 == 0o644, name
+
+
+def test_run_name_gives_a_folder_that_the_same_command_continues(tmp_path, data_dir):
+    command = [*TINY, f"data_dir={data_dir}", "run_name=baseline", *TRAIN, "schedule.steps=4"]
+    first = run_py(command, tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (tmp_path / "outputs" / "baseline" / "checkpoints").is_dir()
+    again = run_py(command, tmp_path)
+    assert again.returncode == 0 and "ckpt-4: step 4" in again.stdout and "train steps" not in again.stdout
+    longer = run_py([*command, "schedule.steps=6"], tmp_path)
+    assert longer.returncode == 0 and "train steps 5-6" in longer.stdout
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["baseline"]

@@ -110,6 +110,26 @@ def test_hyper_killed_in_its_second_value_and_rerun_gives_the_same_table(tmp_pat
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)
 
 
+def test_each_hyper_value_trains_as_a_run_of_its_own_would(tmp_path, data_dir):
+    """The seed is applied again for every value: the second value ends as a plain run with that value ends."""
+    import numpy as np
+    import tensorflow as tf
+
+    short = ["schedule.eval_every=4", "schedule.save_every=4", "schedule.max_steps=4", "runtime.deterministic=true"]
+    search = run_py(args(tmp_path / "search", data_dir, ["schedule=hyper", "schedule.param=optimizer.lr",
+                                                         "schedule.values=[0.05,0.02]", "schedule.hyper_patience=2",
+                                                         *short]), tmp_path)
+    assert search.returncode == 0, search.stdout + search.stderr
+    alone = run_py(args(tmp_path / "alone", data_dir, ["schedule=patience", "optimizer.lr=0.02", *short]), tmp_path)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    a = tf.train.load_checkpoint(str(tmp_path / "search" / "optimizer.lr=0.02" / "checkpoints"))
+    b = tf.train.load_checkpoint(str(tmp_path / "alone" / "checkpoints"))
+    keys = [k for k in b.get_variable_to_shape_map() if k.startswith("model/")]
+    assert keys
+    for key in keys:
+        np.testing.assert_allclose(a.get_tensor(key), b.get_tensor(key), rtol=1e-5, atol=1e-6, err_msg=key)
+
+
 def test_bad_hyper_and_patience_settings_are_named_before_training(tmp_path, data_dir):
     for extra, message in ((["schedule=hyper", "schedule.param=network.widht"], "schedule.param=network.widht"),
                            (["schedule=hyper", "schedule.values=[]"], "schedule.values is empty"),

@@ -1,13 +1,18 @@
 """Checkpoints in the run folder: resume continues exactly, checkpoints are readable by variable name."""
 from __future__ import annotations
 
+import errno
 import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import compose
-from worklab import app
+from worklab import app, runfolder
+from worklab.errors import RunFailed, UserError
 
 
 def train(run_dir, data_dir, steps, *overrides):
@@ -62,15 +67,56 @@ def test_keep_limits_the_checkpoints_on_disk(tmp_path, data_dir):
     assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-10.index", "ckpt-8.index"]
 
 
-def test_resume_with_a_different_network_is_a_clear_error(tmp_path, data_dir):
-    import pytest
-
-    from worklab.errors import UserError
-
+def test_resume_with_a_different_network_names_the_variables_not_their_values(tmp_path, data_dir):
     run = tmp_path / "run"
     train(run, data_dir, 2)
-    with pytest.raises(UserError, match=r"ckpt-2 does not fit the configured network"):
+    with pytest.raises(UserError, match=r"ckpt-2 does not fit the configured network: stem/conv/kernel has shape "
+                                        r"\[7, 7, 3, 8\] there, \[7, 7, 3, 16\] here") as error:
         train(run, data_dir, 4, "network.width=0.25")
+    assert len(str(error.value)) < 600
+
+
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, data_dir, monkeypatch):
+    run = tmp_path / "run"
+    train(run, data_dir, 2)
+    listed = (run / "checkpoints" / "checkpoint").read_text()
+
+    def full(self, prefix, options=None):
+        Path(f"{prefix}.data-00000-of-00001").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", full)
+    with pytest.raises(RunFailed, match=r"Saving checkpoint ckpt-4 .* failed: the disk is full\. The checkpoints "
+                                        r"before it are intact \(latest: step 2\); free some space, then resume"):
+        train(run, data_dir, 4)
+    assert (run / "checkpoints" / "checkpoint").read_text() == listed
+    assert not list((run / "checkpoints").glob("ckpt-4*"))
+    monkeypatch.undo()
+    assert train(run, data_dir, 4)["step"] == 4
+
+
+def test_out_of_memory_says_which_settings_to_lower(tmp_path, data_dir, monkeypatch):
+    from worklab.trainer import Trainer
+
+    def oom(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+
+    monkeypatch.setattr(Trainer, "train", oom)
+    with pytest.raises(RunFailed, match=r"out of memory at reader.image_size=16 and reader.batch_size=8: lower one"):
+        train(tmp_path / "run", data_dir, 2)
+
+
+def test_a_folder_that_cannot_be_written_is_named_before_anything_runs():
+    with pytest.raises(UserError, match=r"Cannot write in /proc/1"):
+        runfolder.check_writable(Path("/proc/1"))
+
+
+def test_low_disk_space_is_a_warning_with_the_sizes(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(runfolder.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 10**6,
+                                                                                               10**6))
+    caplog.set_level(logging.WARNING)
+    runfolder.warn_if_disk_low(tmp_path, 5 * 10**6)
+    assert "only 1.0 MB free" in caplog.text and "one checkpoint needs about 5.0 MB" in caplog.text
 
 
 def test_checkpoints_a_live_watcher_has_not_tested_are_kept(tmp_path, data_dir):
