@@ -61,8 +61,8 @@ def test_undecodable_image(lists):
         run_json(lists)
 
 
-def test_image_that_passes_the_header_check_but_fails_to_decode_is_named(lists):
-    """A PNG cut short after its header gets past the quick check; the decode failure names it."""
+def test_image_cut_short_after_its_header_is_named_before_training(lists):
+    """A PNG cut short after its header passes a header check; the full decode before step 1 names it."""
     good = (lists / "img" / "c.png").read_bytes()
     (lists / "img" / "c.png").write_bytes(good[:40])
     with pytest.raises(UserError, match=r"img/c\.png"):
@@ -148,3 +148,11 @@ def test_bad_key_on_resume_leaves_the_run_untouched(tmp_path, data_dir):
     result = run_py([f"resume={run}", "schedule.stepz=4"], tmp_path)
     assert result.returncode != 0 and "schedule.stepz" in result.stdout + result.stderr
     assert snapshot(run) == before
+
+
+def test_a_class_map_left_by_an_attempt_that_saved_nothing_is_built_again(lists):
+    """A first attempt with another list left classes.json but no checkpoint: the fixed list is not blocked."""
+    (lists / "run").mkdir()
+    (lists / "run" / "classes.json").write_text(json.dumps({"classes": ["ant", "bee"]}))
+    assert run_json(lists)["step"] == 1
+    assert json.loads((lists / "run" / "classes.json").read_text())["classes"] == ["cat", "dog"]

@@ -27,7 +27,7 @@ from worklab.network import build_resnet
 from worklab.reader import Reader
 from worklab.rules import lr_multipliers
 from worklab.runfolder import holds_lock, warn_if_disk_low
-from worklab.session import Session
+from worklab.session import Session, listed_steps
 from worklab.summary import Summary
 from worklab.tester import Tester
 from worklab.trainer import OptimizerGroups, Trainer
@@ -73,9 +73,14 @@ class Parts:
 
     @cached_property
     def classes(self) -> List[str]:
-        """The class map saved in the run folder, or built from the training list and saved."""
+        """The class map saved in the run folder, or built from the training list and saved.
+
+        The saved map binds once a checkpoint exists (its head is laid out by it); one left
+        by an attempt that saved nothing is built again from the current training list.
+        """
         classes = load_classes(self.class_map)
-        if classes is None:
+        binding = classes is not None and (listed_steps(self.run_dir / "checkpoints") or not holds_lock(self.run_dir))
+        if not binding:
             train, _, kind = self.sources
             classes = build_classes(read_entries(train, kind), train)
             save_classes(self.class_map, classes)
@@ -107,7 +112,8 @@ class Parts:
 
     def _image_list(self, which: int) -> ImageList:
         source, kind = self.sources[which], self.sources[2]
-        images = check_files(to_image_list(read_entries(source, kind), self.classes, source),
+        entries = read_entries(source, kind)
+        images = check_files(to_image_list(entries, self.classes, source, class_map=str(self.class_map)),
                              self.cfg.reader.skip_bad)
         log.info("%s: %d images from %s", ("train", "test")[which], len(images), source)
         return images
