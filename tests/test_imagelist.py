@@ -493,3 +493,25 @@ def test_image_over_the_checks_limit_names_the_limit_and_its_key(tmp_path, monke
     message = str(info.value)
     assert str(big) in message and "100 x 80" in message
     assert "5000 px" in message and "worklab.imagelist.MAX_PIXELS" in message
+
+
+def test_a_recorded_check_decodes_only_files_that_changed(tmp_path, monkeypatch):
+    from worklab import imagelist
+
+    paths = []
+    for i in range(3):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(path)
+        paths.append(str(path))
+    images = ImageList("list.json", paths, [0, 1, 0])
+    record = tmp_path / "run" / "checked_images.json"
+    decoded = []
+    real = imagelist._image_problem
+    monkeypatch.setattr(imagelist, "_image_problem", lambda p: decoded.append(p) or real(p))
+    assert len(check_files(images, skip_bad=False, record=record)) == 3 and len(decoded) == 3
+    decoded.clear()
+    assert len(check_files(images, skip_bad=False, record=record)) == 3 and decoded == []
+    Path(paths[1]).write_bytes(Path(paths[1]).read_bytes()[:30])  # changed since the check: decoded again
+    with pytest.raises(UserError, match=r"1\.png"):
+        check_files(images, skip_bad=False, record=record)
+    assert decoded == [paths[1]]

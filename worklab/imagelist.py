@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
@@ -226,15 +227,16 @@ def to_image_list(entries: Sequence[Entry], classes: List[str], source: str,
     return ImageList(source, [p for p, _ in entries], [index[str(label)] for _, label in entries])
 
 
-def check_files(images: ImageList, skip_bad: bool) -> ImageList:
+def check_files(images: ImageList, skip_bad: bool, record: Optional[Path] = None) -> ImageList:
     """Stop on missing files; stop on unreadable ones, or drop them and say how many with skip_bad.
 
     Every image is decoded (see `_image_problem`), in threads: PIL releases the GIL while decoding.
-    A list with no readable image left is an error with or without skip_bad.
+    With `record` (a JSON file in the run folder), a file whose size and modification time
+    are those of an earlier check is not decoded again, so a resumed run of a large set
+    starts at once. A list with no readable image left is an error with or without skip_bad.
     """
     _check_paths(images)
-    with _pil_limit_lifted(), ThreadPoolExecutor(max_workers=8) as pool:
-        problems = list(pool.map(_image_problem, images.paths))
+    problems = _problems(images.paths, record)
     bad = [(p, why) for p, why in zip(images.paths, problems) if why]
     if not bad:
         return images
@@ -248,6 +250,28 @@ def check_files(images: ImageList, skip_bad: bool) -> ImageList:
     log.warning("skipping %d unreadable image(s) of %s: %s", len(bad), images.source, shown)
     keep = [i for i, why in enumerate(problems) if not why]
     return ImageList(images.source, [images.paths[i] for i in keep], [images.labels[i] for i in keep])
+
+
+def _problems(paths: List[str], record: Optional[Path]) -> List[Optional[str]]:
+    """Each file's problem (None: readable), from the record where the file is unchanged, else decoded now."""
+    known = _read_record(record)
+    stamps = {p: [os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths}
+    todo = [p for p in paths if known.get(p, [None, None, None])[:2] != stamps[p]]
+    with _pil_limit_lifted(), ThreadPoolExecutor(max_workers=8) as pool:
+        for path, problem in zip(todo, pool.map(_image_problem, todo)):
+            known[path] = [*stamps[path], problem]
+    if record is not None and todo:
+        write_json(record, known)
+    return [known[p][2] for p in paths]
+
+
+def _read_record(record: Optional[Path]) -> Dict[str, list]:
+    """An earlier check's results by path ({} when there is none or it cannot be read: then all is checked)."""
+    try:
+        known = json.loads(Path(record).read_text()) if record else {}
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
 
 
 def _check_paths(images: ImageList) -> None:

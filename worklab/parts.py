@@ -113,8 +113,9 @@ class Parts:
     def _image_list(self, which: int) -> ImageList:
         source, kind = self.sources[which], self.sources[2]
         entries = read_entries(source, kind)
+        record = self.run_dir / "checked_images.json" if holds_lock(self.run_dir) else None
         images = check_files(to_image_list(entries, self.classes, source, class_map=str(self.class_map)),
-                             self.cfg.reader.skip_bad)
+                             self.cfg.reader.skip_bad, record)
         log.info("%s: %d images from %s", ("train", "test")[which], len(images), source)
         return images
 
