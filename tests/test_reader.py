@@ -106,6 +106,9 @@ def test_formats_decode_to_rgb_at_image_size_with_exact_colours(tmp_path):
     cases.append((str(path), colour, 1.0))  # the first frame
     add("grey.png", Image.new("L", (9, 9), 90), "PNG", (90, 90, 90))
     add("rgba.png", Image.new("RGBA", (9, 17), colour + (128,)), "PNG", colour)  # alpha dropped
+    add("rgb.webp", Image.new("RGB", (12, 10), colour), "WEBP", colour, lossless=True)
+    add("grey_alpha.png", Image.new("LA", (7, 9), (90, 30)), "PNG", (90, 90, 90))
+    add("rgba.webp", Image.new("RGBA", (8, 14), colour + (200,)), "WEBP", colour, lossless=True)
     images = ImageList("list.json", [p for p, _, _ in cases], list(range(len(cases))))
 
     x, y, sizes = collect(Reader(config(batch_size=len(cases)), seed=0).test(images))

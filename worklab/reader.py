@@ -36,8 +36,15 @@ _PAD = b"\0" * 12  # appended so that reads just past the scanned bytes stay in 
 
 @tf.autograph.experimental.do_not_convert  # no Python control flow: traced as is, which is quicker
 def decode(contents: tf.Tensor) -> tf.Tensor:
-    """JPEG, PNG, BMP or GIF (first frame) bytes -> uint8 (h, w, 3) upright; grey and RGBA become RGB."""
-    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    """JPEG, PNG, BMP, GIF (first frame) or WebP bytes -> uint8 (h, w, 3) upright; grey and RGBA become RGB.
+
+    The image is decoded with its own channels and converted here, because TensorFlow's
+    WebP decoder refuses to turn RGBA into RGB itself.
+    """
+    image = tf.io.decode_image(contents, expand_animations=False)
+    image.set_shape([None, None, None])
+    image = tf.cond(tf.shape(image)[-1] < 3, lambda: tf.image.grayscale_to_rgb(image[..., :1]),
+                    lambda: image[..., :3])
     image.set_shape([None, None, 3])
     image = apply_orientation(image, orientation(contents))
     image.set_shape([None, None, 3])
