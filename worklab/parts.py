@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import List, Optional, Tuple
 
+import numpy as np
 import tensorflow as tf
 
 from worklab import batchnorm, demo
@@ -149,9 +150,8 @@ class Parts:
         """A writing session for the process that holds the run folder's lock, else a reading one."""
         if holds_lock(self.run_dir):
             state = self.optimizers.state()
-            size = sum(v.numpy().nbytes for v in self.model.variables)
-            size += sum(v.numpy().nbytes for group in state.values() for v in group.values())
-            warn_if_disk_low(self.run_dir, size)
+            variables = [*self.model.variables, *(v for group in state.values() for v in group.values())]
+            warn_if_disk_low(self.run_dir, sum(tf.as_dtype(v.dtype).size * int(np.prod(v.shape)) for v in variables))
             return Session(self.run_dir, self.model, state, self.step, self.examples, self.lr,
                            getattr(self.cfg.schedule, "keep", 0), self.cfg.restore)
         return Session(self.run_dir, self.model, None, self.step, self.examples, self.lr, None)

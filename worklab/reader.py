@@ -97,6 +97,21 @@ def orientation(contents: tf.Tensor) -> tf.Tensor:
     return tf.where((value >= 1) & (value <= 8), value, 1)
 
 
+def resize(image: tf.Tensor, size: int) -> tf.Tensor:
+    """A decoded uint8 image -> float in [0, 1] at size x size (antialiased), as every pipeline sees it.
+
+    Training, testing, export and predict all call this, so a deployed model resizes
+    exactly as the Tester did.
+    """
+    image = tf.image.resize(image, [size, size], antialias=True)
+    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+
+
+def normalise(image: tf.Tensor, mean, std) -> tf.Tensor:
+    """(image - mean) / std per RGB channel: the network's input."""
+    return (image - mean) / std
+
+
 class Reader:
     """Turns an ImageList into batches of normalised float images and int labels."""
 
@@ -136,7 +151,7 @@ class Reader:
                 .batch(batch).prefetch(AUTOTUNE))
 
     def normalise(self, image: tf.Tensor) -> tf.Tensor:
-        return (image - self._mean) / self._std
+        return normalise(image, self._mean, self._std)
 
     def _loader(self, images: ImageList):
         """index -> float image in [0, 1] at image_size: read from disk, or gathered from memory with cache."""
@@ -147,8 +162,7 @@ class Reader:
         return lambda i: tf.cast(cached[i], tf.float32) / 255.0
 
     def _read(self, path: tf.Tensor) -> tf.Tensor:
-        image = tf.image.resize(decode(tf.io.read_file(path)), [self.size, self.size], antialias=True)
-        return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+        return resize(decode(tf.io.read_file(path)), self.size)
 
     def _read_all(self, paths: List[str]) -> np.ndarray:
         log.info("caching %d images of %d px in memory", len(paths), self.size)
