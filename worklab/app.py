@@ -4,23 +4,27 @@
 TensorFlow is configured (threads, oneDNN, precision) before it is first imported, so
 the modules that import it are imported inside `run`. A schedule that writes the run
 folder (train, fixed, patience, hyper, recalibrate) holds its lock for the run; test,
-watch and inspect only read.
+watch, inspect, export and predict only read. Only the schedule that runs is imported.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Dict
 
 from worklab import runfolder, runtime
 from worklab.command import saved_overrides
-from worklab.config import (Config, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule,
-                            RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, hparams)
+from worklab.config import (Config, ExportSchedule, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule,
+                            PredictSchedule, RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, hparams)
 from worklab.errors import RunFailed, UserError
 from worklab.interrupt import StopRequest
 from worklab.summary import Summary, tracked
 
 log = logging.getLogger("worklab")
 
+SCHEDULES = {TrainSchedule: "train", TestSchedule: "test", FixedSchedule: "fixed", PatienceSchedule: "patience",
+             HyperSchedule: "hyper", WatchSchedule: "watch", InspectSchedule: "inspect",
+             RecalibrateSchedule: "recalibrate", ExportSchedule: "export", PredictSchedule: "predict"}
 WRITERS = (TrainSchedule, FixedSchedule, PatienceSchedule, HyperSchedule, RecalibrateSchedule)
 SUMMARISED = (TrainSchedule, FixedSchedule, PatienceSchedule, HyperSchedule)  # they own summary.json
 
@@ -32,16 +36,13 @@ def run(cfg: Config) -> Dict:
         runfolder.check_writable(cfg.run_dir)
     tf = runtime.configure(cfg.runtime, cfg.seed)
     from worklab.parts import Parts
-    from worklab.schedules import fixed, hyper, inspect, patience, recalibrate, test, train, watch
 
-    schedule = {TrainSchedule: train, TestSchedule: test, FixedSchedule: fixed, PatienceSchedule: patience,
-                HyperSchedule: hyper, WatchSchedule: watch, InspectSchedule: inspect,
-                RecalibrateSchedule: recalibrate}[type(cfg.schedule)]
+    name = SCHEDULES[type(cfg.schedule)]
+    schedule = importlib.import_module(f"worklab.schedules.{name}")
     log.info("run folder: %s", cfg.run_dir)
     with StopRequest() as stop:
         parts = Parts(cfg, stop)
         if isinstance(cfg.schedule, SUMMARISED):
-            name = schedule.__name__.rsplit(".", 1)[1]
             parts.summary = Summary(parts.run_dir, name, saved_overrides(parts.run_dir))
         with tracked(parts.summary):
             if parts.summary:

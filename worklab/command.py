@@ -10,7 +10,7 @@ leaves an existing run folder byte for byte as it was:
   (the network, its lr_mult rules, the optimizer) must be the run's: each that differs
   is named with both values;
 - a schedule that trains takes the folder's lock now (worklab.runfolder); one that
-  only reads a run (test, inspect, recalibrate) runs with `hydra.output_subdir=null`,
+  only reads a run (test, inspect, recalibrate, export) runs with `hydra.output_subdir=null`,
   so the run's saved config, and with it what a plain `resume=` does, stays the run's;
 - a snapshot of the folder is kept, so that bad input found after the job started
   (a list file that moved, say) can be undone before the process exits.
@@ -26,13 +26,14 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from worklab import runfolder
-from worklab.config import Config, InspectSchedule, RecalibrateSchedule, TestSchedule, TrainingSchedule, to_plain
+from worklab.config import (Config, ExportSchedule, InspectSchedule, RecalibrateSchedule, TestSchedule,
+                            TrainingSchedule, to_plain)
 from worklab.errors import UserError
 
 # The keys that decide which variables a checkpoint holds and in what shape.
 CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.depth", "network.width",
                    "network.layout", "network.conv_bias", "network.lr_mult", "optimizer.name")
-READERS = (TestSchedule, InspectSchedule, RecalibrateSchedule)  # run on a run folder, keep its saved config
+READERS = (TestSchedule, InspectSchedule, RecalibrateSchedule, ExportSchedule)  # keep a run's saved config
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion",
               "-sc", "--resolve", "--package", "-p")
 

@@ -28,6 +28,7 @@ MAX_FOLDER_NAME = 200  # file systems allow 255 bytes
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SOURCES = ("demo", "json", "folder")
 PRECISIONS = ("float32", "mixed_bfloat16")
+EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -342,6 +343,41 @@ class InspectSchedule(ScheduleConfig):
 
 
 @dataclass
+class ExportSchedule(ScheduleConfig):
+    """Write one checkpoint of a run as models to deploy, in RUN/export/step-N/ with export.json."""
+
+    step: Optional[int] = None  # default: the run's best step (best.json) when it has one, else the latest
+    formats: List[str] = field(default_factory=lambda: ["saved_model", "keras"])  # saved_model, keras, tflite
+    quantize: Optional[str] = None  # dynamic: a dynamic-range quantized TFLite file beside the float one
+
+    def __post_init__(self) -> None:
+        _require(len(self.formats) > 0, f"schedule.formats is empty: list some of {', '.join(EXPORT_FORMATS)}.")
+        unknown = [f for f in self.formats if f not in EXPORT_FORMATS]
+        _require(not unknown, f"schedule.formats={self.formats}: {', '.join(map(str, unknown))} is not one of "
+                              f"{', '.join(EXPORT_FORMATS)}.")
+        _require(self.quantize in (None, "dynamic"), f"schedule.quantize={self.quantize!r} is not dynamic or null.")
+        _require(self.quantize is None or "tflite" in self.formats,
+                 "schedule.quantize=dynamic quantizes the TFLite file: add tflite to schedule.formats.")
+
+
+@dataclass
+class PredictSchedule(ScheduleConfig):
+    """Classify images with a run's checkpoint or an exported SavedModel; results in this job's own folder."""
+
+    images: str = MISSING  # a list file (labels optional), a class-folder tree, or a folder searched for images
+    run: Optional[str] = None  # a run folder: its best step (best.json), else its latest, or schedule.step
+    model: Optional[str] = None  # an exported model: RUN/export/step-N or its saved_model folder
+    step: Optional[int] = None  # with schedule.run: the checkpoint to use
+
+    def __post_init__(self) -> None:
+        _require((self.run is None) != (self.model is None),
+                 "schedule=predict needs one of schedule.run=RUN (a run folder) or schedule.model=PATH "
+                 "(an exported SavedModel), not both.")
+        _require(self.step is None or self.run is not None, "schedule.step picks a checkpoint of schedule.run; "
+                                                            "an exported model has one step already.")
+
+
+@dataclass
 class RuntimeConfig:
     """How TensorFlow runs: set before the first TensorFlow import."""
 
@@ -405,7 +441,8 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
     for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule),
                        ("patience", PatienceSchedule), ("hyper", HyperSchedule), ("watch", WatchSchedule),
-                       ("inspect", InspectSchedule), ("recalibrate", RecalibrateSchedule)):
+                       ("inspect", InspectSchedule), ("recalibrate", RecalibrateSchedule),
+                       ("export", ExportSchedule), ("predict", PredictSchedule)):
         cs.store(group="schema/schedule", name=name, node=node)
 
 

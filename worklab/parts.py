@@ -9,6 +9,7 @@ that reads a run restores the checkpoint it tests through the session.
 """
 from __future__ import annotations
 
+import json
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -155,6 +156,18 @@ class Parts:
             return Session(self.run_dir, self.model, state, self.step, self.examples, self.lr,
                            getattr(self.cfg.schedule, "keep", 0), self.cfg.restore)
         return Session(self.run_dir, self.model, None, self.step, self.examples, self.lr, None)
+
+    def restore_for_inference(self, step: Optional[int] = None) -> int:
+        """Restore the weights to evaluate or deploy and return their step: the one door for them.
+
+        Checkpoint `step` when given, else the run's best step (best.json, written by
+        patience and hyper), else its latest. Export and predict ask here, so that a
+        later kind of inference weights (averaged ones) is added in one place.
+        """
+        best = self.run_dir / "best.json"
+        if step is None and best.is_file():
+            step = json.loads(best.read_text())["step"]
+        return self.session.restore_step(step)
 
     def restore(self) -> str:
         """Set the starting state of training (see Session.restore) and the input position; say where from."""
