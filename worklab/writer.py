@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -30,9 +31,20 @@ class Writer:
         self.run_dir = Path(run_dir)
         self.metrics_file = self.run_dir / "metrics.jsonl"
         self.evaluations = self.run_dir / "evaluations"
-        self._train = tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "train"))
-        self._test = tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "test"))
-        self._run = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+
+    # Event files are created when first written, so a command refused before it writes a
+    # result leaves no empty event file in the run folder.
+    @cached_property
+    def _train(self):
+        return tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "train"))
+
+    @cached_property
+    def _test(self):
+        return tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "test"))
+
+    @cached_property
+    def _run(self):
+        return tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
 
     def train_scalars(self, step: int, scalars: Dict[str, float]) -> None:
         with self._train.as_default(step=step):
