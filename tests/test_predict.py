@@ -1,0 +1,341 @@
+"""schedule=predict: finding the images, each file's check, the output files, and predict end to end.
+
+The end-to-end cases share one tiny trained run and check what a user would: the rows
+of predictions.csv, probabilities and statistics equal to the Tester's for the same
+step, error rows for bad files with every other image classified, true labels from a
+class-folder tree, the exported model giving the same rows as its run, bad input
+refused with exit 2, and the run folder byte for byte as it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, TINY, run_py
+from worklab import predictions
+from worklab.config import to_plain
+from worklab.errors import UserError
+from worklab.predictions import FOLDER, LIST, TREE, Row, find_images
+
+REAL_EXPORT = importlib.util.find_spec("worklab.export") is not None  # worklab.export.Classifier
+EXPORT_SCHEDULE = importlib.util.find_spec("worklab.schedules.export") is not None  # schedule=export
+
+
+# Without worklab/export.py (written beside this work), a stand-in with the same contract -------------
+
+def _stand_in_export() -> types.ModuleType:
+    """worklab.export's contract: Classifier(model, classes, image_size, mean, std, top_k).from_bytes."""
+    import tensorflow as tf
+
+    from worklab import reader
+
+    class Classifier(tf.Module):
+        def __init__(self, model, classes, image_size, mean, std, top_k):
+            super().__init__()
+            self.model, self.names, self.size = model, [str(c) for c in classes], int(image_size)
+            self.mean, self.std, self.k = list(mean), list(std), min(int(top_k), len(classes))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
+        def from_bytes(self, images):
+            pixels = tf.map_fn(lambda c: reader.resize(reader.decode(c), self.size), images,
+                               fn_output_signature=tf.TensorSpec([self.size, self.size, 3], tf.float32))
+            logits = self.model(reader.normalise(pixels, tf.constant(self.mean), tf.constant(self.std)),
+                                training=False)
+            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
+            scores, indices = tf.math.top_k(probabilities, k=self.k)
+            return {"probabilities": probabilities, "classes": indices,
+                    "labels": tf.gather(tf.constant(self.names), indices), "scores": scores}
+
+    module = types.ModuleType("worklab.export")
+    module.Classifier = Classifier
+    return module
+
+
+@pytest.fixture
+def export_module(monkeypatch):
+    if not REAL_EXPORT:
+        monkeypatch.setitem(sys.modules, "worklab.export", _stand_in_export())
+
+
+# Finding the images (no TensorFlow) -----------------------------------------------------------------
+
+def image(path: Path, colour=(200, 30, 30), size=12) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (size, size), colour).save(path)
+    return path
+
+
+def test_a_list_file_in_each_format_with_and_without_labels(tmp_path):
+    for name in ("a.png", "b.png"):
+        image(tmp_path / "img" / name)
+    formats = {"dict.json": {"img/a.png": "cat", "img/b.png": "dog"},
+               "objects.json": [{"path": "img/a.png", "label": 0}, {"path": "img/b.png", "label": 1}],
+               "paths.json": ["img/a.png", "img/b.png"],
+               "unlabelled.json": [{"path": "img/a.png"}, {"path": "img/b.png"}]}
+    for name, data in formats.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    paths = [str(tmp_path / "img" / n) for n in ("a.png", "b.png")]
+    found = {name: find_images(str(tmp_path / name)) for name in formats}
+    assert all(s.kind == LIST and s.paths == paths for s in found.values())
+    assert found["dict.json"].labels == ["cat", "dog"]
+    assert found["objects.json"].labels == ["0", "1"]  # int labels name the classes "0", "1" as in classes.json
+    assert found["paths.json"].labels is None and found["unlabelled.json"].labels is None
+    assert "2 images with labels (2 classes)" in found["dict.json"].describe()
+
+
+def test_a_class_folder_tree_gives_labels_and_a_plain_folder_is_searched_recursively(tmp_path):
+    for name in ("cat/1.png", "cat/deep/2.jpg", "dog/3.PNG", ".hidden/4.png", "cat/.5.png"):
+        image(tmp_path / "tree" / name)
+    (tmp_path / "tree" / "dog" / "notes.txt").write_text("not an image")
+    tree = find_images(str(tmp_path / "tree"))
+    assert tree.kind == TREE and tree.labels == ["cat", "cat", "dog"] and tree.others == 1
+    assert [Path(p).name for p in tree.paths] == ["1.png", "2.jpg", "3.PNG"]  # hidden files and folders left out
+    assert tree.for_classes(["cat", "dog", "emu"]) is tree
+    plain = tree.for_classes(["cat", "emu"])  # "dog" is no class of the model: only where images are kept
+    assert plain.kind == FOLDER and plain.labels is None and plain.paths == tree.paths
+
+    image(tmp_path / "tree" / "loose.png")
+    assert find_images(str(tmp_path / "tree")).kind == FOLDER  # an image at the top: a plain folder
+
+
+@pytest.mark.parametrize("make, says", [
+    (lambda d: d.mkdir(), "no images found"),
+    (lambda d: (d.mkdir(), (d / "notes.txt").write_text("x")), "no images found"),
+    (lambda d: None, "does not exist"),
+    (lambda d: d.write_text("[]"), "no images found"),
+    (lambda d: d.write_text("{not json"), "is not valid JSON"),
+    (lambda d: d.write_text('[{"path": "a.png", "label": 1}, {"label": 2}]'), "must be a JSON object"),
+])
+def test_a_source_without_images_is_refused_naming_it(tmp_path, make, says):
+    source = tmp_path / "source"
+    make(source)
+    with pytest.raises(UserError, match=says) as error:
+        find_images(str(source))
+    assert str(source) in str(error.value)
+
+
+def test_each_file_is_checked_and_a_bad_one_named_with_its_reason(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.RandomState(0).randint(0, 256, (32, 32, 3), dtype=np.uint8)).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    text = tmp_path / "text.jpg"
+    text.write_text("hello")
+    problems = predictions.check([str(good), str(cut), str(text), str(tmp_path / "gone.png"), str(tmp_path)])
+    assert problems[0] is None
+    assert problems[1].startswith("not a readable image")
+    assert "no known image format" in problems[2]
+    assert problems[3] == "file does not exist" and "a folder" in problems[4]
+
+
+def test_the_output_files_hold_every_row_in_order(tmp_path):
+    rows = [Row("/a.png", ["cat", "dog"], [0.75, 0.25], None, "cat"),
+            Row("/b,c.png", [], [], "file does not exist", "dog")]
+    predictions.write_csv(tmp_path / "p.csv", rows, 2, with_true_label=True)
+    predictions.write_jsonl(tmp_path / "p.jsonl", rows)
+    table = predictions.read_csv(tmp_path / "p.csv")
+    assert list(table[0]) == ["path", "true_label", "label_1", "prob_1", "label_2", "prob_2", "error"]
+    assert table[0] == {"path": "/a.png", "true_label": "cat", "label_1": "cat", "prob_1": "0.750000",
+                        "label_2": "dog", "prob_2": "0.250000", "error": ""}
+    assert table[1]["path"] == "/b,c.png" and table[1]["label_1"] == "" and table[1]["error"] == "file does not exist"
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert lines[1] == {"path": "/b,c.png", "labels": [], "scores": [], "error": "file does not exist",
+                        "true_label": "dog"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_batch_the_classifier_refuses_is_classified_one_image_at_a_time():
+    import tensorflow as tf
+
+    from worklab.schedules.predict import _classify_batch
+
+    def classify(images):  # refuses any batch that holds b"bad", as a decoder would
+        if any(x == b"bad" for x in images.numpy()):
+            raise tf.errors.InvalidArgumentError(None, None, "Unknown image file format")
+        n = len(images.numpy())
+        return {"probabilities": np.full((n, 2), 0.5, np.float32), "classes": np.zeros((n, 1), np.int32),
+                "labels": np.array([[b"cat"]] * n), "scores": np.full((n, 1), 0.5, np.float32)}
+
+    out = list(_classify_batch(tf, classify, np.array([4, 7, 9]), tf.constant([b"ok", b"bad", b"ok"])))
+    assert [(i, error is None) for i, _, error in out] == [(4, True), (7, False), (9, True)]
+    assert "Unknown image file format" in out[1][2]
+
+
+# End to end ------------------------------------------------------------------------------------------
+
+def contents(folder: Path):
+    """Every file's bytes, by path: the folder byte for byte."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A run trained for 4 steps on the tiny demo set, with the .hydra/ files run.py would save, and its test list.
+
+    Trained in this process (as tests/test_watchers.py does), its config saved with run_dir resolved.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from worklab import app
+
+    root = tmp_path_factory.mktemp("predict")
+    run, data = root / "run", root / "data"
+    overrides = [*TINY, f"data_dir={data}", "schedule=train", "schedule.steps=4"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        raw = hydra_compose("config", overrides=[*overrides, f"run_dir={run}"])
+    app.run(to_plain(raw))
+    (run / ".hydra").mkdir()
+    OmegaConf.save(raw, run / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(overrides), run / ".hydra" / "overrides.yaml")
+    return run, next(data.glob("demo-*")) / "test.json"
+
+
+def predict(job: Path, *overrides: str):
+    """schedule=predict in this process (the real config composed), returning app.run's result."""
+    from hydra import compose, initialize_config_dir
+
+    from worklab import app
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["schedule=predict", f"run_dir={job}", *overrides])
+    return app.run(to_plain(cfg))
+
+
+def outputs_of_the_tester(run: Path):
+    """The Tester's probabilities and statistics for the run's latest checkpoint."""
+    from worklab.config import TestSchedule, load_run_config
+    from worklab.interrupt import StopRequest
+    from worklab.parts import Parts
+
+    with StopRequest() as stop:
+        parts = Parts(load_run_config(run, TestSchedule()), stop, results_dir=run.parent / "tester")
+        parts.session.restore_step(None)
+        tester = parts.tester
+        probs = np.concatenate([tester._predict(x, y)[0].numpy() for x, y in tester.dataset])
+        return probs, tester.evaluate(), parts.test_images.paths, parts.classes
+
+
+@pytest.mark.slow
+def test_predict_from_a_run_gives_the_testers_probabilities_and_statistics(trained, tmp_path, export_module):
+    run, test_list = trained
+    before = contents(run)
+    result = predict(tmp_path / "job", f"schedule.run={run}", f"schedule.images={test_list}")
+    assert contents(run) == before  # the run read is left byte for byte as it was
+    probs, stats, paths, classes = outputs_of_the_tester(run)
+
+    table = predictions.read_csv(tmp_path / "job" / "predictions.csv")
+    assert list(table[0]) == ["path", "true_label", *(f"{c}_{i}" for i in range(1, 6) for c in ("label", "prob")),
+                              "error"]
+    assert [row["path"] for row in table] == paths and len(table) == 30
+    lines = [json.loads(line) for line in (tmp_path / "job" / "predictions.jsonl").read_text().splitlines()]
+    for line, expected in zip(lines, probs):
+        top = np.argsort(-expected, kind="stable")[:5]
+        np.testing.assert_allclose(line["scores"], expected[top], atol=1e-5)
+        assert line["labels"][0] == classes[top[0]] and line["error"] is None
+    assert [line["true_label"] for line in lines] == [Path(p).parent.name for p in paths]
+
+    evaluation = json.loads((tmp_path / "job" / "evaluation.json").read_text())
+    assert evaluation["step"] == 4 and evaluation["count"] == 30 and result["errors"] == 0
+    assert evaluation["accuracy"] == pytest.approx(stats["accuracy"], abs=1e-9)
+    assert evaluation["loss"] == pytest.approx(stats["loss"], abs=1e-5)
+    assert evaluation["confusion"] == stats["confusion"]
+
+
+@pytest.mark.slow
+def test_bad_files_get_error_rows_and_every_other_image_is_classified(trained, tmp_path, export_module):
+    run, test_list = trained
+    folder = tmp_path / "photos"
+    for src, name in zip(sorted(test_list.parent.glob("test/*/00000.png")),
+                         ["0.png", "album1/1.png", "album0/2.png", "album1/3.png"]):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, folder / name)
+    corrupt = folder / "album1" / "cut.png"
+    corrupt.write_bytes((folder / "0.png").read_bytes()[:80])
+    (folder / "scan.jpg").write_text("%PDF-1.4 not an image")  # an image's name, not an image
+    (folder / "notes.txt").write_text("left out: not an image file by its name")
+    before = contents(run)
+    result = predict(tmp_path / "job", f"schedule.run={run}", f"schedule.images={folder}")
+    assert contents(run) == before
+    table = {Path(row["path"]).relative_to(folder).as_posix(): row
+             for row in predictions.read_csv(tmp_path / "job" / "predictions.csv")}
+    assert sorted(table) == ["0.png", "album0/2.png", "album1/1.png", "album1/3.png", "album1/cut.png", "scan.jpg"]
+    assert "true_label" not in table["0.png"]
+    errors = {name for name, row in table.items() if row["error"]}
+    assert errors == {"album1/cut.png", "scan.jpg"}
+    assert "no known image format" in table["scan.jpg"]["error"]
+    for name, row in table.items():
+        if name not in errors:
+            assert row["label_1"] and 0 < float(row["prob_1"]) <= 1
+    assert result["images"] == 6 and result["errors"] == 2
+    assert not (tmp_path / "job" / "evaluation.json").exists()
+
+
+@pytest.mark.slow
+def test_a_class_folder_tree_gives_true_labels_and_statistics(trained, tmp_path, export_module):
+    run, test_list = trained
+    tree = test_list.parent / "test"
+    predict(tmp_path / "job", f"schedule.run={run}", f"schedule.images={tree}", "top_k=2")
+    table = predictions.read_csv(tmp_path / "job" / "predictions.csv")
+    assert len(table) == 30 and list(table[0])[:4] == ["path", "true_label", "label_1", "prob_1"]
+    assert "label_3" not in table[0]  # top_k=2
+    assert all(row["true_label"] == Path(row["path"]).parent.name for row in table)
+    assert json.loads((tmp_path / "job" / "evaluation.json").read_text())["count"] == 30
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not EXPORT_SCHEDULE, reason="needs schedule=export (worklab/schedules/export.py)")
+def test_the_exported_model_gives_the_rows_of_its_run(trained, tmp_path):
+    run, test_list = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    exported = run_py([f"resume={copy}", "schedule=export", "schedule.formats=[saved_model]"], tmp_path)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    model = next((copy / "export").glob("step-*"))
+    predict(tmp_path / "from_run", f"schedule.run={copy}", f"schedule.images={test_list}")
+    before = contents(copy)
+    predict(tmp_path / "from_model", f"schedule.model={model}", f"schedule.images={test_list}")
+    assert contents(copy) == before
+    from_run, from_model = (predictions.read_csv(tmp_path / job / "predictions.csv")
+                            for job in ("from_run", "from_model"))
+    assert len(from_model) == 30 and [list(r) for r in from_model] == [list(r) for r in from_run]
+    for a, b in zip(from_run, from_model):
+        assert [a[f"label_{i}"] for i in range(1, 6)] == [b[f"label_{i}"] for i in range(1, 6)]
+        np.testing.assert_allclose([float(a[f"prob_{i}"]) for i in range(1, 6)],
+                                   [float(b[f"prob_{i}"]) for i in range(1, 6)], atol=2e-6)
+    evaluations = [json.loads((tmp_path / job / "evaluation.json").read_text()) for job in ("from_run", "from_model")]
+    assert evaluations[0]["accuracy"] == evaluations[1]["accuracy"]
+    assert evaluations[1]["model"] == str(model / "saved_model")
+
+
+@pytest.mark.slow
+def test_bad_input_is_refused_with_exit_2_naming_it_and_the_run_is_left_alone(trained, tmp_path, export_module):
+    run, test_list = trained
+    before = contents(run)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for args, says in (([f"schedule.run={run}", f"schedule.model={run}"], "not both"),
+                       ([], "needs one of schedule.run=RUN"),
+                       ([f"schedule.run={run}", f"schedule.images={empty}"], str(empty))):
+        images = [] if any(a.startswith("schedule.images") for a in args) else [f"schedule.images={test_list}"]
+        result = run_py(["schedule=predict", *images, *args, f"hydra.run.dir={tmp_path / 'job'}"], tmp_path)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert says in result.stdout + result.stderr
+    for args, says in (([f"schedule.model={run}"], f"schedule.model={run} is not a SavedModel"),
+                       ([f"schedule.run={tmp_path}"], f"{tmp_path} is not a run folder"),
+                       ([f"schedule.run={run}", "schedule.step=3"], "schedule.step=3: no checkpoint of that step")):
+        with pytest.raises(UserError, match=says):
+            predict(tmp_path / "job2", f"schedule.images={test_list}", *args)
+    assert not (tmp_path / "job2" / "predictions.csv").exists()
+    assert contents(run) == before

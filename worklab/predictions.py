@@ -1,0 +1,166 @@
+"""Predict's files: the images to classify, each file's check, and predictions.csv / .jsonl (no TensorFlow).
+
+`schedule.images` is one of three kinds of source, told apart by what is on disk:
+- a JSON list file: the reader's formats ({path: label} or [{"path", "label"}]), or,
+  without labels, a list of paths or of {"path": ...} objects; relative paths resolve
+  against the list's folder;
+- a class-folder tree: a folder whose images all sit in sub-folders named after classes
+  of the model (the labels are the folder names);
+- any other folder: searched recursively for image files (imagelist.IMAGE_SUFFIXES);
+  hidden files and folders (.name) are left out.
+
+A file that cannot be classified (missing, unreadable, not an image) is not an error of
+the job: `check` gives its reason and the file gets a row with it. Output files are
+written under a temporary name and renamed, so a kill never leaves half a file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from worklab.atomic import write_text
+from worklab.errors import UserError
+from worklab.imagelist import IMAGE_SUFFIXES, SHOWN, _image_problem, _pil_limit_lifted, read_entries
+
+log = logging.getLogger(__name__)
+
+LIST = "list file"
+TREE = "class-folder tree"
+FOLDER = "folder"
+
+
+@dataclass
+class Source:
+    """The images to classify, in a fixed order, with their labels (class names) when the source has them."""
+
+    location: str
+    kind: str  # LIST, TREE or FOLDER
+    paths: List[str]
+    labels: Optional[List[str]] = None
+    others: int = 0  # files in a folder that are not image files by their name, left out
+
+    def describe(self) -> str:
+        """What was found, for the log: the kind, the count, labels or not."""
+        what = f"{self.kind} {self.location}: {len(self.paths)} images"
+        if self.labels is not None:
+            what += f" with labels ({len(set(self.labels))} classes)"
+        if self.others:
+            what += f"; {self.others} other file(s) left out (not {', '.join(IMAGE_SUFFIXES)})"
+        return what
+
+    def for_classes(self, classes: Sequence[str]) -> "Source":
+        """This source with the model's classes in view: a tree whose folder names are not all classes is a
+        plain folder (its sub-folders are only where the images are kept), said in the log."""
+        if self.kind != TREE:
+            return self
+        unknown = sorted(set(self.labels) - set(classes))
+        if not unknown:
+            return self
+        log.info("%s: sub-folder(s) %s are not classes of the model: read as a plain folder, without labels",
+                 self.location, ", ".join(unknown[:SHOWN]))
+        return Source(self.location, FOLDER, self.paths, None, self.others)
+
+
+def find_images(location: str) -> Source:
+    """The images named by `schedule.images`; UserError naming it when there are none or it does not exist."""
+    path = Path(location)
+    if path.is_dir():
+        source = _folder(path)
+    elif path.is_file():
+        source = _list(path)
+    else:
+        raise UserError(f"schedule.images={location} does not exist: pass a JSON image list, a class-folder "
+                        "tree or a folder of images.")
+    if not source.paths:
+        raise UserError(f"schedule.images={location}: no images found ({source.kind}; image files end in "
+                        f"{', '.join(IMAGE_SUFFIXES)}).")
+    return source
+
+
+def _list(path: Path) -> Source:
+    """A JSON list file; labels are known when every entry has one."""
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"schedule.images={path} is not valid JSON ({error}): pass a JSON image list, a "
+                        "class-folder tree or a folder of images.") from None
+    if isinstance(data, list) and all(isinstance(e, str) or (isinstance(e, dict) and "label" not in e)
+                                      for e in data):
+        paths = [e if isinstance(e, str) else e.get("path") for e in data]
+        if not all(isinstance(p, str) for p in paths):
+            raise UserError(f"schedule.images={path}: a list without labels holds paths (strings) or "
+                            '{"path": ...} objects; some entries have no path.')
+        return Source(str(path), LIST, [str((path.parent / p).resolve()) for p in paths])
+    if isinstance(data, (list, dict)) and not data:
+        return Source(str(path), LIST, [])
+    entries = read_entries(str(path), "json")  # the reader's formats, checked as for training
+    return Source(str(path), LIST, [p for p, _ in entries], [str(label) for _, label in entries])
+
+
+def _folder(root: Path) -> Source:
+    """A class-folder tree when every image sits in a sub-folder, else a plain folder (searched recursively)."""
+    files = sorted(p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)
+                   and p.is_file())
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    others = len(files) - len(images)
+    paths = [str(p.resolve()) for p in images]
+    tops = [p.relative_to(root).parts for p in images]
+    if images and all(len(parts) > 1 for parts in tops):
+        return Source(str(root), TREE, paths, [parts[0] for parts in tops], others)
+    return Source(str(root), FOLDER, paths, None, others)
+
+
+def check(paths: Sequence[str], threads: int = 8) -> List[Optional[str]]:
+    """Each file's problem, or None when it reads as an image (imagelist's check, in threads)."""
+    def problem(path: str) -> Optional[str]:
+        if not os.path.exists(path):
+            return "file does not exist"
+        if os.path.isdir(path):
+            return "a folder, not an image file"
+        return _image_problem(path)
+
+    with _pil_limit_lifted(), ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(problem, paths))
+
+
+@dataclass
+class Row:
+    """One image's result: its top-k labels and scores, or the reason it has none."""
+
+    path: str
+    labels: List[str]
+    scores: List[float]
+    error: Optional[str] = None
+    true_label: Optional[str] = None
+
+
+def write_csv(path: Path, rows: Sequence[Row], k: int, with_true_label: bool) -> None:
+    """predictions.csv: path, [true_label], label_1, prob_1, ..., label_k, prob_k, error."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["path", *(["true_label"] if with_true_label else []),
+                     *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "prob")), "error"])
+    for row in rows:
+        ranked = [value for label, score in zip(row.labels, row.scores) for value in (label, f"{score:.6f}")]
+        ranked += [""] * (2 * k - len(ranked))
+        writer.writerow([row.path, *([row.true_label or ""] if with_true_label else []), *ranked, row.error or ""])
+    write_text(path, out.getvalue())
+
+
+def write_jsonl(path: Path, rows: Sequence[Row]) -> None:
+    """predictions.jsonl: one object per image with path, labels, scores, error and true_label (null: unknown)."""
+    write_text(path, "".join(json.dumps({"path": r.path, "labels": r.labels, "scores": [float(s) for s in r.scores],
+                                         "error": r.error, "true_label": r.true_label}) + "\n" for r in rows))
+
+
+def read_csv(path: Path) -> List[Dict[str, str]]:
+    """predictions.csv back as one dict per row (for checks and tests)."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -1,0 +1,253 @@
+"""schedule=predict: classify image files with a run's checkpoint or an exported SavedModel.
+
+Both ways end in the same call, a batch of encoded image files in and probabilities and
+top-k labels out: `worklab.export.Classifier.from_bytes` around the run's network, or the
+SavedModel's `serving_default` signature, which export wrote from that same Classifier.
+So predict gives what a deployed model gives, preprocessing included.
+
+The sections, as the log shows them:
+1. the images: a list file, a class-folder tree or a folder (worklab.predictions);
+2. the classifier: schedule.run (its config, then the best or latest checkpoint, or
+   schedule.step, through Parts.restore_for_inference) or schedule.model;
+3. each file checked in threads; a file that is missing or does not read as an image
+   gets a row with its reason, and is never read by TensorFlow;
+4. the others read in parallel by tf.data, batched and prefetched; a batch the
+   classifier refuses (a file TensorFlow cannot decode although PIL could) is
+   classified again one image at a time, so only that image gets an error;
+5. predictions.csv, predictions.jsonl and, when the source has labels, the Tester's
+   statistics (evaluation.json), all in this job's own folder; the run or model read is
+   never written to.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from worklab.config import load_run_config
+from worklab.errors import Interrupted, UserError
+from worklab.predictions import Row, Source, check, find_images, write_csv, write_jsonl
+from worklab.progress import Progress
+
+log = logging.getLogger("worklab")
+
+Classify = Callable[[object], Dict[str, np.ndarray]]  # encoded image files (tf.string [N]) -> outputs as numpy
+
+
+def run(parts) -> Dict:
+    """Classify schedule.images; write the results into this job's folder; return counts (and statistics)."""
+    s = parts.cfg.schedule
+    out = Path(parts.cfg.run_dir)
+    source = find_images(s.images)
+    log.info("images: %s", source.describe())
+    classify, classes, origin = (_from_run(parts) if s.run else _from_model(s.model, out))
+    source = source.for_classes(classes.names) if classes.complete else source
+    start = time.perf_counter()
+    problems = check(source.paths)
+    bad = sum(p is not None for p in problems)
+    log.info("checked %d files: %d cannot be read as images", len(problems), bad)
+    results, probabilities = _classify_all(parts, classify, classes, source.paths, problems)
+    seconds = time.perf_counter() - start
+    rows = [Row(path, *result, source.labels[i] if source.labels else None)
+            for i, (path, result) in enumerate(zip(source.paths, results))]
+    k = max((len(r.labels) for r in rows), default=0)
+    write_csv(out / "predictions.csv", rows, k, source.labels is not None)
+    write_jsonl(out / "predictions.jsonl", rows)
+    errors = sum(r.error is not None for r in rows)
+    summary = {"images": len(rows), "errors": errors, "images_per_second": len(rows) / max(seconds, 1e-9),
+               "model": origin}
+    if source.labels is not None:
+        statistics = _evaluate(parts, source, rows, probabilities, classes, origin, out)
+        if statistics:
+            summary["evaluation"] = statistics
+    log.info("predicted %d images (%d errors) in %.1f s, %.1f images/s: %s", len(rows), errors, seconds,
+             summary["images_per_second"], out / "predictions.csv")
+    if errors == len(rows):
+        raise UserError(f"schedule.images={s.images}: none of the {len(rows)} images could be read "
+                        f"(e.g. {rows[0].path}: {rows[0].error}); each one's reason is in {out / 'predictions.csv'}.")
+    return summary
+
+
+# The classifier ----------------------------------------------------------------------------------
+
+class ClassNames:
+    """The model's class names by index: all of them (a run's classes.json, export.json), or, for a
+    SavedModel without export.json, those its outputs have named so far."""
+
+    def __init__(self, names: Optional[List[str]] = None):
+        self.names = list(names or [])
+        self.complete = names is not None
+        self._seen: Dict[int, str] = {}
+
+    def learn(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        if not self.complete:
+            self._seen.update(zip(indices.ravel().tolist(), (l.decode() for l in labels.ravel().tolist())))
+
+    def index(self) -> Dict[str, int]:
+        return {name: i for i, name in enumerate(self.names)} if self.complete else \
+            {name: i for i, name in self._seen.items()}
+
+
+def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
+    """A run's checkpoint (best, latest or schedule.step) wrapped in export's Classifier; the run is only read."""
+    from worklab.parts import Parts
+
+    s = parts.cfg.schedule
+    run = Path(s.run)
+    cfg = load_run_config(run, s)  # a folder without .hydra/config.yaml is refused here, naming it
+    _refuse_own_folder(parts, run, "schedule.run")
+    if not (run / "classes.json").is_file():
+        raise UserError(f"schedule.run={run} has no classes.json: it has not started training, so there is "
+                        "no model to predict with. Pass a run folder that has checkpoints.")
+    target = Parts(cfg, parts.stop, results_dir=Path(parts.cfg.run_dir))
+    step = target.restore_for_inference(s.step)
+    from worklab.export import Classifier
+
+    r = cfg.reader
+    k = min(parts.cfg.top_k, len(target.classes))
+    classifier = Classifier(target.model, target.classes, r.image_size, r.mean, r.std, k)
+    log.info("classifier: %s step %d, %d classes, top %d, %d px", run, step, len(target.classes), k, r.image_size)
+
+    def classify(images):
+        return {key: value.numpy() for key, value in classifier.from_bytes(images).items()}
+
+    return classify, ClassNames(target.classes), {"run": str(run), "step": step}
+
+
+def _from_model(location: str, out: Path) -> Tuple[Classify, ClassNames, Dict]:
+    """An exported SavedModel's serving_default signature; class names from export.json beside it."""
+    import tensorflow as tf
+
+    path = Path(location)
+    folder = next((p for p in (path, path / "saved_model") if p.is_dir() and tf.saved_model.contains_saved_model(
+        str(p))), None)
+    if folder is None:
+        raise UserError(f"schedule.model={location} is not a SavedModel: neither it nor {path / 'saved_model'} holds "
+                        "a saved_model.pb. Pass RUN/export/step-N (written by schedule=export) or its saved_model "
+                        "folder.")
+    if out.resolve() == path.resolve() or path.resolve() in out.resolve().parents:
+        raise UserError(f"this job's folder {out} is inside schedule.model={location}: predict never writes into "
+                        "the model it reads; drop hydra.run.dir (a new dated folder is used) or pick another.")
+    try:
+        signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    except KeyError:
+        raise UserError(f"schedule.model={location}: the SavedModel has no serving_default signature; export it "
+                        "with schedule=export.") from None
+    except Exception as error:  # what a damaged or foreign SavedModel raises varies
+        raise UserError(f"schedule.model={location}: the SavedModel cannot be loaded "
+                        f"({error.__class__.__name__}: {str(error).splitlines()[0][:200]}).") from None
+    if "images" not in signature.structured_input_signature[1]:
+        raise UserError(f"schedule.model={location}: serving_default takes "
+                        f"{sorted(signature.structured_input_signature[1])}, not images (encoded image files); "
+                        "export it with schedule=export.")
+    info = next((p / "export.json" for p in (folder.parent, folder) if (p / "export.json").is_file()), None)
+    classes = ClassNames(json.loads(info.read_text()).get("classes") if info else None)
+    if info is None:
+        log.warning("%s: no export.json beside the SavedModel: class names come from its outputs", location)
+    log.info("classifier: SavedModel %s%s", folder, f", {len(classes.names)} classes" if classes.complete else "")
+
+    def classify(images):
+        return {key: value.numpy() for key, value in signature(images=images).items()}
+
+    return classify, classes, {"model": str(folder)}
+
+
+def _refuse_own_folder(parts, run: Path, key: str) -> None:
+    if Path(parts.cfg.run_dir).resolve() == run.resolve():
+        raise UserError(f"this job's folder is {key}={run} itself: predict never writes into the run it reads. "
+                        "Drop resume= and hydra.run.dir= (a new dated folder is used), or pick another folder.")
+
+
+# Reading and classifying -------------------------------------------------------------------------
+
+def _classify_all(parts, classify: Classify, classes: ClassNames, paths: List[str], problems: List[Optional[str]]
+                  ) -> Tuple[List[Tuple[List[str], List[float], Optional[str]]], Dict[int, np.ndarray]]:
+    """(labels, scores, error) for every path, in order, and each classified image's probabilities by index."""
+    import tensorflow as tf
+
+    unread = "cannot be read any more (changed or removed after the check)"  # what the pipeline dropped
+    results: List = [([], [], problem or unread) for problem in problems]
+    probabilities: Dict[int, np.ndarray] = {}
+    todo = [i for i, problem in enumerate(problems) if problem is None]
+    r = parts.cfg.reader
+    bar = Progress(len(todo), unit="image")
+    done = 0
+    for indices, images in _batches(tf, [paths[i] for i in todo], todo, r.test_batch_size or r.batch_size):
+        if parts.stop:
+            bar.break_line()
+            raise Interrupted(parts.stop.signal, done, None)
+        for index, output, error in _classify_batch(tf, classify, indices.numpy(), images):
+            if error:
+                results[index] = ([], [], error)
+            else:
+                results[index] = ([label.decode() for label in output["labels"]], output["scores"].tolist(), None)
+                probabilities[index] = output["probabilities"]
+                classes.learn(output["classes"], output["labels"])
+        done += len(indices)
+        bar.update(done)
+    bar.break_line()
+    return results, probabilities
+
+
+def _batches(tf, paths: List[str], indices: List[int], batch_size: int):
+    """(indices, file bytes) batches read in parallel; a file that fails to read is dropped, not fatal."""
+    data = tf.data.Dataset.from_tensor_slices((tf.constant(indices, tf.int64), tf.constant(paths, tf.string)))
+    return (data.map(lambda i, path: (i, tf.io.read_file(path)), num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=True)
+            .ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def _classify_batch(tf, classify: Classify, indices: np.ndarray, images):
+    """Yield (index, outputs of that image, error) for a batch; on a refused batch, one image at a time."""
+    try:
+        outputs = classify(images)
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+        if len(indices) == 1:
+            yield int(indices[0]), None, f"TensorFlow cannot decode it ({_first_line(error)})"
+            return
+        for j, index in enumerate(indices):
+            yield from _classify_batch(tf, classify, indices[j:j + 1], images[j:j + 1])
+        return
+    for j, index in enumerate(indices):
+        yield int(index), {key: value[j] for key, value in outputs.items()}, None
+
+
+def _first_line(error: Exception) -> str:
+    text = getattr(error, "message", None) or str(error)
+    return text.strip().splitlines()[0][:200] if text.strip() else error.__class__.__name__
+
+
+# Statistics --------------------------------------------------------------------------------------
+
+def _evaluate(parts, source: Source, rows: List[Row], probabilities: Dict[int, np.ndarray], classes: ClassNames,
+              origin: Dict, out: Path) -> Optional[Dict]:
+    """The Tester's statistics over the classified images whose label is a class of the model (evaluation.json)."""
+    from worklab.atomic import write_json
+    from worklab.stats import evaluation_statistics
+
+    index = classes.index()
+    unknown = sorted({label for label in source.labels if label not in index})
+    if unknown:
+        log.warning("no statistics: label(s) %s of %s are not classes of the model%s", ", ".join(unknown[:5]),
+                    source.location, "" if classes.complete else " (as far as its outputs have named them; "
+                    "export.json would list them all)")
+        return None
+    kept = sorted(probabilities)
+    if not kept:
+        return None
+    labels = np.array([index[source.labels[i]] for i in kept], np.int64)
+    probs = np.stack([probabilities[i] for i in kept]).astype(np.float64)
+    tiny = np.finfo(np.float32).tiny  # the loss of a probability that underflowed to 0 is large, not infinite
+    losses = -np.log(np.maximum(probs[np.arange(len(kept)), labels], tiny))
+    stats = evaluation_statistics(labels, probs, losses, top_k=parts.cfg.top_k)
+    write_json(out / "evaluation.json", {**stats, **origin, "images": str(source.location),
+                                         "errors": len(rows) - len(kept),
+                                         "classes": classes.names if classes.complete else None})
+    log.info("predict %s loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)",
+             f"step {origin['step']}" if "step" in origin else "model", stats["loss"], stats["accuracy"],
+             stats["top_k"], stats["top_k_accuracy"], stats["f1_macro"], stats["count"])
+    return stats
