@@ -9,8 +9,9 @@ The sections, as the log shows them:
 1. the images: a list file, a class-folder tree or a folder (worklab.predictions);
 2. the classifier: schedule.run (its config, then the best or latest checkpoint, or
    schedule.step, through Parts.restore_for_inference) or schedule.model;
-3. each file checked in threads; a file that is missing or does not read as an image
-   gets a row with its reason, and is never read by TensorFlow;
+3. each file checked in threads, a few hundred files ahead of the reading; a file that
+   is missing or does not read as an image gets a row with its reason, and is never read
+   by TensorFlow;
 4. the others read in parallel by tf.data, batched and prefetched; a batch the
    classifier refuses (a file TensorFlow cannot decode although PIL could) is
    classified again one image at a time, so only that image gets an error;
@@ -24,7 +25,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -47,10 +48,9 @@ def run(parts) -> Dict:
     classify, classes, origin = (_from_run(parts) if s.run else _from_model(s.model, out))
     source = source.for_classes(classes.names) if classes.complete else source
     start = time.perf_counter()
-    problems = check(source.paths)
-    bad = sum(p is not None for p in problems)
-    log.info("checked %d files: %d cannot be read as images", len(problems), bad)
-    results, probabilities = _classify_all(parts, classify, classes, source.paths, problems)
+    r = parts.cfg.reader
+    results, probabilities = classify_files(classify, source.paths, check(source.paths),
+                                            r.test_batch_size or r.batch_size, parts.stop, classes)
     seconds = time.perf_counter() - start
     rows = [Row(path, *result, source.labels[i] if source.labels else None)
             for i, (path, result) in enumerate(zip(source.paths, results))]
@@ -164,38 +164,52 @@ def _refuse_own_folder(parts, run: Path, key: str) -> None:
 
 # Reading and classifying -------------------------------------------------------------------------
 
-def _classify_all(parts, classify: Classify, classes: ClassNames, paths: List[str], problems: List[Optional[str]]
-                  ) -> Tuple[List[Tuple[List[str], List[float], Optional[str]]], Dict[int, np.ndarray]]:
-    """(labels, scores, error) for every path, in order, and each classified image's probabilities by index."""
+def classify_files(classify: Classify, paths: List[str], problems: Iterable[Optional[str]], batch_size: int,
+                   stop=None, classes: Optional[ClassNames] = None
+                   ) -> Tuple[List[Tuple[List[str], List[float], Optional[str]]], Dict[int, np.ndarray]]:
+    """(labels, scores, error) for every path, in order, and each classified image's probabilities by index.
+
+    `problems` gives each file's problem in order (`check`, consumed as the reading goes, so
+    checking runs ahead of classifying); a file with a problem is not read. `stop` (a
+    StopRequest) ends the loop between batches with Interrupted; `classes` learns names from
+    the outputs.
+    """
     import tensorflow as tf
 
     unread = "cannot be read any more (changed or removed after the check)"  # what the pipeline dropped
-    results: List = [([], [], problem or unread) for problem in problems]
+    results: List = [([], [], unread) for _ in paths]
     probabilities: Dict[int, np.ndarray] = {}
-    todo = [i for i, problem in enumerate(problems) if problem is None]
-    r = parts.cfg.reader
-    bar = Progress(len(todo), unit="image")
-    done = 0
-    for indices, images in _batches(tf, [paths[i] for i in todo], todo, r.test_batch_size or r.batch_size):
-        if parts.stop:
+
+    def readable():  # runs in a tf.data thread; files with a problem get their row here
+        for i, problem in enumerate(problems):
+            if problem is None:
+                yield i, paths[i]
+            else:
+                results[i] = ([], [], problem)
+
+    bar = Progress(len(paths), unit="image")
+    for indices, images in _batches(tf, readable, batch_size):
+        if stop:
             bar.break_line()
-            raise Interrupted(parts.stop.signal, done, None)
+            raise Interrupted(stop.signal, len(probabilities), None)
         for index, output, error in _classify_batch(tf, classify, indices.numpy(), images):
             if error:
                 results[index] = ([], [], error)
             else:
                 results[index] = ([label.decode() for label in output["labels"]], output["scores"].tolist(), None)
                 probabilities[index] = output["probabilities"]
-                classes.learn(output["classes"], output["labels"])
-        done += len(indices)
-        bar.update(done)
+                if classes is not None:
+                    classes.learn(output["classes"], output["labels"])
+        bar.update(int(indices[-1].numpy()) + 1)
+    bar.update(len(paths))
     bar.break_line()
     return results, probabilities
 
 
-def _batches(tf, paths: List[str], indices: List[int], batch_size: int):
+def _batches(tf, readable: Callable[[], Iterator[Tuple[int, str]]], batch_size: int):
     """(indices, file bytes) batches read in parallel; a file that fails to read is dropped, not fatal."""
-    data = tf.data.Dataset.from_tensor_slices((tf.constant(indices, tf.int64), tf.constant(paths, tf.string)))
+    data = tf.data.Dataset.from_generator(readable, output_signature=(tf.TensorSpec([], tf.int64),
+                                                                      tf.TensorSpec([], tf.string)))
     return (data.map(lambda i, path: (i, tf.io.read_file(path)), num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=True)
             .ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE))
