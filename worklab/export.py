@@ -1,0 +1,212 @@
+"""A trained network as models to deploy: a SavedModel module, a Keras file of built-in layers, TFLite.
+
+`Classifier` wraps the network with the reader's own preprocessing (`reader.decode`,
+`reader.resize`, `reader.normalise`: the functions the Tester's input pipeline calls,
+not copies), so a SavedModel that takes encoded image files or 0-255 pixels of any size
+answers as the Tester does. Its class names and k are constants inside the graph.
+
+`keras_model` turns the network into a Keras model that `keras.saving.load_model(path,
+safe_mode=True)` loads with nothing but Keras: worklab's ResNet is made of its own layer
+classes (ConvBN, Block, Stage), which a plain Keras cannot rebuild, so their `call` is
+traced once with Keras' built-in layers (copies carrying the same weights) and ops.
+Scaling and normalisation become built-in Rescaling and Normalization layers; resizing
+stays the caller's job for that format (its input is image_size x image_size).
+"""
+from __future__ import annotations
+
+import hashlib
+import numbers
+from pathlib import Path
+from typing import Dict, Iterator, List, Sequence
+
+import keras
+import tensorflow as tf
+
+from worklab import reader
+
+PIXELS = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+ENCODED = tf.TensorSpec([None], tf.string, name="images")
+
+
+class Classifier(tf.Module):
+    """The network with its preprocessing and top-k: what a SavedModel's signatures serve.
+
+    Every entry point returns {"probabilities": float32 [N, classes], "classes": int32 [N, k],
+    "labels": string [N, k], "scores": float32 [N, k]}, k = min(top_k, number of classes).
+    """
+
+    def __init__(self, model: keras.Model, classes: List[str], image_size: int, mean: Sequence[float],
+                 std: Sequence[float], top_k: int):
+        super().__init__(name="classifier")
+        self._network = _Untracked(model)
+        # The tf.Variables under Keras' variables are what the SavedModel saves: tracked
+        # through the Keras model they would be saved twice, and the TFLite converter would
+        # keep them as variables (NaN outputs) instead of folding them into constants.
+        self.network_variables = [v.value for v in model.variables]
+        self.class_names = [str(c) for c in classes]
+        self.image_size = int(image_size)
+        self.mean = [float(m) for m in mean]
+        self.std = [float(s) for s in std]
+        self.k = min(int(top_k), len(self.class_names))
+        # Built here because its input shape holds image_size (TFLite needs the static size).
+        self.from_resized = tf.function(self._from_resized, input_signature=[
+            tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32, name="images")])
+
+    @property
+    def model(self) -> keras.Model:
+        return self._network.model
+
+    @tf.function(input_signature=[ENCODED])
+    def from_bytes(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Encoded JPEG, PNG, BMP, GIF or WebP files (EXIF orientation applied) -> predictions."""
+        pixels = tf.map_fn(lambda contents: reader.resize(reader.decode(contents), self.image_size), images,
+                           fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.float32))
+        return self._classify(pixels)
+
+    @tf.function(input_signature=[PIXELS])
+    def from_pixels(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Decoded RGB images, 0-255 values, any height and width (resized here as the reader does) -> predictions."""
+        return self._classify(reader.resize(images, self.image_size))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def from_uint8(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """from_pixels for uint8 images."""
+        return self._classify(reader.resize(images, self.image_size))
+
+    def _from_resized(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """0-255 images already at image_size x image_size (the caller resized them) -> predictions.
+
+        What the TFLite files are converted from: TFLite has no kernel for the antialiased
+        resize (ScaleAndTranslate) nor for decoding, so they take resized pixels. The
+        scaling is reader.resize's last step ([0, 255] -> [0, 1]) without the resize.
+        """
+        return self._classify(tf.clip_by_value(images / 255.0, 0.0, 1.0))
+
+    def _classify(self, resized: tf.Tensor) -> Dict[str, tf.Tensor]:
+        """Images in [0, 1] at image_size -> the network's probabilities in inference mode, and the top k."""
+        inputs = reader.normalise(resized, tf.constant(self.mean), tf.constant(self.std))
+        logits = tf.cast(self.model(inputs, training=False), tf.float32)
+        probabilities = tf.nn.softmax(logits)
+        scores, indices = tf.math.top_k(probabilities, k=self.k)
+        return {"probabilities": probabilities, "classes": indices,
+                "labels": tf.gather(tf.constant(self.class_names), indices), "scores": scores}
+
+    def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
+        """The SavedModel signatures: serving_default (encoded files), serving_pixels, _uint8 and _resized."""
+        return {"serving_default": self.from_bytes.get_concrete_function(),
+                "serving_pixels": self.from_pixels.get_concrete_function(),
+                "serving_uint8": self.from_uint8.get_concrete_function(),
+                "serving_resized": self.from_resized.get_concrete_function()}
+
+
+class _Untracked:
+    """Holds an object out of TensorFlow's tracking (a tf.Module saves what its attributes track)."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+def keras_model(model: keras.Model, image_size: int, mean: Sequence[float], std: Sequence[float]) -> keras.Model:
+    """Built-in layers only: 0-255 images at image_size -> Rescaling, Normalization, the network, softmax.
+
+    The network's weights are copied, so the returned model does not share a variable
+    with `model`.
+    """
+    inputs = keras.Input((image_size, image_size, 3), dtype="float32", name="images")
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
+    x = keras.layers.Normalization(mean=list(mean), variance=[float(s) ** 2 for s in std], name="normalise")(x)
+    logits = _flattened(model, x)
+    probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
+    return keras.Model(inputs, probabilities, name=model.name)
+
+
+def _builtin(layer: keras.layers.Layer) -> bool:
+    return type(layer).__module__.startswith("keras.")
+
+
+class _Copies:
+    """Copies of built-in layers under names unique in the model (their variables' path, '/' -> '_')."""
+
+    def __init__(self):
+        self.pairs: List = []
+        self.names: set = set()
+
+    def copy(self, layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization) and not isinstance(config["momentum"], numbers.Number):
+            config["momentum"] = float(keras.ops.convert_to_numpy(layer.momentum))  # batchnorm's shared variable
+        base = layer.weights[0].path.rsplit("/", 1)[0].replace("/", "_") if layer.weights else layer.name
+        name, n = base, 0
+        while name in self.names:
+            n += 1
+            name = f"{base}_{n}"
+        self.names.add(name)
+        config["name"] = name
+        new = type(layer).from_config(config)
+        self.pairs.append((layer, new))
+        return new
+
+
+def _flattened(model: keras.Model, inputs) -> keras.KerasTensor:
+    """`model` applied to `inputs` as a graph of built-in layers and Keras ops, in inference mode.
+
+    Each layer of worklab's own classes is inlined by running its `call` on the symbolic
+    tensors, so the network's code decides the graph and nothing is written twice here;
+    each built-in layer it calls is replaced by a copy with the same weights. Layer.__call__
+    is swapped for the duration of the trace and put back.
+    """
+    copies = _Copies()
+    original = keras.layers.Layer.__call__
+
+    def call(layer, *args, **kwargs):
+        if _builtin(layer):
+            return original(copies.copy(layer), *args, **kwargs)
+        kwargs["training"] = False
+        return layer.call(*args, **kwargs)
+
+    keras.layers.Layer.__call__ = call
+    try:
+        outputs = model._run_through_graph(
+            inputs, operation_fn=lambda op: (lambda *a, **k: call(op, *a, **k))
+            if isinstance(op, keras.layers.Layer) else op)
+    finally:
+        keras.layers.Layer.__call__ = original
+    for old, new in copies.pairs:
+        new.set_weights(old.get_weights())
+    return outputs
+
+
+TFLITE_SIGNATURE = "serving_resized"
+
+
+def tflite(saved_model: Path, quantize: bool) -> tuple:
+    """The SavedModel's serving_resized signature as a TFLite flatbuffer: (bytes, op sets used).
+
+    Not serving_pixels: its antialiased resize (ScaleAndTranslate) is neither a TFLite
+    built-in nor a select TF op, so the converter refuses it. TFLite's built-in ops are
+    tried first; select TF ops (the Flex delegate) only when they do not suffice.
+    """
+    def convert(select: bool) -> bytes:
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[TFLITE_SIGNATURE])
+        if select:
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        if quantize:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        return converter.convert()
+
+    try:
+        return convert(False), "builtins"
+    except Exception:  # the converter raises ConverterError for ops outside the built-in set
+        return convert(True), "builtins+select_tf_ops"
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def files_in(folder: Path) -> Iterator[Path]:
+    return (p for p in sorted(Path(folder).rglob("*")) if p.is_file())
