@@ -130,8 +130,7 @@ def test_each_file_is_checked_and_a_bad_one_named_with_its_reason(tmp_path):
     cut.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
     text = tmp_path / "text.jpg"
     text.write_text("hello")
-    problems = list(predictions.check([str(good), str(cut), str(text), str(tmp_path / "gone.png"), str(tmp_path)],
-                                      ahead=2))
+    problems = predictions.check([str(good), str(cut), str(text), str(tmp_path / "gone.png"), str(tmp_path)])
     assert problems[0] is None
     assert problems[1].startswith("not a readable image")
     assert "no known image format" in problems[2]
@@ -169,6 +168,28 @@ def test_a_batch_the_classifier_refuses_is_classified_one_image_at_a_time():
     out = list(_classify_batch(tf, classify, np.array([4, 7, 9]), tf.constant([b"ok", b"bad", b"ok"])))
     assert [(i, error is None) for i, _, error in out] == [(4, True), (7, False), (9, True)]
     assert "Unknown image file format" in out[1][2]
+
+
+def test_files_are_classified_in_order_across_chunks_with_bad_ones_named(tmp_path):
+    from worklab.schedules.predict import ClassNames, classify_files
+
+    paths = [str(image(tmp_path / f"{i}.png", (i * 20, 0, 0))) for i in range(7)]
+    (tmp_path / "3.png").write_text("not an image")
+    paths.append(str(tmp_path / "gone.png"))
+
+    def classify(images):  # class 0 or 1 by the file's length, to have outputs to learn names from
+        n = len(images.numpy())
+        sizes = np.array([[len(x) % 2] for x in images.numpy()], np.int32)
+        return {"probabilities": np.full((n, 2), 0.5, np.float32), "classes": sizes,
+                "labels": np.where(sizes == 0, b"even", b"odd"), "scores": np.full((n, 1), 0.5, np.float32)}
+
+    names = ClassNames()
+    results, probabilities = classify_files(classify, paths, batch_size=2, classes=names, chunk=3)
+    assert [error is None for _, _, error in results] == [True, True, True, False, True, True, True, False]
+    assert "no known image format" in results[3][2] and results[7][2] == "file does not exist"
+    assert sorted(probabilities) == [0, 1, 2, 4, 5, 6]
+    assert all(labels and labels[0] in ("even", "odd") for labels, _, error in results if error is None)
+    assert set(names.index()) <= {"even", "odd"} and names.index()
 
 
 # End to end ------------------------------------------------------------------------------------------

@@ -20,12 +20,10 @@ import io
 import json
 import logging
 import os
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from worklab.atomic import write_text
 from worklab.errors import UserError
@@ -119,12 +117,8 @@ def _folder(root: Path) -> Source:
     return Source(str(root), FOLDER, paths, None, others)
 
 
-def check(paths: Sequence[str], threads: int = 8, ahead: int = 256) -> Iterator[Optional[str]]:
-    """Each file's problem, or None when it reads as an image (imagelist's check), in order, as they come.
-
-    The files are checked in threads up to `ahead` files in front of the one asked for, so a
-    consumer classifies the first images while later ones are still being checked.
-    """
+def check(paths: Sequence[str], threads: int = 8) -> List[Optional[str]]:
+    """Each file's problem, or None when it reads as an image (imagelist's check, in threads)."""
     def problem(path: str) -> Optional[str]:
         if not os.path.exists(path):
             return "file does not exist"
@@ -133,12 +127,7 @@ def check(paths: Sequence[str], threads: int = 8, ahead: int = 256) -> Iterator[
         return _image_problem(path)
 
     with _pil_limit_lifted(), ThreadPoolExecutor(max_workers=threads) as pool:
-        remaining = iter(paths)
-        window = deque(pool.submit(problem, path) for path in islice(remaining, ahead))
-        while window:
-            yield window.popleft().result()
-            for path in islice(remaining, 1):
-                window.append(pool.submit(problem, path))
+        return list(pool.map(problem, paths))
 
 
 @dataclass

@@ -9,7 +9,7 @@ The sections, as the log shows them:
 1. the images: a list file, a class-folder tree or a folder (worklab.predictions);
 2. the classifier: schedule.run (its config, then the best or latest checkpoint, or
    schedule.step, through Parts.restore_for_inference) or schedule.model;
-3. each file checked in threads, a few hundred files ahead of the reading; a file that
+3. each file checked in threads, a chunk of files ahead of the reading; a file that
    is missing or does not read as an image gets a row with its reason, and is never read
    by TensorFlow;
 4. the others read in parallel by tf.data, batched and prefetched; a batch the
@@ -24,8 +24,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from worklab.progress import Progress
 
 log = logging.getLogger("worklab")
 
+CHUNK = 2048  # files checked ahead of the reading: a pipeline restart per chunk costs one batch's prefetch
 Classify = Callable[[object], Dict[str, np.ndarray]]  # encoded image files (tf.string [N]) -> outputs as numpy
 
 
@@ -49,8 +51,8 @@ def run(parts) -> Dict:
     source = source.for_classes(classes.names) if classes.complete else source
     start = time.perf_counter()
     r = parts.cfg.reader
-    results, probabilities = classify_files(classify, source.paths, check(source.paths),
-                                            r.test_batch_size or r.batch_size, parts.stop, classes)
+    results, probabilities = classify_files(classify, source.paths, r.test_batch_size or r.batch_size,
+                                            parts.stop, classes)
     seconds = time.perf_counter() - start
     rows = [Row(path, *result, source.labels[i] if source.labels else None)
             for i, (path, result) in enumerate(zip(source.paths, results))]
@@ -164,52 +166,56 @@ def _refuse_own_folder(parts, run: Path, key: str) -> None:
 
 # Reading and classifying -------------------------------------------------------------------------
 
-def classify_files(classify: Classify, paths: List[str], problems: Iterable[Optional[str]], batch_size: int,
-                   stop=None, classes: Optional[ClassNames] = None
+def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=None,
+                   classes: Optional[ClassNames] = None, check_files: Callable = check, chunk: int = CHUNK
                    ) -> Tuple[List[Tuple[List[str], List[float], Optional[str]]], Dict[int, np.ndarray]]:
     """(labels, scores, error) for every path, in order, and each classified image's probabilities by index.
 
-    `problems` gives each file's problem in order (`check`, consumed as the reading goes, so
-    checking runs ahead of classifying); a file with a problem is not read. `stop` (a
-    StopRequest) ends the loop between batches with Interrupted; `classes` learns names from
-    the outputs.
+    The paths go in chunks: while one chunk is read and classified, the next is checked
+    (`check_files`) in threads, so a large folder starts at once and the check uses what
+    the network leaves of the CPU. A file with a problem is not read. `stop` (a
+    StopRequest) ends the loop between batches with Interrupted; `classes` learns names
+    from the outputs.
     """
     import tensorflow as tf
 
     unread = "cannot be read any more (changed or removed after the check)"  # what the pipeline dropped
     results: List = [([], [], unread) for _ in paths]
     probabilities: Dict[int, np.ndarray] = {}
-
-    def readable():  # runs in a tf.data thread; files with a problem get their row here
-        for i, problem in enumerate(problems):
-            if problem is None:
-                yield i, paths[i]
-            else:
-                results[i] = ([], [], problem)
-
     bar = Progress(len(paths), unit="image")
-    for indices, images in _batches(tf, readable, batch_size):
-        if stop:
-            bar.break_line()
-            raise Interrupted(stop.signal, len(probabilities), None)
-        for index, output, error in _classify_batch(tf, classify, indices.numpy(), images):
-            if error:
-                results[index] = ([], [], error)
-            else:
-                results[index] = ([label.decode() for label in output["labels"]], output["scores"].tolist(), None)
-                probabilities[index] = output["probabilities"]
-                if classes is not None:
-                    classes.learn(output["classes"], output["labels"])
-        bar.update(int(indices[-1].numpy()) + 1)
+    starts = range(0, len(paths), chunk)
+    with ThreadPoolExecutor(max_workers=1) as ahead:
+        checking = ahead.submit(check_files, paths[:chunk])
+        for start in starts:
+            problems = checking.result()
+            if start + chunk < len(paths):
+                checking = ahead.submit(check_files, paths[start + chunk:start + 2 * chunk])
+            todo = [start + j for j, problem in enumerate(problems) if problem is None]
+            for j, problem in enumerate(problems):
+                if problem is not None:
+                    results[start + j] = ([], [], problem)
+            for indices, images in _batches(tf, [paths[i] for i in todo], todo, batch_size) if todo else ():
+                if stop:
+                    bar.break_line()
+                    raise Interrupted(stop.signal, len(probabilities), None)
+                for index, output, error in _classify_batch(tf, classify, indices.numpy(), images):
+                    if error:
+                        results[index] = ([], [], error)
+                    else:
+                        results[index] = ([label.decode() for label in output["labels"]],
+                                          output["scores"].tolist(), None)
+                        probabilities[index] = output["probabilities"]
+                        if classes is not None:
+                            classes.learn(output["classes"], output["labels"])
+                bar.update(int(indices[-1].numpy()) + 1)
     bar.update(len(paths))
     bar.break_line()
     return results, probabilities
 
 
-def _batches(tf, readable: Callable[[], Iterator[Tuple[int, str]]], batch_size: int):
+def _batches(tf, paths: List[str], indices: List[int], batch_size: int):
     """(indices, file bytes) batches read in parallel; a file that fails to read is dropped, not fatal."""
-    data = tf.data.Dataset.from_generator(readable, output_signature=(tf.TensorSpec([], tf.int64),
-                                                                      tf.TensorSpec([], tf.string)))
+    data = tf.data.Dataset.from_tensor_slices((tf.constant(indices, tf.int64), tf.constant(paths, tf.string)))
     return (data.map(lambda i, path: (i, tf.io.read_file(path)), num_parallel_calls=tf.data.AUTOTUNE,
                      deterministic=True)
             .ignore_errors().batch(batch_size).prefetch(tf.data.AUTOTUNE))
