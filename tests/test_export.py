@@ -235,3 +235,22 @@ def test_bad_input_exits_2_naming_the_path_or_key_and_exports_nothing(trained, t
     result = export(tmp_path / "nothing")
     assert result.returncode == 2 and "is not a run folder" in result.stderr and "nothing" in result.stderr
     assert not (tmp_path / "nothing").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_export_leaves_no_partial_folder_and_the_previous_export_intact(tmp_path, data_dir, monkeypatch):
+    """A failure part-way (here the TFLite conversion) removes the temporary folder; step-N stays as it was."""
+    run = tmp_path / "run"
+    app.run(compose(["schedule=train", "schedule.steps=4"], run, data_dir))
+    cfg = compose(["schedule=test"], run, data_dir)
+    app.run(dataclasses.replace(cfg, schedule=ExportSchedule()))
+    before = contents(run / "export")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("conversion failed")
+
+    monkeypatch.setattr("worklab.export.tflite", broken)
+    with pytest.raises(RuntimeError, match="conversion failed"):
+        app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["saved_model", "tflite"])))
+    assert contents(run / "export") == before
+    assert [p.name for p in (run / "export").iterdir()] == ["step-4"]
