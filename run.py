@@ -7,6 +7,7 @@ Exit codes: 0 finished, 1 the run failed, 2 bad input refused (the run folder is
 as it was), 130 / 143 stopped by Ctrl-C / SIGTERM (resume to continue).
 """
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -47,12 +48,20 @@ def main(cfg) -> float | None:
             raise
         sys.exit(EXIT_FAILED)
     except Interrupted as stop:
+        ignore_stop_signals()
         log.warning("%s; continue with: python run.py resume=%s", stop.describe(), cfg.run_dir)
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:  # a second Ctrl-C stops at once, without saving
+        ignore_stop_signals()
         log.warning("stopped at once by a second Ctrl-C; continue from the last checkpoint with: "
                     "python run.py resume=%s", cfg.run_dir)
         sys.exit(130)
+
+
+def ignore_stop_signals() -> None:
+    """The stop is handled: a further Ctrl-C while TensorFlow shuts down must not change the exit code."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def record_failure(error: UserError) -> None:
