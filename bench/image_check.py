@@ -78,7 +78,7 @@ def main() -> None:
             rows = [[name, f"{common.median(v):.3f}", common.spread(v), f"{1000 * common.median(v) / count:.2f}",
                      common.ratio(common.median(v), base)]
                     for name, v in results.items() if not name.startswith("_")]
-            print(common.table(["check", "seconds", "min-max", "ms per image", "vs header only"], rows))
+            common.table(["check", "seconds", "min-max", "ms per image", "vs header only"], rows)
             print(common.others_summary(results))
 
 
