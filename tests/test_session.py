@@ -132,3 +132,13 @@ def test_checkpoints_a_live_watcher_has_not_tested_are_kept(tmp_path, data_dir):
     watchers.stop_heartbeat(run)  # a watcher that is gone pins nothing
     train(run, data_dir, 10, "schedule.keep=1")
     assert steps() == [10]
+
+
+def test_a_run_config_reads_outside_the_job_that_wrote_it(tmp_path):
+    from worklab.config import TestSchedule, load_run_config
+
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text(
+        "run_dir: ${hydra:runtime.output_dir}\nnetwork: {depth: 34}\nschedule: {steps: 3}\n")
+    cfg = load_run_config(tmp_path, TestSchedule(step=2))
+    assert cfg.network.depth == 34 and cfg.run_dir == str(tmp_path) and cfg.schedule.step == 2

@@ -26,8 +26,8 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from worklab import runfolder
-from worklab.config import (Config, ExportSchedule, InspectSchedule, RecalibrateSchedule, TestSchedule,
-                            TrainingSchedule, to_plain)
+from worklab.config import (ExportSchedule, InspectSchedule, RecalibrateSchedule, TestSchedule, TrainingSchedule,
+                            saved_config, to_plain)
 from worklab.errors import UserError
 
 # The keys that decide which variables a checkpoint holds and in what shape.
@@ -88,9 +88,7 @@ def target_folder(overrides: List[str]) -> Optional[Path]:
 
 def check_same_checkpoint_keys(folder: Path, cfg) -> None:
     """Refuse settings under which the run's checkpoints would not fit, naming each key and both values."""
-    saved = OmegaConf.to_container(OmegaConf.load(folder / ".hydra" / "config.yaml"), resolve=False)
-    run = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in saved.items()
-                                                         if k not in ("schedule", "run_dir")})
+    run = saved_config(folder)
     differ = []
     for key in CHECKPOINT_KEYS:
         before, now = _value(run, key), _value(cfg, key)

@@ -493,14 +493,23 @@ def with_value(cfg: Config, key: str, value: Any) -> Config:
     return OmegaConf.to_object(node)
 
 
-def load_run_config(run_dir: Path, schedule: ScheduleConfig) -> Config:
-    """The config a run folder was started with, with `schedule` in place of its own schedule."""
+def saved_config(run_dir: Path):
+    """The config a run folder was started with, on the schema, less its schedule and folder (a DictConfig).
+
+    Read without resolving: the saved `run_dir` refers to Hydra's runtime, which only the
+    job that wrote it had.
+    """
     saved_file = Path(run_dir) / ".hydra" / "config.yaml"
     if not saved_file.is_file():
         raise UserError(f"{run_dir} is not a run folder: {saved_file} does not exist.")
-    saved = OmegaConf.load(saved_file)
-    node = OmegaConf.merge(OmegaConf.structured(Config),
+    saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
+    return OmegaConf.merge(OmegaConf.structured(Config),
                            {k: v for k, v in saved.items() if k not in ("schedule", "run_dir")})
+
+
+def load_run_config(run_dir: Path, schedule: ScheduleConfig) -> Config:
+    """The config a run folder was started with, with `schedule` in place of its own schedule."""
+    node = saved_config(run_dir)
     node.schedule = OmegaConf.structured(schedule)
     node.run_dir = str(run_dir)
     return OmegaConf.to_object(node)
