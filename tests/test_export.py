@@ -254,3 +254,17 @@ def test_a_failed_export_leaves_no_partial_folder_and_the_previous_export_intact
         app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["saved_model", "tflite"])))
     assert contents(run / "export") == before
     assert [p.name for p in (run / "export").iterdir()] == ["step-4"]
+
+
+@pytest.mark.slow
+def test_the_default_step_is_the_runs_best_when_it_has_one(trained):
+    """patience and hyper write best.json; export (like predict) takes that step, not the latest."""
+    run = trained[0]
+    (run / "best.json").write_text(json.dumps({"step": 4, "loss": 1.0, "accuracy": 0.5}))
+    try:
+        result = export(run, "schedule.formats=[saved_model]")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "exported step 4" in result.stdout
+        assert json.loads((run / "export" / "step-4" / "export.json").read_text())["step"] == 4
+    finally:
+        (run / "best.json").unlink()
