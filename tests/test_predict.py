@@ -340,6 +340,11 @@ def test_the_exported_model_gives_the_rows_of_its_run(trained, tmp_path):
     assert evaluations[0]["accuracy"] == evaluations[1]["accuracy"]
     assert evaluations[1]["model"] == str(model / "saved_model")
 
+    alone = shutil.copytree(model / "saved_model", tmp_path / "alone" / "saved_model")  # no export.json beside it
+    predict(tmp_path / "from_alone", f"schedule.model={alone}", f"schedule.images={test_list}")
+    rows = predictions.read_csv(tmp_path / "from_alone" / "predictions.csv")
+    assert [r["label_1"] for r in rows] == [r["label_1"] for r in from_model]  # names from the model's outputs
+
 
 @pytest.mark.slow
 def test_bad_input_is_refused_with_exit_2_naming_it_and_the_run_is_left_alone(trained, tmp_path, export_module):
