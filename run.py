@@ -49,7 +49,8 @@ def main(cfg) -> float | None:
         sys.exit(EXIT_FAILED)
     except Interrupted as stop:
         ignore_stop_signals()
-        log.warning("%s; continue with: python run.py resume=%s", stop.describe(), cfg.run_dir)
+        log.warning("%s", stop.describe() if stop.note else
+                    f"{stop.describe()}; continue with: python run.py resume={cfg.run_dir}")
         sys.exit(128 + stop.signum)
     except KeyboardInterrupt:  # a second Ctrl-C stops at once, without saving
         ignore_stop_signals()

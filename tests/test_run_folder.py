@@ -219,3 +219,26 @@ def test_run_name_gives_a_folder_that_the_same_command_continues(tmp_path, data_
     longer = run_py([*command, "schedule.steps=6"], tmp_path)
     assert longer.returncode == 0 and "train steps 5-6" in longer.stdout
     assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["baseline"]
+
+
+def test_predict_and_watch_refuse_resume_and_leave_the_run_alone(run):
+    before = contents(run)
+    for schedule in (["schedule=predict", f"schedule.run={run}", f"schedule.images={run}"],
+                     ["schedule=watch", f"schedule.run={run}"]):
+        result = run_py([*schedule, f"resume={run}"], run.parent)
+        assert result.returncode == 2 and "drop resume=" in result.stderr, result.stdout + result.stderr
+    assert contents(run) == before
+
+
+def test_a_watcher_stopped_by_sigterm_says_what_it_tested(run, tmp_path):
+    (run / "summary.json").write_text(json.dumps({"status": "running"}))  # as if training went on
+    watcher = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "schedule=watch", f"schedule.run={run}",
+                                "schedule.poll=0.2", f"hydra.run.dir={tmp_path / 'w'}"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in watcher.stdout:
+        if "test step 6" in line:  # every checkpoint tested; now it waits for more
+            watcher.send_signal(signal.SIGTERM)
+            break
+    output = watcher.communicate(timeout=120)[0]
+    assert watcher.returncode == 128 + signal.SIGTERM, output
+    assert "the watcher stopped" in output and "Traceback" not in output

@@ -9,6 +9,7 @@ leaves an existing run folder byte for byte as it was:
 - in a run folder that has checkpoints, the keys that decide what a checkpoint holds
   (the network, its lr_mult rules, the optimizer) must be the run's: each that differs
   is named with both values;
+- predict and watch, which write into a folder of their own, refuse `resume=`;
 - a schedule that trains takes the folder's lock now (worklab.runfolder); one that
   only reads a run (test, inspect, recalibrate, export) runs with `hydra.output_subdir=null`,
   so the run's saved config, and with it what a plain `resume=` does, stays the run's;
@@ -26,14 +27,15 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from worklab import runfolder
-from worklab.config import (ExportSchedule, InspectSchedule, RecalibrateSchedule, TestSchedule, TrainingSchedule,
-                            saved_config, to_plain)
+from worklab.config import (ExportSchedule, InspectSchedule, PredictSchedule, RecalibrateSchedule, TestSchedule,
+                            TrainingSchedule, WatchSchedule, saved_config, to_plain)
 from worklab.errors import UserError
 
 # The keys that decide which variables a checkpoint holds and in what shape.
 CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.depth", "network.width",
                    "network.layout", "network.conv_bias", "network.lr_mult", "optimizer.name")
 READERS = (TestSchedule, InspectSchedule, RecalibrateSchedule, ExportSchedule)  # keep a run's saved config
+OWN_FOLDER = (PredictSchedule, WatchSchedule)  # read another run, write into a job folder of their own
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion",
               "-sc", "--resolve", "--package", "-p")
 
@@ -60,6 +62,10 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
     folder = target_folder(overrides)
     cfg = _compose(overrides, config_dir, folder)
     plain = to_plain(cfg)
+    if isinstance(plain.schedule, OWN_FOLDER) and _resumes(overrides):
+        name = "predict" if isinstance(plain.schedule, PredictSchedule) else "watch"
+        raise UserError(f"schedule={name} reads the run named by schedule.run (or schedule.model) and writes "
+                        f"into a folder of its own: drop resume=, e.g. schedule.run={folder}.")
     if folder is None:
         return Prepared(argv)
     run_config = folder / ".hydra" / "config.yaml"

@@ -35,16 +35,24 @@ class NonFiniteLoss(RunFailed):
 
 
 class Interrupted(Exception):
-    """Training stopped on SIGINT or SIGTERM; `saved` is the step of the last checkpoint (None if there is none)."""
+    """A schedule stopped on SIGINT or SIGTERM.
 
-    def __init__(self, signum: int, step: int, saved: Optional[int]):
+    For training, `step` is the step reached and `saved` the step of the last checkpoint
+    (None if there is none), and a resume continues. A schedule that trains nothing
+    (watch, predict) says what it did and how to go on in `note` instead.
+    """
+
+    def __init__(self, signum: int, step: int, saved: Optional[int] = None, note: Optional[str] = None):
         super().__init__(f"stopped by signal {signum} at step {step}")
         self.signum = signum
         self.step = step
         self.saved = saved
+        self.note = note
 
     def describe(self) -> str:
-        """What the user has: the step reached and the checkpoint a resume starts from."""
+        """What the user has: the step reached and the checkpoint a resume starts from (or the note)."""
+        if self.note:
+            return self.note
         if self.saved is None:
             return f"stopped at step {self.step} before any checkpoint was saved"
         if self.saved == self.step:

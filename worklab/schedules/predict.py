@@ -197,7 +197,9 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
             for indices, images in _batches(tf, [paths[i] for i in todo], todo, batch_size) if todo else ():
                 if stop:
                     bar.break_line()
-                    raise Interrupted(stop.signal, len(probabilities), None)
+                    raise Interrupted(stop.signal, len(probabilities),
+                                      note=f"stopped after classifying {len(probabilities)} of {len(paths)} images; "
+                                           "nothing was written: run the same command again")
                 for index, output, error in _classify_batch(tf, classify, indices.numpy(), images):
                     if error:
                         results[index] = ([], [], error)

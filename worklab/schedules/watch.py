@@ -52,7 +52,9 @@ def run(parts) -> Dict:
                 break
             time.sleep(s.poll)
     if parts.stop:
-        raise Interrupted(parts.stop.signal, last.get("step", 0))
+        raise Interrupted(parts.stop.signal, last.get("step", 0),
+                          note=f"the watcher stopped; the steps it tested are in {watchers.folder(watched)}: "
+                               "run the same command to test the rest")
     return last
 
 
