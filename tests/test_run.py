@@ -89,14 +89,16 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     run = tmp_path / "run"
     result = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "optimizer=sgd",
                      "schedule.save_every=1", "schedule.stages=[{lr: 1e30, steps: 10}]"], tmp_path)
-    assert result.returncode == 2
+    assert result.returncode == 1  # a failed run, not bad input
     assert "became NaN or infinite at step 2" in result.stdout
     assert "the last good checkpoint is step 1" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
     assert [p.name for p in (run / "checkpoints").glob("ckpt-*.index")] == ["ckpt-1.index"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "NaN or infinite" in summary["error"]
 
 
-@pytest.mark.parametrize("flags, shown", [(["--help"], "schedule: fixed, hyper, inspect, patience, recalibrate, test, train, watch"),
+@pytest.mark.parametrize("flags, shown", [(["--help"], "schedule: export, fixed, hyper, inspect, patience, predict, recalibrate, test, train, watch"),
                                           (["--cfg", "job"], "depth: 18")])
 def test_help_and_cfg_answer_without_importing_tensorflow(tmp_path, flags, shown):
     args = ["-X", "importtime", str(ROOT / "run.py"), *flags]

@@ -40,6 +40,7 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_logits(bfl
 
 def test_xla_compiles_the_train_and_test_steps(bfloat16_and_xla):
     parts = bfloat16_and_xla
+    parts.restore()
     scalars = parts.trainer.train(2)
     assert scalars["step"] == 2 and math.isfinite(scalars["loss"])
     images, labels = next(iter(parts.reader.test(parts.test_images)))

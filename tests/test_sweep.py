@@ -58,7 +58,7 @@ def test_a_failing_job_is_marked_and_the_others_finish(tmp_path, data_dir):
     statuses = {name.split("optimizer.lr=")[1].split(",")[0]: s["status"] for name, s in found.items()}
     assert statuses == {"0.05": "finished", "-1": "failed", "0.01": "finished"}
     failed = next(s for s in found.values() if s["status"] == "failed")
-    assert "optimizer.lr=-1.0 must be greater than 0" in failed["error"]
+    assert "optimizer.lr=-1.0 must be a finite number greater than 0" in failed["error"]
 
 
 def test_named_sweep_killed_in_its_second_job_resumes_without_retraining_the_first(tmp_path, data_dir):
