@@ -16,7 +16,7 @@ from worklab import runfolder, runtime
 from worklab.command import saved_overrides
 from worklab.config import (Config, ExportSchedule, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule,
                             PredictSchedule, RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, hparams)
-from worklab.errors import RunFailed, UserError
+from worklab.errors import RunFailed
 from worklab.interrupt import StopRequest
 from worklab.summary import Summary, tracked
 

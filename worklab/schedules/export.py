@@ -35,7 +35,7 @@ TEST_KEYS = ("loss", "accuracy", "top_k", "top_k_accuracy", "count")
 
 def run(parts) -> Dict:
     """Restore the chosen checkpoint, write every format asked for, and return export.json's contents."""
-    cfg, s = parts.cfg, parts.cfg.schedule
+    s = parts.cfg.schedule
     start = time.monotonic()
     _check_step(parts.run_dir, s.step)
     step = parts.restore_for_inference(s.step)
