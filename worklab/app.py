@@ -15,7 +15,8 @@ from typing import Dict
 from worklab import runfolder, runtime
 from worklab.command import saved_overrides
 from worklab.config import (Config, ExportSchedule, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule,
-                            PredictSchedule, RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, hparams)
+                            PredictSchedule, RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, WRITERS,
+                            hparams)
 from worklab.errors import RunFailed
 from worklab.interrupt import StopRequest
 from worklab.summary import Summary, tracked
@@ -25,7 +26,6 @@ log = logging.getLogger("worklab")
 SCHEDULES = {TrainSchedule: "train", TestSchedule: "test", FixedSchedule: "fixed", PatienceSchedule: "patience",
              HyperSchedule: "hyper", WatchSchedule: "watch", InspectSchedule: "inspect",
              RecalibrateSchedule: "recalibrate", ExportSchedule: "export", PredictSchedule: "predict"}
-WRITERS = (TrainSchedule, FixedSchedule, PatienceSchedule, HyperSchedule, RecalibrateSchedule)
 SUMMARISED = (TrainSchedule, FixedSchedule, PatienceSchedule, HyperSchedule)  # they own summary.json
 
 

@@ -27,8 +27,8 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from worklab import runfolder
-from worklab.config import (ExportSchedule, InspectSchedule, PredictSchedule, RecalibrateSchedule, TestSchedule,
-                            TrainingSchedule, WatchSchedule, saved_config, to_plain)
+from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, PredictSchedule, RecalibrateSchedule,
+                            TestSchedule, WatchSchedule, saved_config, to_plain)
 from worklab.errors import UserError
 
 # The keys that decide which variables a checkpoint holds and in what shape.
@@ -73,7 +73,7 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
         check_same_checkpoint_keys(folder, cfg)
     if isinstance(plain.schedule, READERS) and _resumes(overrides):
         argv = argv + ["hydra.output_subdir=null"]
-    if not isinstance(plain.schedule, (TrainingSchedule, RecalibrateSchedule)):
+    if not isinstance(plain.schedule, WRITERS):
         return Prepared(argv)
     snapshot = runfolder.Snapshot.take(folder)
     runfolder.lock(folder)

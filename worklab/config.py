@@ -377,6 +377,10 @@ class PredictSchedule(ScheduleConfig):
                                                             "an exported model has one step already.")
 
 
+# The schedules that write checkpoints into their run folder, so hold its lock; the others only read a run.
+WRITERS = (TrainingSchedule, RecalibrateSchedule)
+
+
 @dataclass
 class RuntimeConfig:
     """How TensorFlow runs: set before the first TensorFlow import."""
