@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from worklab import export
-from worklab.atomic import write_json
+from worklab.atomic import umask, write_json
 from worklab.errors import UserError
 from worklab.session import listed_steps
 
@@ -127,7 +127,7 @@ def _test_statistics(run_dir: Path, step: int):
 
 def _replace(tmp: Path, final: Path) -> None:
     """Put the complete export in place; an earlier export of the same step is swapped out, then deleted."""
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's folder is owner-only
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp's folder is owner-only
     old = None
     if final.exists():
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -135,12 +135,6 @@ def _replace(tmp: Path, final: Path) -> None:
     os.rename(tmp, final)
     if old:
         shutil.rmtree(old)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _size(path: Path) -> str:
