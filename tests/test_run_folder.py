@@ -77,7 +77,7 @@ def test_two_runs_started_in_one_folder_at_once_do_not_mix(tmp_path, data_dir):
     outputs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 2], outputs
-    assert any("is in use by process" in err for _, err in outputs)
+    assert any("is in use by" in err for _, err in outputs), outputs
     saved = [line for line in (run / "run.log").read_text().splitlines() if "saved checkpoint" in line]
     assert len(saved) == 20  # one writer: checkpoints 2, 4, ..., 40, each once
 
@@ -242,3 +242,12 @@ def test_a_watcher_stopped_by_sigterm_says_what_it_tested(run, tmp_path):
     output = watcher.communicate(timeout=120)[0]
     assert watcher.returncode == 128 + signal.SIGTERM, output
     assert "the watcher stopped" in output and "Traceback" not in output
+
+
+def test_a_holder_that_has_not_written_its_name_yet_is_still_named_as_a_holder(tmp_path):
+    from worklab import runfolder
+
+    (tmp_path / ".lock").write_text("")
+    assert runfolder.describe_holder(tmp_path, tries=2) == "another process that has just started"
+    (tmp_path / ".lock").write_text('{"pid": 7, "host": "h", "started": "2026-12-01 10:00:00"}')
+    assert runfolder.describe_holder(tmp_path) == "process 7 on h since 2026-12-01 10:00:00"

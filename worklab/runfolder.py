@@ -63,13 +63,19 @@ def holds_lock(run_dir: Path) -> bool:
     return Path(run_dir).resolve() in _held
 
 
-def describe_holder(run_dir: Path) -> str:
-    """'process 123 on host since 2026-11-25 10:11:12', from the lock file."""
-    try:
-        holder = json.loads((Path(run_dir) / LOCK).read_text())
-        return f"process {holder['pid']} on {holder['host']} since {holder['started']}"
-    except (OSError, ValueError, KeyError):
-        return "another process"
+def describe_holder(run_dir: Path, tries: int = 10) -> str:
+    """'process 123 on host since 2026-11-25 10:11:12', from the lock file.
+
+    A holder that has just taken the lock may not have written its name yet: look again
+    for up to a second before saying only that another process holds it.
+    """
+    for attempt in range(tries):
+        try:
+            holder = json.loads((Path(run_dir) / LOCK).read_text())
+            return f"process {holder['pid']} on {holder['host']} since {holder['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.1)
+    return "another process that has just started"
 
 
 def check_writable(run_dir: Path) -> None:
