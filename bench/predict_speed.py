@@ -6,11 +6,11 @@ the same 640 images (the demo set's drawing at 64 px, PNG files under bench/.dat
   * "predict files": what schedule=predict does per image after loading the model: every file
     checked with PIL in threads (worklab.predictions.check), read by tf.data in parallel
     (tf.io.read_file, batched, prefetched) and classified by worklab.export.Classifier.from_bytes
-    (decode, resize, normalise, network, softmax, top 5), the outputs fetched as numpy;
+    (decode, resize, the network with its preprocessing layer, softmax, top 5), the outputs fetched as numpy;
     worklab.schedules.predict.classify_files. Writing the CSV is not included.
   * "predict files, no check": the same without the PIL check, to show what the check costs.
   * "keras predict (memory)": Model.predict(x, batch_size=32) on the images already decoded,
-    resized and normalised (with worklab.reader's functions) in a float32 array: the target is
+    resized (with worklab.reader's functions) in a float32 array of 0-255 pixels: the target is
     "predict files" at >= 0.9x of this.
   * "from_bytes (memory)": Classifier.from_bytes called directly on the file bytes already read
     into memory, in batches of 32: the Classifier without files, tf.data or the check.
@@ -72,13 +72,15 @@ def setup(spec):
     from worklab.export import Classifier
     from worklab.network import build_resnet
     from worklab.predictions import find_images
+    from worklab.preprocessing import Preprocess, settings
 
     _, test_json = common.demo_set(**DEMO, seed=SEED)
     source = find_images(str(test_json))
     paths, classes = source.paths, sorted(set(source.labels))
     r = ReaderConfig()
-    model = build_resnet(NetworkConfig(depth=18, width=1.0), len(classes), IMAGE_SIZE)  # seeded: same weights
-    classifier = Classifier(model, classes, IMAGE_SIZE, r.mean, r.std, TOP_K)
+    preprocess = Preprocess("mean_std", **settings("mean_std", r.mean, r.std))
+    model = build_resnet(NetworkConfig(depth=18, width=1.0), len(classes), IMAGE_SIZE, preprocess)  # seeded
+    classifier = Classifier(model, classes, IMAGE_SIZE, TOP_K)
     files = [open(p, "rb").read() for p in paths]
     batches = [tf.constant(files[i:i + BATCH]) for i in range(0, len(files), BATCH)]
     info = {"images": len(paths), "classes": len(classes), "params": model.count_params()}
@@ -96,9 +98,7 @@ def setup(spec):
             assert not any(error for _, _, error in results), "an image failed"
             return np.stack([probabilities[i] for i in range(BATCH)])
     elif spec["kind"] == "keras":
-        mean, std = tf.constant(r.mean), tf.constant(r.std)
-        x = np.stack([reader.normalise(reader.resize(reader.decode(tf.constant(f)), IMAGE_SIZE), mean, std).numpy()
-                      for f in files])
+        x = np.stack([reader.resize(reader.decode(tf.constant(f)), IMAGE_SIZE).numpy() for f in files])
         info["array_mb"] = x.nbytes / 1e6
 
         def one_pass():

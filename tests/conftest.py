@@ -24,9 +24,9 @@ READING = ("schedule=test", "schedule=watch", "schedule=inspect", "schedule=reca
 
 def tiny(overrides: List[str]) -> List[str]:
     """TINY, less the keys the chosen parts do not read: the training cadence for a schedule that does not
-    train, the ResNet's size for a Keras model file."""
+    train, the ResNet's size for a network that is not worklab's ResNet."""
     reads = any(o in READING for o in overrides)
-    keras = "network=keras" in overrides
+    keras = any(o in ("network=keras", "network=applications", "network=saved_model") for o in overrides)
     return [o for o in TINY if not (reads and o.startswith(("schedule.log_every", "schedule.save_every")))
             and not (keras and o.startswith(("network.depth", "network.width")))]
 STAGES = "schedule.stages=[{lr: 0.05, steps: 4}, {lr: 0.005, steps: 2}]"  # for the default fixed schedule

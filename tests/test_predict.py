@@ -9,11 +9,8 @@ refused with exit 2, and the run folder byte for byte as it was.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -26,47 +23,9 @@ from worklab.config import to_plain
 from worklab.errors import UserError
 from worklab.predictions import FOLDER, LIST, TREE, Row, find_images
 
-REAL_EXPORT = importlib.util.find_spec("worklab.export") is not None  # worklab.export.Classifier
-EXPORT_SCHEDULE = importlib.util.find_spec("worklab.schedules.export") is not None  # schedule=export
-
-
-# Without worklab/export.py (written beside this work), a stand-in with the same contract -------------
-
-def _stand_in_export() -> types.ModuleType:
-    """worklab.export's contract: Classifier(model, classes, image_size, mean, std, top_k).from_bytes."""
-    import tensorflow as tf
-
-    from worklab import reader
-
-    class Classifier(tf.Module):
-        def __init__(self, model, classes, image_size, mean, std, top_k):
-            super().__init__()
-            self.model, self.names, self.size = model, [str(c) for c in classes], int(image_size)
-            self.mean, self.std, self.k = list(mean), list(std), min(int(top_k), len(classes))
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
-        def from_bytes(self, images):
-            pixels = tf.map_fn(lambda c: reader.resize(reader.decode(c), self.size), images,
-                               fn_output_signature=tf.TensorSpec([self.size, self.size, 3], tf.float32))
-            logits = self.model(reader.normalise(pixels, tf.constant(self.mean), tf.constant(self.std)),
-                                training=False)
-            probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
-            scores, indices = tf.math.top_k(probabilities, k=self.k)
-            return {"probabilities": probabilities, "classes": indices,
-                    "labels": tf.gather(tf.constant(self.names), indices), "scores": scores}
-
-    module = types.ModuleType("worklab.export")
-    module.Classifier = Classifier
-    return module
-
-
-@pytest.fixture
-def export_module(monkeypatch):
-    if not REAL_EXPORT:
-        monkeypatch.setitem(sys.modules, "worklab.export", _stand_in_export())
-
 
 # Finding the images (no TensorFlow) -----------------------------------------------------------------
+
 
 def image(path: Path, colour=(200, 30, 30), size=12) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,7 +209,7 @@ def outputs_of_the_tester(run: Path):
 
 
 @pytest.mark.slow
-def test_predict_from_a_run_gives_the_testers_probabilities_and_statistics(trained, tmp_path, export_module):
+def test_predict_from_a_run_gives_the_testers_probabilities_and_statistics(trained, tmp_path):
     run, test_list = trained
     before = contents(run)
     result = predict(tmp_path / "job", f"schedule.run={run}", f"schedule.images={test_list}")
@@ -276,7 +235,7 @@ def test_predict_from_a_run_gives_the_testers_probabilities_and_statistics(train
 
 
 @pytest.mark.slow
-def test_bad_files_get_error_rows_and_every_other_image_is_classified(trained, tmp_path, export_module):
+def test_bad_files_get_error_rows_and_every_other_image_is_classified(trained, tmp_path):
     run, test_list = trained
     folder = tmp_path / "photos"
     for src, name in zip(sorted(test_list.parent.glob("test/*/00000.png")),
@@ -305,7 +264,7 @@ def test_bad_files_get_error_rows_and_every_other_image_is_classified(trained, t
 
 
 @pytest.mark.slow
-def test_a_class_folder_tree_gives_true_labels_and_statistics(trained, tmp_path, export_module):
+def test_a_class_folder_tree_gives_true_labels_and_statistics(trained, tmp_path):
     run, test_list = trained
     tree = test_list.parent / "test"
     predict(tmp_path / "job", f"schedule.run={run}", f"schedule.images={tree}", "top_k=2")
@@ -317,7 +276,6 @@ def test_a_class_folder_tree_gives_true_labels_and_statistics(trained, tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not EXPORT_SCHEDULE, reason="needs schedule=export (worklab/schedules/export.py)")
 def test_the_exported_model_gives_the_rows_of_its_run(trained, tmp_path):
     run, test_list = trained
     copy = tmp_path / "run"
@@ -347,7 +305,7 @@ def test_the_exported_model_gives_the_rows_of_its_run(trained, tmp_path):
 
 
 @pytest.mark.slow
-def test_bad_input_is_refused_with_exit_2_naming_it_and_the_run_is_left_alone(trained, tmp_path, export_module):
+def test_bad_input_is_refused_with_exit_2_naming_it_and_the_run_is_left_alone(trained, tmp_path):
     run, test_list = trained
     before = contents(run)
     empty = tmp_path / "empty"

@@ -23,8 +23,8 @@ ON = dict(zoom=0.25, shift=0.2, brightness=0.2, contrast=0.3, rotate90=True, fli
 
 
 def config(batch_size: int = 3, augment=OFF, **kwargs) -> ReaderConfig:
-    return ReaderConfig(source="json", image_size=SIZE, batch_size=batch_size, mean=[0.0, 0.0, 0.0],
-                        std=[1.0, 1.0, 1.0], augment=AugmentConfig(**augment), **kwargs)
+    return ReaderConfig(source="json", image_size=SIZE, batch_size=batch_size, augment=AugmentConfig(**augment),
+                        **kwargs)
 
 
 def colour_of(i: int) -> Tuple[int, int, int]:
@@ -57,12 +57,15 @@ def noise_list(folder: Path, n: int) -> ImageList:
 
 
 def collect(dataset: tf.data.Dataset, steps: int = None) -> Tuple[np.ndarray, np.ndarray, List[int]]:
-    """(images, labels, batch sizes) of the first `steps` batches (all of them if None)."""
+    """(images / 255, labels, batch sizes) of the first `steps` batches (all of them if None).
+
+    The reader hands out 0-255 pixels; the tests compare them on [0, 1].
+    """
     if steps is not None:
         dataset = dataset.take(steps)
     xs, ys = [], []
     for x, y in dataset:
-        xs.append(x.numpy())
+        xs.append(x.numpy() / 255.0)
         ys.append(y.numpy())
     return np.concatenate(xs), np.concatenate(ys), [len(y) for y in ys]
 
@@ -121,13 +124,14 @@ def test_formats_decode_to_rgb_at_image_size_with_exact_colours(tmp_path):
                                    atol=tol / 255.0, err_msg=path)
 
 
-def test_normalisation_uses_mean_and_std(tmp_path):
+def test_pixels_are_0_to_255_rgb_whatever_reader_mean_and_std(tmp_path):
+    """Scaling is the network's first layer now: reader.mean and reader.std do not touch the reader's output."""
     path = tmp_path / "a.png"
     Image.new("RGB", (8, 8), (255, 0, 51)).save(path)
     cfg = ReaderConfig(source="json", image_size=SIZE, batch_size=1, mean=[0.5, 0.0, 0.1], std=[0.25, 2.0, 0.1],
                        augment=AugmentConfig(**OFF))
-    x, _, _ = collect(Reader(cfg, 0).test(ImageList("l", [str(path)], [0])))
-    np.testing.assert_allclose(x[0, 0, 0], [(1 - 0.5) / 0.25, 0.0, (0.2 - 0.1) / 0.1], atol=1e-4)
+    x, _ = next(iter(Reader(cfg, 0).test(ImageList("l", [str(path)], [0]))))
+    np.testing.assert_allclose(x.numpy()[0, 0, 0], [255.0, 0.0, 51.0], atol=1e-3)
 
 
 # EXIF orientation ----------------------------------------------------------------------------
@@ -333,7 +337,7 @@ def test_augmentation_changes_training_images(noise):
     augmented, y_aug, _ = collect(Reader(config(batch_size=5, augment=ON), seed=4).train(noise), steps=2)
     np.testing.assert_array_equal(y_plain, y_aug)  # same order: the shuffle does not depend on augmentation
     assert all(not np.allclose(p, a, atol=1e-3) for p, a in zip(plain, augmented))
-    assert augmented.min() >= 0.0 and augmented.max() <= 1.0  # clipped to [0, 1] before normalising
+    assert augmented.min() >= 0.0 and augmented.max() <= 1.0  # clipped to [0, 255]
     # without augmentation the training images equal the test images of the same files
     test_images, _, _ = collect(Reader(config(batch_size=5), seed=4).test(noise))
     for image in plain:

@@ -12,7 +12,7 @@ from worklab.config import AugmentConfig
 
 
 def augment(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    """Augment one float image in [0, 1] of shape (size, size, 3); the result has the same shape."""
+    """Augment one float image in [0, 255] of shape (size, size, 3); the result has the same shape."""
     size = tf.shape(image)[0]
     seeds = tf.random.experimental.stateless_split(seed, num=6)
     if cfg.zoom > 0:
@@ -25,7 +25,7 @@ def augment(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
         image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
         image = tf.image.stateless_random_crop(image, tf.stack([size, size, 3]), seeds[2])
     if cfg.brightness > 0:
-        image = tf.image.stateless_random_brightness(image, cfg.brightness, seeds[3])
+        image = tf.image.stateless_random_brightness(image, cfg.brightness * 255.0, seeds[3])
     if cfg.contrast > 0:
         image = tf.image.stateless_random_contrast(image, 1 - cfg.contrast, 1 + cfg.contrast, seeds[4])
     if cfg.rotate90:
@@ -33,4 +33,4 @@ def augment(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
         image = tf.image.rot90(image, turns)
     if cfg.flip:
         image = tf.image.stateless_random_flip_left_right(image, seeds[5][::-1])
-    return tf.clip_by_value(image, 0.0, 1.0)
+    return tf.clip_by_value(image, 0.0, 255.0)

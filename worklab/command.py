@@ -28,12 +28,13 @@ from omegaconf import OmegaConf
 
 from worklab import runfolder
 from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, PredictSchedule, RecalibrateSchedule,
-                            TestSchedule, WatchSchedule, saved_config, to_plain)
+                            TestSchedule, WatchSchedule, older_worklab_overrides, saved_config, to_plain)
 from worklab.errors import UserError
 
 # The keys that decide which variables a checkpoint holds and in what shape.
-CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.depth", "network.width",
-                   "network.layout", "network.conv_bias", "network.lr_mult", "optimizer.name")
+CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.arch", "network.arch_args",
+                   "network.depth", "network.width", "network.layout", "network.conv_bias", "network.lr_mult",
+                   "network.freeze", "network.preprocessing", "optimizer.name")
 READERS = (TestSchedule, InspectSchedule, RecalibrateSchedule, ExportSchedule)  # keep a run's saved config
 OWN_FOLDER = (PredictSchedule, WatchSchedule)  # read another run, write into a job folder of their own
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion",
@@ -128,8 +129,15 @@ def resume_argv(argv: List[str]) -> List[str]:
                         "Pass the folder of an earlier run, e.g. outputs/2026-11-25/10-11-12.")
     new_keys = {override_key(a) for a in given}
     replaced = lambda key: key in new_keys or key.split(".", 1)[0] in new_keys  # noqa: E731
-    saved = [o for o in saved_overrides(Path(resume[-1])) if not replaced(override_key(o))]
+    run = Path(resume[-1])
+    saved = [o for o in [*saved_overrides(run), *older_worklab_overrides(_saved_dict(run))]
+             if not replaced(override_key(o))]
     return argv[:1] + saved + argv[1:]
+
+
+def _saved_dict(run_dir: Path) -> dict:
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
 
 
 def saved_overrides(run_dir: Path) -> List[str]:

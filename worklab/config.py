@@ -11,7 +11,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING as MISSING_FIELD, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from worklab import architectures
 from worklab.errors import UserError
 
 DEPTHS = (10, 18, 34, 50, 101, 152)
@@ -29,6 +30,9 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 SOURCES = ("demo", "json", "folder")
 PRECISIONS = ("float32", "mixed_bfloat16")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
+# How a network scales the reader's 0-255 RGB images (worklab.preprocessing has the numbers).
+PREPROCESSING = ("mean_std", "torch", "caffe", "tf", "unit", "raw", "ry", "vgg")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -46,10 +50,18 @@ def _rate(key: str, value: float) -> None:
 
 def _inert(section: str, when: str, obj: Any, defaults: Any, keys: List[str]) -> None:
     """Refuse keys that would be read but do nothing in this setting (`when`), naming them."""
-    changed = [k for k in keys if getattr(obj, k) != getattr(defaults, k)]
+    changed = [k for k in keys if getattr(obj, k) != _default(defaults, k)]
     _require(not changed, f"{', '.join(f'{section}.{k}={getattr(obj, k)}' for k in changed)} "
                           f"{'has' if len(changed) == 1 else 'have'} no effect with {when}: remove "
                           f"{'it' if len(changed) == 1 else 'them'}.")
+
+
+def _default(defaults: Any, key: str) -> Any:
+    """The default of `key` in a dataclass (class or instance), default_factory fields included."""
+    if not isinstance(defaults, type):
+        return getattr(defaults, key)
+    spec = next(f for f in fields(defaults) if f.name == key)
+    return spec.default_factory() if spec.default is MISSING_FIELD else spec.default
 
 
 @dataclass
@@ -58,7 +70,7 @@ class AugmentConfig:
 
     zoom: float = 0.15  # up to this much larger before a random crop back to image_size
     shift: float = 0.1  # random shift, as a fraction of image_size
-    brightness: float = 0.1  # random brightness delta on [0, 1] pixels
+    brightness: float = 0.1  # random brightness delta, as a fraction of the 0-255 range
     contrast: float = 0.1  # contrast factor drawn from [1 - contrast, 1 + contrast]
     rotate90: bool = False  # random multiple of 90 degrees
     flip: bool = True  # random left-right flip
@@ -126,12 +138,39 @@ class LrRule:
 
 
 @dataclass
-class NetworkConfig:
-    """The network to train: a ResNet built here, or a Keras model file; classes come from the data."""
+class ArchArgs:
+    """The constructor arguments some Keras Applications take beyond the common ones; null keeps Keras' default."""
 
-    kind: str = "resnet"  # resnet | keras (network=keras: a model file with a fresh head)
-    path: Optional[str] = None  # keras: the .keras or .h5 model file
+    alpha: Optional[float] = None  # MobileNet, MobileNetV2, MobileNetV3: the width multiplier
+    depth_multiplier: Optional[int] = None  # MobileNet
+    dropout: Optional[float] = None  # MobileNet: before its (unused) top
+    minimalistic: Optional[bool] = None  # MobileNetV3
+    dropout_rate: Optional[float] = None  # MobileNetV3: before its (unused) top
+    include_preprocessing: Optional[bool] = None  # ConvNeXt, EfficientNetV2, MobileNetV3: scaling inside
+
+    def given(self) -> Dict[str, Any]:
+        """The arguments set, for the constructor."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass
+class NetworkConfig:
+    """The network to train: a ResNet built here, a Keras model file, a Keras Application or a SavedModel.
+
+    Every kind gets a fresh `head` for our classes and takes the reader's 0-255 RGB
+    images: its input preprocessing is the network's first layer (worklab.preprocessing).
+    """
+
+    kind: str = "resnet"  # resnet | keras | applications | saved_model
+    path: Optional[str] = None  # keras: the .keras or .h5 model file; saved_model: the SavedModel folder
     cut: Optional[str] = None  # keras: the layer that feeds the new head; default the one before the old head
+    arch: Optional[str] = None  # applications: a keras.applications name, e.g. EfficientNetV2B0
+    arch_args: ArchArgs = field(default_factory=lambda: ArchArgs())  # applications: {alpha: 0.35}
+    weights: Optional[str] = None  # applications: a weight file, imagenet (Keras' download and cache), or none
+    endpoint: Optional[str] = None  # saved_model: the function to call; default serve, else serving_default
+    training_endpoint: Optional[str] = None  # saved_model: the function to call in training, when it has one
+    preprocessing: Optional[str] = None  # the input scaling (see PREPROCESSING); default: the network's own
+    freeze: Optional[str] = None  # freeze every layer up to and including this one (or the last of this group)
     depth: int = 18  # 10, 18, 34 (basic blocks) or 50, 101, 152 (bottleneck blocks)
     width: float = 1.0  # channel multiplier
     weight_decay: float = 1e-4  # L2 on kernels, scaled per variable by decay_mult
@@ -143,13 +182,18 @@ class NetworkConfig:
     bn_warmup_momentum: float = 0.5
 
     def __post_init__(self) -> None:
+        _require(self.kind in NETWORK_KINDS,
+                 f"network.kind={self.kind!r} is not one of {', '.join(NETWORK_KINDS)}.")
         _require(self.depth in DEPTHS,
                  f"network.depth={self.depth} is not one of {', '.join(map(str, DEPTHS))}.")
         _positive("network.width", self.width)
-        _require(self.kind in ("resnet", "keras"), f"network.kind={self.kind!r} is not one of resnet, keras.")
-        _require(self.kind != "keras" or bool(self.path), "network=keras needs network.path=MODEL_FILE.")
+        _require(self.kind not in ("keras", "saved_model") or bool(self.path),
+                 f"network={self.kind} needs network.path="
+                 f"{'MODEL_FILE' if self.kind == 'keras' else 'SAVED_MODEL_FOLDER'}.")
         _require(self.layout in NETWORK_LAYOUTS,
                  f"network.layout={self.layout!r} is not one of {', '.join(NETWORK_LAYOUTS)}.")
+        _require(self.preprocessing is None or self.preprocessing in PREPROCESSING,
+                 f"network.preprocessing={self.preprocessing!r} is not one of {', '.join(PREPROCESSING)}.")
         _require(self.weight_decay >= 0, f"network.weight_decay={self.weight_decay} must be >= 0.")
         for i, rule in enumerate(self.lr_mult):
             _require(rule.mult >= 0 and rule.decay_mult >= 0,
@@ -159,11 +203,26 @@ class NetworkConfig:
         for key in ("bn_momentum", "bn_warmup_momentum"):
             _require(0 <= getattr(self, key) < 1, f"network.{key}={getattr(self, key)} must be in [0, 1).")
         _require(self.bn_warmup_steps >= 0, f"network.bn_warmup_steps={self.bn_warmup_steps} must be >= 0.")
-        if self.kind == "keras":
-            _inert("network", "network=keras (the model file decides)", self, NetworkConfig,
-                   ["depth", "width", "layout", "conv_bias"])
-        else:
-            _inert("network", "network=resnet", self, NetworkConfig, ["path", "cut"])
+        if self.kind == "applications":
+            _require(bool(self.arch), "network=applications needs network.arch=NAME, e.g. EfficientNetV2B0; "
+                                      f"the names: {', '.join(architectures.NAMES)}.")
+            architectures.check(self.arch, self.arch_args.given())
+            _require(self.arch_args.include_preprocessing is not False or self.preprocessing is not None,
+                     f"network.arch_args.include_preprocessing=false leaves {self.arch} without its input "
+                     "scaling: set network.preprocessing too (e.g. tf for [-1, 1]).")
+        _inert("network", f"network={self.kind}", self, NetworkConfig, INERT_NETWORK_KEYS[self.kind])
+
+
+# Keys each kind of network does not read: set, they are refused rather than ignored.
+_RESNET_KEYS = ["depth", "width", "layout", "conv_bias"]
+_APPLICATION_KEYS = ["arch", "arch_args", "weights"]
+_SAVED_MODEL_KEYS = ["endpoint", "training_endpoint"]
+INERT_NETWORK_KEYS = {
+    "resnet": ["path", "cut", *_APPLICATION_KEYS, *_SAVED_MODEL_KEYS],
+    "keras": [*_RESNET_KEYS, *_APPLICATION_KEYS, *_SAVED_MODEL_KEYS],
+    "applications": ["path", "cut", *_RESNET_KEYS, *_SAVED_MODEL_KEYS],
+    "saved_model": ["cut", *_RESNET_KEYS, *_APPLICATION_KEYS],
+}
 
 
 @dataclass
@@ -207,6 +266,11 @@ class RestoreConfig:
     anyway: bool = False  # restore even over this run's own checkpoint (the seed's RESTORE_ANYWAY)
     key_prefix: str = ""  # put before every key, for checkpoints saved under a scope (resnet_v1_50/)
     requires: Dict[str, Any] = field(default_factory=dict)  # network settings a shipped mapping is written for
+    preprocessing: Optional[str] = None  # the input scaling the checkpoint was trained with (see PREPROCESSING)
+
+    def __post_init__(self) -> None:
+        _require(self.preprocessing is None or self.preprocessing in PREPROCESSING,
+                 f"restore.preprocessing={self.preprocessing!r} is not one of {', '.join(PREPROCESSING)}.")
 
 
 @dataclass
@@ -337,9 +401,9 @@ class RecalibrateSchedule(ScheduleConfig):
 
 @dataclass
 class InspectSchedule(ScheduleConfig):
-    """List a checkpoint's keys, and how each variable of the configured network maps to them."""
+    """List the network's layers and how each trains; with restore.path, a checkpoint's keys and the mapping."""
 
-    filter: Optional[str] = None  # a regex: only keys (and variables) that match
+    filter: Optional[str] = None  # a regex: only layers, keys and variables that match
 
 
 @dataclass
@@ -427,6 +491,33 @@ class Config:
             actual = getattr(self.network, key)
             _require(actual == wanted, f"The restore mapping is written for network.{key}={wanted}, but "
                                        f"network.{key}={actual}: set network.{key}={wanted}, or pick another mapping.")
+        if self.network.kind == "applications":
+            arch = architectures.get(self.network.arch)
+            _require(self.reader.image_size >= arch.min_size,
+                     f"reader.image_size={self.reader.image_size} is below {self.network.arch}'s smallest input, "
+                     f"{arch.min_size}x{arch.min_size}: set reader.image_size={arch.min_size} or more.")
+        mode = input_preprocessing(self)
+        if mode != "mean_std":
+            _inert("reader", f"network.preprocessing={mode} (reader.mean and reader.std feed mean_std only)",
+                   self.reader, ReaderConfig(), ["mean", "std"])
+
+
+def input_preprocessing(cfg: Config) -> str:
+    """How the network scales its 0-255 input: network.preprocessing when set, else the network's own.
+
+    The network's own: a Keras Application's family preprocessing; for a ResNet, the one
+    the restore mapping's checkpoint was trained with, else mean_std (reader.mean and
+    reader.std, worklab's default); for a Keras model file mean_std too; for a SavedModel
+    feature extractor unit ([0, 1], TF Hub's convention for image inputs).
+    """
+    network = cfg.network
+    if network.preprocessing:
+        return network.preprocessing
+    if network.kind == "applications":
+        return architectures.get(network.arch).preprocessing
+    if network.kind == "saved_model":
+        return "unit"
+    return (cfg.restore.preprocessing if network.kind == "resnet" else None) or "mean_std"
 
 
 def hparams(cfg: Config) -> Dict[str, Any]:
@@ -507,8 +598,22 @@ def saved_config(run_dir: Path):
     if not saved_file.is_file():
         raise UserError(f"{run_dir} is not a run folder: {saved_file} does not exist.")
     saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
-    return OmegaConf.merge(OmegaConf.structured(Config),
+    node = OmegaConf.merge(OmegaConf.structured(Config),
                            {k: v for k, v in saved.items() if k not in ("schedule", "run_dir")})
+    for override in older_worklab_overrides(saved):
+        key, value = override.split("=", 1)
+        OmegaConf.update(node, key, value)
+    return node
+
+
+def older_worklab_overrides(saved: Dict[str, Any]) -> List[str]:
+    """Overrides that keep a run folder written by an older worklab meaning what it meant then.
+
+    `saved` is the run's .hydra/config.yaml. Before network.preprocessing existed, every
+    network took inputs normalised with reader.mean and reader.std: such a run keeps that
+    (mean_std), whatever its restore mapping now says.
+    """
+    return [] if "preprocessing" in (saved.get("network") or {}) else ["network.preprocessing=mean_std"]
 
 
 def load_run_config(run_dir: Path, schedule: ScheduleConfig) -> Config:

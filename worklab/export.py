@@ -1,23 +1,25 @@
 """A trained network as models to deploy: a SavedModel module, a Keras file of built-in layers, TFLite.
 
-`Classifier` wraps the network with the reader's own preprocessing (`reader.decode`,
-`reader.resize`, `reader.normalise`: the functions the Tester's input pipeline calls,
-not copies), so a SavedModel that takes encoded image files or 0-255 pixels of any size
-answers as the Tester does. Its class names and k are constants inside the graph.
+`Classifier` wraps the network with the reader's own decoding and resizing
+(`reader.decode`, `reader.resize`: the functions the Tester's input pipeline calls, not
+copies); the scaling the network expects is the network's own first layer
+(worklab.preprocessing). So a SavedModel that takes encoded image files or 0-255
+pixels of any size answers as the Tester does. Its class names and k are constants
+inside the graph.
 
 `keras_model` turns the network into a Keras model that `keras.saving.load_model(path,
 safe_mode=True)` loads with nothing but Keras: worklab's ResNet is made of its own layer
 classes (ConvBN, Block, Stage), which a plain Keras cannot rebuild, so their `call` is
-traced once with Keras' built-in layers (copies carrying the same weights) and ops.
-Scaling and normalisation become built-in Rescaling and Normalization layers; resizing
-stays the caller's job for that format (its input is image_size x image_size).
+traced once with Keras' built-in layers (copies carrying the same weights) and ops; the
+preprocessing layer becomes the Keras ops it computes. Resizing stays the caller's job
+for that format (its input is image_size x image_size).
 """
 from __future__ import annotations
 
 import hashlib
 import numbers
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List
 
 import keras
 import tensorflow as tf
@@ -35,8 +37,7 @@ class Classifier(tf.Module):
     "labels": string [N, k], "scores": float32 [N, k]}, k = min(top_k, number of classes).
     """
 
-    def __init__(self, model: keras.Model, classes: List[str], image_size: int, mean: Sequence[float],
-                 std: Sequence[float], top_k: int):
+    def __init__(self, model: keras.Model, classes: List[str], image_size: int, top_k: int):
         super().__init__(name="classifier")
         self._network = _Untracked(model)
         # The tf.Variables under Keras' variables are what the SavedModel saves: tracked
@@ -45,8 +46,6 @@ class Classifier(tf.Module):
         self.network_variables = [v.value for v in model.variables]
         self.class_names = [str(c) for c in classes]
         self.image_size = int(image_size)
-        self.mean = [float(m) for m in mean]
-        self.std = [float(s) for s in std]
         self.k = min(int(top_k), len(self.class_names))
         # Built here because its input shape holds image_size (TFLite needs the static size).
         self.from_resized = tf.function(self._from_resized, input_signature=[
@@ -77,15 +76,14 @@ class Classifier(tf.Module):
         """0-255 images already at image_size x image_size (the caller resized them) -> predictions.
 
         What the TFLite files are converted from: TFLite has no kernel for the antialiased
-        resize (ScaleAndTranslate) nor for decoding, so they take resized pixels. The
-        scaling is reader.resize's last step ([0, 255] -> [0, 1]) without the resize.
+        resize (ScaleAndTranslate) nor for decoding, so they take resized pixels, clipped
+        to [0, 255] as reader.resize's last step does.
         """
-        return self._classify(tf.clip_by_value(images / 255.0, 0.0, 1.0))
+        return self._classify(tf.clip_by_value(images, 0.0, 255.0))
 
     def _classify(self, resized: tf.Tensor) -> Dict[str, tf.Tensor]:
-        """Images in [0, 1] at image_size -> the network's probabilities in inference mode, and the top k."""
-        inputs = reader.normalise(resized, tf.constant(self.mean), tf.constant(self.std))
-        logits = tf.cast(self.model(inputs, training=False), tf.float32)
+        """0-255 images at image_size -> the network's probabilities in inference mode, and the top k."""
+        logits = tf.cast(self.model(resized, training=False), tf.float32)
         probabilities = tf.nn.softmax(logits)
         scores, indices = tf.math.top_k(probabilities, k=self.k)
         return {"probabilities": probabilities, "classes": indices,
@@ -106,16 +104,14 @@ class _Untracked:
         self.model = model
 
 
-def keras_model(model: keras.Model, image_size: int, mean: Sequence[float], std: Sequence[float]) -> keras.Model:
-    """Built-in layers only: 0-255 images at image_size -> Rescaling, Normalization, the network, softmax.
+def keras_model(model: keras.Model, image_size: int) -> keras.Model:
+    """Built-in layers and Keras ops only: 0-255 images at image_size -> the network (preprocessing first), softmax.
 
     The network's weights are copied, so the returned model does not share a variable
     with `model`.
     """
     inputs = keras.Input((image_size, image_size, 3), dtype="float32", name="images")
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
-    x = keras.layers.Normalization(mean=list(mean), variance=[float(s) ** 2 for s in std], name="normalise")(x)
-    logits = _flattened(model, x)
+    logits = _flattened(model, inputs)
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, probabilities, name=model.name)
 

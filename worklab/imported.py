@@ -1,11 +1,12 @@
-"""network=keras: somebody else's Keras model file, cut at a layer and given a fresh head for our classes.
+"""network=keras: somebody else's Keras model file, cut at a layer, as the body of a network.
 
 The file is a .keras model or a Keras 2 .h5 full-model file, which Keras 3 loads. It is
 loaded in Keras' safe mode: a file that would run code it carries (a Lambda layer's
 bytecode) is refused, not executed. The layer network.cut (by default the one before
-the old head) feeds a new `head` layer; its variables keep the file's layer names, so
-network.lr_mult and restore rules match them (e.g. `^conv1/`), and its weights come
-from the file.
+the old head) feeds the fresh `head` worklab.networks adds; the variables keep the
+file's layer names, so network.lr_mult and restore rules match them (e.g. `^conv1/`),
+and their weights come from the file. The file's model takes the preprocessed images
+(network.preprocessing, by default mean_std from reader.mean and reader.std).
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ def load_base(path: Path) -> keras.Model:
         raise UserError(f"network.path={path} is not a Keras model file (.keras or .h5): {error}") from None
 
 
-def build_from_file(cfg: NetworkConfig, num_classes: int, image_size: int) -> keras.Model:
-    """The file's model up to network.cut, then global pooling if needed and a fresh dense head."""
+def build_body(cfg: NetworkConfig, image_size: int) -> keras.Model:
+    """The file's model up to network.cut (by default the layer before its old head), weights from the file."""
     base = load_base(Path(cfg.path))
     size = tuple(base.inputs[0].shape[1:3])
     if None not in size and size != (image_size, image_size):
@@ -48,9 +49,4 @@ def build_from_file(cfg: NetworkConfig, num_classes: int, image_size: int) -> ke
         names = [layer.name for layer in base.layers]
         raise UserError(f"network.cut={cut} is not a layer of {cfg.path}; its layers: {', '.join(names)}.") \
             from None
-    if len(features.shape) == 4:
-        features = keras.layers.GlobalAveragePooling2D(name="head_pool")(features)
-    elif len(features.shape) != 2:
-        features = keras.layers.Flatten(name="head_flatten")(features)
-    logits = keras.layers.Dense(num_classes, dtype="float32", name="head")(features)
-    return keras.Model(base.inputs, logits, name=base.name)
+    return keras.Model(base.inputs, features, name=base.name)

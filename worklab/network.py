@@ -15,6 +15,8 @@ norm follows each, its momentum set by batchnorm.prepare.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import keras
 
 from worklab.config import NetworkConfig
@@ -110,12 +112,17 @@ class Stage(keras.layers.Layer):
         return x
 
 
-def build_resnet(cfg: NetworkConfig, num_classes: int, image_size: int) -> keras.Model:
-    """A ResNet for `image_size` square RGB inputs returning float32 logits over `num_classes`."""
+def build_resnet(cfg: NetworkConfig, num_classes: int, image_size: int,
+                 preprocess: Optional[keras.layers.Layer] = None) -> keras.Model:
+    """A ResNet for `image_size` square RGB inputs returning float32 logits over `num_classes`.
+
+    `preprocess` is its first layer (worklab.preprocessing: 0-255 pixels in); without
+    one, the network takes its inputs as they come.
+    """
     bottleneck, blocks = LAYOUTS[cfg.depth]
     channels = [max(1, round(c * cfg.width)) for c in BASE_CHANNELS]
     inputs = keras.Input((image_size, image_size, 3), name="images")
-    x = keras.ops.relu(ConvBN(channels[0], 7, 2, cfg.conv_bias, "stem")(inputs))
+    x = keras.ops.relu(ConvBN(channels[0], 7, 2, cfg.conv_bias, "stem")(preprocess(inputs) if preprocess else inputs))
     x = keras.layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
     in_channels = channels[0]
     for i, (filters, count, stride) in enumerate(zip(channels, blocks, STAGE_STRIDES[cfg.layout])):

@@ -24,10 +24,9 @@ from worklab.errors import UserError
 from worklab.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
                                save_classes, to_image_list)
 from worklab.interrupt import StopRequest
-from worklab.imported import build_from_file
-from worklab.network import build_resnet
+from worklab import networks
 from worklab.reader import Reader
-from worklab.rules import lr_multipliers
+from worklab.rules import freeze_rules, lr_multipliers
 from worklab.runfolder import holds_lock, warn_if_disk_low
 from worklab.session import Session, listed_steps
 from worklab.summary import Summary
@@ -126,16 +125,23 @@ class Parts:
     @cached_property
     def model(self):
         with self.strategy.scope():
-            build = build_from_file if self.cfg.network.kind == "keras" else build_resnet
-            model = build(self.cfg.network, len(self.classes), self.cfg.reader.image_size)
-        frozen = batchnorm.prepare(model, self.cfg.network.lr_mult, self.bn_momentum)
+            model = networks.build(self.cfg, len(self.classes))
+        frozen = batchnorm.prepare(model, self._rules(model), self.bn_momentum)
         log.info("network: %s, %d classes, %.2fM parameters, %d frozen batch-norm layer(s)",
                  model.name, len(self.classes), model.count_params() / 1e6, len(frozen))
         return model
 
     @cached_property
+    def rules(self):
+        """The learning-rate rules: network.freeze's first (when set), then network.lr_mult."""
+        return self._rules(self.model)
+
+    def _rules(self, model):
+        return [*freeze_rules(networks.layer_variables(model), self.cfg.network.freeze), *self.cfg.network.lr_mult]
+
+    @cached_property
     def plan(self):
-        return lr_multipliers(self.cfg.network.lr_mult, [v.path for v in self.model.variables])
+        return lr_multipliers(self.rules, [v.path for v in self.model.variables])
 
     @cached_property
     def optimizers(self) -> OptimizerGroups:
@@ -154,7 +160,8 @@ class Parts:
             variables = [*self.model.variables, *(v for group in state.values() for v in group.values())]
             warn_if_disk_low(self.run_dir, sum(tf.as_dtype(v.dtype).size * int(np.prod(v.shape)) for v in variables))
             return Session(self.run_dir, self.model, state, self.step, self.examples, self.lr,
-                           getattr(self.cfg.schedule, "keep", 0), self.cfg.restore)
+                           getattr(self.cfg.schedule, "keep", 0), self.cfg.restore,
+                           networks.pretrained_weights(self.model, self.cfg))
         return Session(self.run_dir, self.model, None, self.step, self.examples, self.lr, None)
 
     def restore_for_inference(self, step: Optional[int] = None) -> int:
@@ -184,7 +191,7 @@ class Parts:
             raise RuntimeError("Parts.restore() must run before the trainer is built")
         dataset = self.reader.train(self.train_images, start=self.position)
         images, _ = next(iter(dataset))
-        self.writer.input_images(int(self.step.numpy()), images.numpy(), self.cfg.reader.mean, self.cfg.reader.std)
+        self.writer.input_images(int(self.step.numpy()), images.numpy())
         return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,
                        self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla,
                        bn_momentum=self.bn_momentum)

@@ -98,29 +98,23 @@ def orientation(contents: tf.Tensor) -> tf.Tensor:
 
 
 def resize(image: tf.Tensor, size: int) -> tf.Tensor:
-    """A decoded uint8 image -> float in [0, 1] at size x size (antialiased), as every pipeline sees it.
+    """A decoded image -> float32 RGB in [0, 255] at size x size (antialiased), as every pipeline sees it.
 
     Training, testing, export and predict all call this, so a deployed model resizes
-    exactly as the Tester did.
+    exactly as the Tester did. Scaling to what the network expects is the network's
+    own first layer (worklab.preprocessing), not the reader's.
     """
     image = tf.image.resize(image, [size, size], antialias=True)
-    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
-
-
-def normalise(image: tf.Tensor, mean, std) -> tf.Tensor:
-    """(image - mean) / std per RGB channel: the network's input."""
-    return (image - mean) / std
+    return tf.clip_by_value(image, 0.0, 255.0)
 
 
 class Reader:
-    """Turns an ImageList into batches of normalised float images and int labels."""
+    """Turns an ImageList into batches of 0-255 RGB float images and int labels."""
 
     def __init__(self, cfg: ReaderConfig, seed: int):
         self.cfg = cfg
         self.seed = seed
         self.size = cfg.image_size
-        self._mean = tf.constant(cfg.mean, tf.float32)
-        self._std = tf.constant(cfg.std, tf.float32)
 
     def train(self, images: ImageList, start: int = 0) -> tf.data.Dataset:
         """Endless augmented batches (drop_remainder, so every step has the same shape) from example `start`."""
@@ -136,7 +130,7 @@ class Reader:
 
         def example(position, index):
             image = augment(load(index), tf.stack([tf.cast(self.seed, tf.int64), position]), self.cfg.augment)
-            return self.normalise(image), labels[index]
+            return image, labels[index]
 
         return (stream.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
                 .batch(self.cfg.batch_size, drop_remainder=True).prefetch(AUTOTUNE))
@@ -147,19 +141,16 @@ class Reader:
         labels = tf.constant(images.labels, tf.int32)
         batch = self.cfg.test_batch_size or self.cfg.batch_size
         return (tf.data.Dataset.range(len(images))
-                .map(lambda i: (self.normalise(load(i)), labels[i]), num_parallel_calls=AUTOTUNE)
+                .map(lambda i: (load(i), labels[i]), num_parallel_calls=AUTOTUNE)
                 .batch(batch).prefetch(AUTOTUNE))
 
-    def normalise(self, image: tf.Tensor) -> tf.Tensor:
-        return normalise(image, self._mean, self._std)
-
     def _loader(self, images: ImageList):
-        """index -> float image in [0, 1] at image_size: read from disk, or gathered from memory with cache."""
+        """index -> float image in [0, 255] at image_size: read from disk, or gathered from memory with cache."""
         paths = tf.constant(images.paths)
         if not self.cfg.cache:
             return lambda i: self._read(paths[i])
         cached = tf.Variable(self._read_all(images.paths), trainable=False, name="image_cache")
-        return lambda i: tf.cast(cached[i], tf.float32) / 255.0
+        return lambda i: tf.cast(cached[i], tf.float32)
 
     def _read(self, path: tf.Tensor) -> tf.Tensor:
         return resize(decode(tf.io.read_file(path)), self.size)
@@ -167,7 +158,7 @@ class Reader:
     def _read_all(self, paths: List[str]) -> np.ndarray:
         log.info("caching %d images of %d px in memory", len(paths), self.size)
         images = (tf.data.Dataset.from_tensor_slices(paths)
-                  .map(lambda p: tf.cast(tf.round(self._read(p) * 255.0), tf.uint8), num_parallel_calls=AUTOTUNE)
+                  .map(lambda p: tf.cast(tf.round(self._read(p)), tf.uint8), num_parallel_calls=AUTOTUNE)
                   .batch(256))
         return np.concatenate(list(images.as_numpy_iterator()))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from worklab.config import LrRule
 from worklab.errors import UserError
@@ -70,3 +70,27 @@ def frozen_batch_norm(layers: Sequence[str], rules: Sequence[LrRule]) -> List[st
         if i >= 0 and (rules[i].bn == "frozen" or (rules[i].bn is None and rules[i].mult == 0)):
             frozen.append(layer)
     return frozen
+
+
+def freeze_rules(layers: Sequence[Tuple[str, Sequence[str]]], freeze: Optional[str]) -> List[LrRule]:
+    """network.freeze=NAME as a rule: every layer up to and including NAME gets mult 0 (batch norm frozen).
+
+    `layers` are (layer name, its variable paths) in the model's order. NAME is a layer's
+    name, or a group of layers named alike (`stage_2`, `block3`, `conv4`: every layer whose
+    name holds it between `_` or `/` or at an end), of which the last is taken.
+    """
+    if not freeze:
+        return []
+    names = [name for name, _ in layers]
+    last = names.index(freeze) if freeze in names else \
+        max((i for i, name in enumerate(names) if re.search(rf"(^|[_/]){re.escape(freeze)}($|[_/])", name)),
+            default=-1)
+    if last < 0:
+        shown = [n for n, paths in layers if paths]
+        raise UserError(f"network.freeze={freeze} names no layer of the network. Its layers with weights "
+                        f"include {', '.join(shown[:3])}, {', '.join(shown[len(shown) // 2:len(shown) // 2 + 2])}, "
+                        f"..., {shown[-1]} (`python run.py schedule=inspect ...` lists them all).")
+    paths = [path for _, layer_paths in layers[:last + 1] for path in layer_paths]
+    if not paths:
+        raise UserError(f"network.freeze={freeze}: no layer up to {names[last]} has weights, so it freezes nothing.")
+    return [LrRule(pattern="^(?:" + "|".join(re.escape(p) for p in paths) + ")$", mult=0.0)]

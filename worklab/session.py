@@ -47,7 +47,7 @@ class Session:
 
     def __init__(self, run_dir: Path, model: keras.Model, optimizer_state: Optional[Dict], step: tf.Variable,
                  examples: tf.Variable, lr: tf.Variable, keep: Optional[int],
-                 pretrained: Optional[RestoreConfig] = None):
+                 pretrained: Optional[RestoreConfig] = None, network_weights: Optional[Callable[[], str]] = None):
         self.run_dir = Path(run_dir)
         self.folder = CheckpointFolder(self.run_dir / "checkpoints")
         self.directory = self.folder.directory
@@ -55,6 +55,7 @@ class Session:
         self.keep = keep
         self.protected: Callable[[], Set[int]] = set  # steps a schedule needs kept
         self.pretrained = pretrained if pretrained and pretrained.path else None
+        self.network_weights = network_weights  # loads network.weights (a Keras Application's) and says what
         self.warm_start: Optional[Path] = None  # a checkpoint to take matching weights from on a fresh start
         self._model = {v.path: v for v in model.variables}
         self.schedule_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="schedule_state")
@@ -73,22 +74,28 @@ class Session:
         """Set the starting state of a training run and say where it came from.
 
         The order: this run's own newest readable checkpoint (and over it the pretrained
-        one with restore.anyway=true); else the pretrained checkpoint restore.path through
-        the restore mapping; else the warm-start checkpoint (the previous value of a
-        hyperparameter search), by name where the shape still fits; else fresh weights.
+        one with restore.anyway=true); else the network's own weights (network.weights) and
+        over them the pretrained checkpoint restore.path through the restore mapping; else
+        the warm-start checkpoint (the previous value of a hyperparameter search), by name
+        where the shape still fits; else fresh weights.
         """
         if self._restore_newest_readable():
             if self.pretrained and self.pretrained.anyway:
                 restore_pretrained(self._model, self.pretrained, self.run_dir / "restore_report.json")
             return "checkpoint"
+        origin = "fresh"
+        if self.network_weights:
+            log.info("network.weights: %s", self.network_weights())
+            origin = "pretrained"
         if self.pretrained:
             restore_pretrained(self._model, self.pretrained, self.run_dir / "restore_report.json")
             return "pretrained"
         if self.warm_start:
             self._warm_start(self.warm_start)
             return "warm start"
-        log.info("no checkpoint in %s: starting from fresh weights", self.directory)
-        return "fresh"
+        if origin == "fresh":
+            log.info("no checkpoint in %s: starting from fresh weights", self.directory)
+        return origin
 
     def _restore_newest_readable(self) -> bool:
         """Restore the newest checkpoint that reads; one that cannot be read is named and moved aside."""

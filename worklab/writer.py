@@ -52,9 +52,9 @@ class Writer:
                 tf.summary.scalar(key, scalars[key])
         self._train.flush()
 
-    def input_images(self, step: int, images: np.ndarray, mean: List[float], std: List[float]) -> None:
-        """A few training inputs as the network sees them after augmentation, un-normalised for display."""
-        shown = np.clip(images[:6] * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
+    def input_images(self, step: int, images: np.ndarray) -> None:
+        """A few training inputs (0-255, after augmentation) as the network's first layer receives them."""
+        shown = np.clip(images[:6] / 255.0, 0.0, 1.0)
         with self._train.as_default(step=step):
             tf.summary.image("augmented_inputs", shown, max_outputs=len(shown))
         self._train.flush()

@@ -67,14 +67,14 @@ def _check_step(run_dir: Path, step) -> None:
 def _write(parts, step: int, folder: Path) -> Dict:
     cfg, s = parts.cfg, parts.cfg.schedule
     r = cfg.reader
-    classifier = export.Classifier(parts.model, parts.classes, r.image_size, r.mean, r.std, cfg.top_k)
+    classifier = export.Classifier(parts.model, parts.classes, r.image_size, cfg.top_k)
     notes = {}
     saved_model = folder / "saved_model"
     # The SavedModel is written whatever formats says: TFLite is converted from it; when not
     # asked for, it is removed again before the rename.
     tf.saved_model.save(classifier, str(saved_model), signatures=classifier.signatures())
     if "keras" in s.formats:
-        export.keras_model(parts.model, r.image_size, r.mean, r.std).save(folder / "model.keras")
+        export.keras_model(parts.model, r.image_size).save(folder / "model.keras")
         notes["keras"] = (f"float32 [N, {r.image_size}, {r.image_size}, 3] RGB 0-255, already resized to "
                           f"{r.image_size}x{r.image_size} (antialiased bilinear, as reader.resize); "
                           "output: softmax probabilities")
@@ -93,8 +93,7 @@ def _write(parts, step: int, folder: Path) -> Dict:
         "step": step,
         "classes": list(parts.classes),
         "image_size": r.image_size,
-        "mean": list(r.mean),
-        "std": list(r.std),
+        "preprocessing": parts.model.get_layer("preprocess").spec(),
         "top_k": classifier.k,
         "test": _test_statistics(parts.run_dir, step),
         "tensorflow": tf.__version__,
