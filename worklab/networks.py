@@ -13,6 +13,7 @@ import logging
 from typing import Callable, List, Optional, Tuple
 
 import keras
+from keras.src.utils.naming import reset_uids  # the per-process counters behind Keras' automatic names
 
 from worklab import preprocessing
 from worklab.config import Config
@@ -25,6 +26,11 @@ BACKBONE = "backbone"  # the name of the nested body of network=applications and
 def build(cfg: Config, num_classes: int) -> keras.Model:
     """The network of `cfg` for `num_classes` classes, with its preprocessing as its first layer."""
     kind, size = cfg.network.kind, cfg.reader.image_size
+    # Keras numbers the layers and variables a constructor leaves unnamed per process
+    # (ConvNeXt's layer_normalization_3, EfficientNet's normalization_1): counting from
+    # zero at every build gives a network the same variable paths, which its checkpoints
+    # are keyed by, in a fresh process and in a second build in the same one (hyper, tests).
+    reset_uids()
     preprocess = preprocessing.for_config(cfg)
     log.info("input preprocessing: %s", preprocess.describe())
     if kind == "resnet":

@@ -85,7 +85,7 @@ class Session:
             return "checkpoint"
         origin = "fresh"
         if self.network_weights:
-            log.info("network.weights: %s", self.network_weights())
+            log.info("%s", self.network_weights())
             origin = "pretrained"
         if self.pretrained:
             restore_pretrained(self._model, self.pretrained, self.run_dir / "restore_report.json")
