@@ -77,7 +77,7 @@ def reference(cfg, step: int):
     probs = np.concatenate([tester._predict(images, labels)[0].numpy() for images, labels in tester.dataset])
     paths = list(parts.test_images.paths)
     size = parts.cfg.reader.image_size
-    resized = np.stack([resize(decode(tf.io.read_file(p)), size).numpy() * 255.0 for p in paths])
+    resized = np.stack([resize(decode(tf.io.read_file(p)), size).numpy() for p in paths])
     return probs, paths, resized, list(parts.classes)
 
 
@@ -143,7 +143,8 @@ def test_export_json_describes_the_export(trained):
     assert info["step"] == 4 and info["run"] == str(run.resolve())
     assert info["classes"] == json.loads((run / "classes.json").read_text())["classes"]
     assert (info["image_size"], info["top_k"], info["formats"]) == (16, 5, ["saved_model", "keras", "tflite"])
-    assert info["mean"] == [0.485, 0.456, 0.406] and info["std"] == [0.229, 0.224, 0.225]
+    assert info["preprocessing"] == {"mode": "mean_std", "bgr": False, "divisor": 255.0,
+                                     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert info["test"] == {k: evaluation[k] for k in ("loss", "accuracy", "top_k", "top_k_accuracy", "count")}
     assert info["tensorflow"] == tf.__version__ and info["keras"]
     files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {"export.json"}

@@ -10,6 +10,8 @@ leaves an existing run folder byte for byte as it was:
   (the network, its lr_mult rules, the optimizer) must be the run's: each that differs
   is named with both values;
 - predict and watch, which write into a folder of their own, refuse `resume=`;
+- a schedule that trains from scratch finds the network's files (a Keras model file,
+  network.weights, a SavedModel folder) where the config says;
 - a schedule that trains takes the folder's lock now (worklab.runfolder); one that
   only reads a run (test, inspect, recalibrate, export) runs with `hydra.output_subdir=null`,
   so the run's saved config, and with it what a plain `resume=` does, stays the run's;
@@ -27,8 +29,9 @@ from typing import List, Optional
 from omegaconf import OmegaConf
 
 from worklab import runfolder
-from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, PredictSchedule, RecalibrateSchedule,
-                            TestSchedule, WatchSchedule, older_worklab_overrides, saved_config, to_plain)
+from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, NetworkConfig, PredictSchedule,
+                            RecalibrateSchedule, TestSchedule, WatchSchedule, older_worklab_overrides, saved_config,
+                            to_plain)
 from worklab.errors import UserError
 
 # The keys that decide which variables a checkpoint holds and in what shape.
@@ -67,6 +70,8 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
         name = "predict" if isinstance(plain.schedule, PredictSchedule) else "watch"
         raise UserError(f"schedule={name} reads the run named by schedule.run (or schedule.model) and writes "
                         f"into a folder of its own: drop resume=, e.g. schedule.run={folder}.")
+    if isinstance(plain.schedule, WRITERS) and not (folder and any((folder / "checkpoints").glob("ckpt-*.index"))):
+        check_network_files(plain.network, plain.reader.image_size)
     if folder is None:
         return Prepared(argv)
     run_config = folder / ".hydra" / "config.yaml"
@@ -105,6 +110,24 @@ def check_same_checkpoint_keys(folder: Path, cfg) -> None:
         raise UserError(f"{folder} holds checkpoints of another network or optimizer: {'; '.join(differ)}. "
                         f"Drop those overrides to continue the run (its settings are in {folder}/.hydra/config.yaml), "
                         "or start a new run folder.")
+
+
+def check_network_files(network: NetworkConfig, image_size: int) -> None:
+    """The files a fresh start reads to build the network: a missing or wrong one is refused before Hydra writes."""
+    if network.kind == "keras" and not Path(network.path).expanduser().is_file():
+        raise UserError(f"network.path={network.path} does not exist: give a .keras or .h5 model file.")
+    if network.kind == "applications" and network.weights not in (None, "none", "imagenet"):
+        import h5py
+
+        path = Path(network.weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"network.weights={network.weights} does not exist: give a .h5 or .weights.h5 file, "
+                            "imagenet (Keras' download and cache), or null for fresh weights.")
+        if not h5py.is_hdf5(path):
+            raise UserError(f"network.weights={network.weights} is not an HDF5 weight file (.h5 or .weights.h5).")
+    if network.kind == "saved_model":
+        from worklab.saved_model_network import check
+        check(network, image_size)
 
 
 def override_key(override: str) -> str:

@@ -496,6 +496,11 @@ class Config:
             _require(self.reader.image_size >= arch.min_size,
                      f"reader.image_size={self.reader.image_size} is below {self.network.arch}'s smallest input, "
                      f"{arch.min_size}x{arch.min_size}: set reader.image_size={arch.min_size} or more.")
+        _require(not (isinstance(self.schedule, ExportSchedule) and self.network.kind == "saved_model"
+                      and "keras" in self.schedule.formats),
+                 "schedule.formats has keras, which cannot hold network=saved_model's body (a .keras file keeps "
+                 "only a reference to the SavedModel folder): pass 'schedule.formats=[saved_model]', with tflite "
+                 "if wanted.")
         mode = input_preprocessing(self)
         if mode != "mean_std":
             _inert("reader", f"network.preprocessing={mode} (reader.mean and reader.std feed mean_std only)",

@@ -117,7 +117,8 @@ def keras_model(model: keras.Model, image_size: int) -> keras.Model:
 
 
 def _builtin(layer: keras.layers.Layer) -> bool:
-    return type(layer).__module__.startswith("keras.")
+    """A built-in layer, copied as it is; a nested model (a Keras Application's body) is opened instead."""
+    return type(layer).__module__.startswith("keras.") and not isinstance(layer, keras.Model)
 
 
 class _Copies:
@@ -146,8 +147,9 @@ class _Copies:
 def _flattened(model: keras.Model, inputs) -> keras.KerasTensor:
     """`model` applied to `inputs` as a graph of built-in layers and Keras ops, in inference mode.
 
-    Each layer of worklab's own classes is inlined by running its `call` on the symbolic
-    tensors, so the network's code decides the graph and nothing is written twice here;
+    Each layer of worklab's own classes, and each nested model, is inlined by running its
+    `call` on the symbolic tensors, so the network's code decides the graph and nothing is
+    written twice here;
     each built-in layer it calls is replaced by a copy with the same weights. Layer.__call__
     is swapped for the duration of the trace and put back.
     """
