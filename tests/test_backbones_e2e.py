@@ -51,6 +51,13 @@ def steps_done(run: Path) -> int:
 
 def test_an_application_from_a_weight_file_trains_resumes_without_it_and_exports(tmp_path, data_dir):
     weights = weights_file(tmp_path)
+    inspected = run_py([*[o for o in SMALL if not o.startswith("schedule.")], "schedule=inspect", *MOBILENET,
+                        f"network.weights={weights}", "network.freeze=block_2", f"data_dir={data_dir}",
+                        f"hydra.run.dir={tmp_path / 'inspected'}"], tmp_path)
+    assert inspected.returncode == 0, inspected.stdout + inspected.stderr
+    rows = {line.split()[0]: line for line in inspected.stdout.splitlines() if line.startswith("  ")}
+    assert "frozen (network.freeze)" in rows["block_2_project_BN"] and "statistics frozen" in rows["bn_Conv1"]
+    assert "lr x1 (no rule)" in rows["block_3_expand"] and "predictions" in inspected.stdout  # the top, skipped
     run = tmp_path / "app"
     train(tmp_path, run, data_dir, *MOBILENET, f"network.weights={weights}")
     log = (run / "run.log").read_text()

@@ -16,7 +16,8 @@ from worklab.rules import freeze_rules, lr_multipliers
 LAYERS = [("images", []), ("conv1", ["conv1/kernel"]), ("bn1", ["bn1/gamma", "bn1/moving_mean"]),
           ("block_1_expand", ["block_1_expand/kernel"]), ("block_1_add", []),
           ("block_2_expand", ["block_2_expand/kernel"]), ("block_12_expand", ["block_12_expand/kernel"]),
-          ("head", ["head/kernel"])]
+          ("block3a_conv", ["block3a_conv/kernel"]), ("block3b_conv", ["block3b_conv/kernel"]),
+          ("block30_conv", ["block30_conv/kernel"]), ("head", ["head/kernel"])]
 
 
 def frozen(freeze: str):
@@ -32,6 +33,8 @@ def test_freeze_takes_every_layer_up_to_and_including_the_named_one():
 def test_a_group_name_ends_at_its_last_layer_and_does_not_match_a_longer_number():
     assert frozen("block_1") == ["block_1_expand/kernel", "bn1/gamma", "bn1/moving_mean", "conv1/kernel"]
     assert "block_12_expand/kernel" not in frozen("block_2")
+    assert {"block3a_conv/kernel", "block3b_conv/kernel"} <= set(frozen("block3"))  # EfficientNet's lettered blocks
+    assert "block30_conv/kernel" not in frozen("block3")
 
 
 def test_a_name_of_no_layer_is_refused_with_real_names():

@@ -76,15 +76,18 @@ def freeze_rules(layers: Sequence[Tuple[str, Sequence[str]]], freeze: Optional[s
     """network.freeze=NAME as a rule: every layer up to and including NAME gets mult 0 (batch norm frozen).
 
     `layers` are (layer name, its variable paths) in the model's order. NAME is a layer's
-    name, or a group of layers named alike (`stage_2`, `block3`, `conv4`: every layer whose
-    name holds it between `_` or `/` or at an end), of which the last is taken.
+    name, or a group of layers named alike, of which the last is taken: every layer whose
+    name has NAME at its start or after `_` or `/`, not followed by a digit (nor by a
+    letter when NAME ends in one). So `stage_2` is ConvNeXt's stage_2_* but not stage_20,
+    `block3` EfficientNet's block3a_* and block3b_*, `conv4` ResNet50's conv4_*.
     """
     if not freeze:
         return []
     names = [name for name, _ in layers]
+    end = "(?![0-9])" if freeze[-1].isdigit() else "(?![A-Za-z0-9])"
+    group = re.compile(rf"(^|[_/]){re.escape(freeze)}{end}")
     last = names.index(freeze) if freeze in names else \
-        max((i for i, name in enumerate(names) if re.search(rf"(^|[_/]){re.escape(freeze)}($|[_/])", name)),
-            default=-1)
+        max((i for i, name in enumerate(names) if group.search(name)), default=-1)
     if last < 0:
         shown = [n for n, paths in layers if paths]
         raise UserError(f"network.freeze={freeze} names no layer of the network. Its layers with weights "
