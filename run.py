@@ -17,7 +17,7 @@ from hydra.types import RunMode
 
 from worklab import command, config, native_log
 from worklab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, RunFailed, UserError
-from worklab.summary import Summary, read_summary
+from worklab.run.summary import Summary, read_summary
 
 log = logging.getLogger("worklab")
 CONFIG_DIR = Path(__file__).resolve().parent / "conf"

@@ -197,7 +197,7 @@ def tree_state() -> str:
 
 def demo_set(image_size: int = 48, train_per_class: int = 100, test_per_class: int = 30, seed: int = 0):
     """The worklab demo set under bench/.data (written on first use); (train_json, test_json)."""
-    from worklab.demo import ensure_demo
+    from worklab.data.demo import ensure_demo
 
     return ensure_demo(DATA, image_size, train_per_class, test_per_class, seed)
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from worklab import runtime
 from worklab.config import RuntimeConfig, TestSchedule, load_run_config
 tf = runtime.configure(RuntimeConfig(), 0)
-from worklab.parts import Parts
+from worklab.run.parts import Parts
 parts = Parts(load_run_config(Path(sys.argv[1]), TestSchedule()), None)
 parts.session.restore_step(None)
 parts.model.export(sys.argv[2], verbose=False)

@@ -27,7 +27,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from worklab.imagelist import ImageList, check_files  # noqa: E402
+from worklab.data.imagelist import ImageList, check_files  # noqa: E402
 
 
 def write_jpegs(folder: Path, count: int, size) -> ImageList:

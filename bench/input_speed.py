@@ -54,11 +54,11 @@ def setup(spec):
     from worklab.config import NetworkConfig, OptimizerConfig, ReaderConfig, RuntimeConfig
 
     tf = runtime.configure(RuntimeConfig(), SEED)
-    from worklab.imagelist import build_classes, check_files, read_entries, to_image_list
-    from worklab.reader import Reader
+    from worklab.data.imagelist import build_classes, check_files, read_entries, to_image_list
+    from worklab.data.reader import Reader
 
     train_json, _ = common.demo_set(**DEMO, seed=SEED)
-    entries = read_entries(str(train_json), "json")  # as worklab.parts does for reader=demo
+    entries = read_entries(str(train_json), "json")  # as worklab.run.parts does for reader=demo
     images = check_files(to_image_list(entries, build_classes(entries, str(train_json)), str(train_json)), False)
     reader = Reader(ReaderConfig(source="json", image_size=IMAGE_SIZE, batch_size=BATCH, cache=spec["cache"]), SEED)
     opened = time.perf_counter()
@@ -67,9 +67,9 @@ def setup(spec):
             os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "reader_train_seconds": time.perf_counter() - opened}
 
     if spec["train"]:
-        from worklab.network import build_resnet
-        from worklab.trainer import OptimizerGroups, Trainer
-        from worklab.rules import lr_multipliers
+        from worklab.model.resnet import build_resnet
+        from worklab.train.trainer import OptimizerGroups, Trainer
+        from worklab.model.rules import lr_multipliers
 
         network, optimizer = NetworkConfig(), OptimizerConfig()
         model = build_resnet(network, len(set(images.labels)), IMAGE_SIZE)

@@ -4,13 +4,13 @@ What it measures (images per second, median of interleaved rounds), all on the s
 (ResNet-18 width 1, 64 px inputs, 10 classes, seeded weights, inference mode, batch 32) and
 the same 640 images (the demo set's drawing at 64 px, PNG files under bench/.data):
   * "predict files": what schedule=predict does per image after loading the model: every file
-    checked with PIL in threads (worklab.predictions.check), read by tf.data in parallel
-    (tf.io.read_file, batched, prefetched) and classified by worklab.export.Classifier.from_bytes
+    checked with PIL in threads (worklab.serve.predictions.check), read by tf.data in parallel
+    (tf.io.read_file, batched, prefetched) and classified by worklab.serve.export.Classifier.from_bytes
     (decode, resize, the network with its preprocessing layer, softmax, top 5), the outputs fetched as numpy;
     worklab.schedules.predict.classify_files. Writing the CSV is not included.
   * "predict files, no check": the same without the PIL check, to show what the check costs.
   * "keras predict (memory)": Model.predict(x, batch_size=32) on the images already decoded,
-    resized (with worklab.reader's functions) in a float32 array of 0-255 pixels: the target is
+    resized (with worklab.data.reader's functions) in a float32 array of 0-255 pixels: the target is
     "predict files" at >= 0.9x of this.
   * "from_bytes (memory)": Classifier.from_bytes called directly on the file bytes already read
     into memory, in batches of 32: the Classifier without files, tf.data or the check.
@@ -68,11 +68,11 @@ def setup(spec):
     tf = runtime.configure(RuntimeConfig(), SEED)
     import numpy as np
 
-    from worklab import reader
-    from worklab.export import Classifier
-    from worklab.network import build_resnet
-    from worklab.predictions import find_images
-    from worklab.preprocessing import Preprocess, settings
+    from worklab.data import reader
+    from worklab.model.preprocessing import Preprocess, settings
+    from worklab.model.resnet import build_resnet
+    from worklab.serve.export import Classifier
+    from worklab.serve.predictions import find_images
 
     _, test_json = common.demo_set(**DEMO, seed=SEED)
     source = find_images(str(test_json))
@@ -86,8 +86,8 @@ def setup(spec):
     info = {"images": len(paths), "classes": len(classes), "params": model.count_params()}
 
     if spec["kind"] == "files":
-        from worklab.predictions import check
         from worklab.schedules.predict import classify_files
+        from worklab.serve.predictions import check
 
         def classify(images):
             return {key: value.numpy() for key, value in classifier.from_bytes(images).items()}

@@ -93,7 +93,7 @@ def setup(spec):
     import keras
     import numpy as np
 
-    from worklab.network import build_resnet
+    from worklab.model.resnet import build_resnet
 
     Budget = budget_callback_class()
 
@@ -109,8 +109,8 @@ def setup(spec):
             "params": model.count_params()}
 
     if spec["kind"] == "worklab":
-        from worklab.rules import lr_multipliers
-        from worklab.trainer import OptimizerGroups, Trainer
+        from worklab.model.rules import lr_multipliers
+        from worklab.train.trainer import OptimizerGroups, Trainer
 
         rules = [LrRule(pattern, mult) for pattern, mult in RULES] if spec["rules"] else []
         plan = lr_multipliers(rules, [v.path for v in model.variables])

@@ -19,11 +19,11 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 from conftest import ROOT
-from worklab import architectures, networks
-from worklab.applications import build_backbone, load_weights
 from worklab.config import ArchArgs, Config, FixedSchedule, NetworkConfig, ReaderConfig
 from worklab.errors import UserError
-from worklab.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocess, settings
+from worklab.model import architectures, networks
+from worklab.model.applications import build_backbone, load_weights
+from worklab.model.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocess, settings
 
 SIZE = 32
 COMMON = {"include_top", "weights", "input_tensor", "input_shape", "pooling", "classes", "classifier_activation",
@@ -276,9 +276,9 @@ def test_imagenet_efficientnet_gets_keras_rescaling_folded_in(tmp_path, monkeypa
 
 def test_imagenet_offline_says_where_keras_looks_and_what_to_pass(tmp_path):
     script = textwrap.dedent("""
-        from worklab.applications import build_backbone, load_weights
         from worklab.config import ArchArgs, NetworkConfig
         from worklab.errors import UserError
+        from worklab.model.applications import build_backbone, load_weights
         cfg = NetworkConfig(kind="applications", arch="MobileNetV2", arch_args=ArchArgs(alpha=0.35), weights="imagenet")
         try:
             load_weights(build_backbone(cfg, 32, "backbone"), cfg, 32)

@@ -6,9 +6,10 @@ import tensorflow as tf
 
 from conftest import compose
 from test_trainer import make_trainer
-from worklab import app, batchnorm
+from worklab import app
 from worklab.config import LrRule, NetworkConfig
-from worklab.network import build_resnet
+from worklab.model import batchnorm
+from worklab.model.resnet import build_resnet
 
 
 def statistics(model):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worklab import demo
-from worklab.demo import CLASSES, ensure_demo
+from worklab.data import demo
+from worklab.data.demo import CLASSES, ensure_demo
 from worklab.errors import UserError
 
 SMALL = dict(image_size=24, train_per_class=3, test_per_class=2)
@@ -75,7 +75,7 @@ def test_creates_missing_root(tmp_path):
 
 
 def test_second_call_returns_the_same_paths_without_rewriting(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="worklab.demo"):
+    with caplog.at_level(logging.INFO, logger="worklab.data.demo"):
         first = ensure_demo(tmp_path, **SMALL)
     assert len(caplog.records) == 1
     set_dir = first[0].parent
@@ -85,7 +85,7 @@ def test_second_call_returns_the_same_paths_without_rewriting(tmp_path, caplog):
         os.utime(path, ns=(10**18, 10**18))
     before = files(set_dir)
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="worklab.demo"):
+    with caplog.at_level(logging.INFO, logger="worklab.data.demo"):
         second = ensure_demo(tmp_path, **SMALL)
     assert second == first
     assert files(set_dir) == before

@@ -68,8 +68,8 @@ def reference(cfg, step: int):
 
     `cfg`: the run's config, composed as in the test (TINY and the run's overrides).
     """
-    from worklab.parts import Parts
-    from worklab.reader import decode, resize
+    from worklab.data.reader import decode, resize
+    from worklab.run.parts import Parts
 
     parts = Parts(cfg, None)
     assert parts.restore_for_inference(step) == step
@@ -250,7 +250,7 @@ def test_a_failed_export_leaves_no_partial_folder_and_the_previous_export_intact
     def broken(*args, **kwargs):
         raise RuntimeError("conversion failed")
 
-    monkeypatch.setattr("worklab.export.tflite", broken)
+    monkeypatch.setattr("worklab.serve.export.tflite", broken)
     with pytest.raises(RuntimeError, match="conversion failed"):
         app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["saved_model", "tflite"])))
     assert contents(run / "export") == before

@@ -10,8 +10,8 @@ from worklab import app
 from worklab.config import LrRule
 from worklab.errors import UserError
 from worklab.interrupt import StopRequest
-from worklab.parts import Parts
-from worklab.rules import freeze_rules, lr_multipliers
+from worklab.model.rules import freeze_rules, lr_multipliers
+from worklab.run.parts import Parts
 
 LAYERS = [("images", []), ("conv1", ["conv1/kernel"]), ("bn1", ["bn1/gamma", "bn1/moving_mean"]),
           ("block_1_expand", ["block_1_expand/kernel"]), ("block_1_add", []),
@@ -45,7 +45,7 @@ def test_a_name_of_no_layer_is_refused_with_real_names():
 
 
 def test_a_frozen_rule_freezes_batch_norm_too():
-    from worklab.rules import frozen_batch_norm
+    from worklab.model.rules import frozen_batch_norm
     assert frozen_batch_norm(["bn1"], freeze_rules(LAYERS, "bn1")) == ["bn1"]
     assert frozen_batch_norm(["bn1"], [LrRule(pattern="^conv1/", mult=0)]) == []
 

@@ -20,8 +20,8 @@ WARM = ["schedule=hyper", "schedule.param=network.depth", "schedule.values=[10,1
 def test_the_second_value_starts_from_the_first_values_best_weights_where_name_and_shape_match(
         tmp_path, data_dir, monkeypatch):
     from worklab import app
-    from worklab.restore import open_checkpoint
-    from worklab.session import Session
+    from worklab.model.restore import open_checkpoint
+    from worklab.run.session import Session
 
     warm_starts = []  # (checkpoint, every model variable right after the warm start)
     restore = Session.restore

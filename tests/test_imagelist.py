@@ -1,4 +1,4 @@
-"""Tests for worklab.imagelist: list formats, path resolution, class maps and file checks (no TensorFlow)."""
+"""Tests for worklab.data.imagelist: list formats, path resolution, class maps and file checks (no TensorFlow)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worklab import imagelist
+from worklab.data import imagelist
+from worklab.data.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries, save_classes,
+                                    to_image_list)
 from worklab.errors import UserError
-from worklab.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries, save_classes,
-                               to_image_list)
 
 
 def write_image(path: Path, colour=(200, 30, 60), fmt: str = "PNG", size=(10, 8), mode: str = "RGB") -> Path:
@@ -184,7 +184,7 @@ def test_folder_root_keeps_an_empty_class_folder_as_a_class_and_warns(tmp_path, 
     write_image(train / ".ipynb_checkpoints" / "c.png")  # hidden folders are not classes
 
     entries = read_entries(str(train), "folder")
-    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+    with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         classes = build_classes(entries, str(train))
 
     assert classes == ["cat", "dog", "emu"]  # emu keeps index 2 now and once dog has images
@@ -201,7 +201,7 @@ def test_images_at_the_top_of_a_class_folder_root_are_warned_with_count_and_name
     for name in ("loose_1.jpg", "loose_2.png", "loose_3.PNG"):
         write_image(root / name)
     (root / "README.txt").write_text("not an image")
-    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+    with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         entries = read_entries(str(root), "folder")
     assert len(entries) == 2
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -211,7 +211,7 @@ def test_images_at_the_top_of_a_class_folder_root_are_warned_with_count_and_name
 
 def test_int_label_gaps_make_empty_classes_named_in_a_warning(caplog):
     entries = [("/a", 0), ("/b", 2), ("/c", 5), ("/d", 2)]
-    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+    with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         classes = build_classes(entries, "/lists/train.json")
     assert classes == ["0", "1", "2", "3", "4", "5"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -298,7 +298,7 @@ def test_same_path_listed_twice_with_one_label_is_warned(tmp_path, caplog):
     lists = tmp_path / "lists"
     path = write_json(lists / "train.json", [{"path": "a.png", "label": "cat"}, {"path": "b.png", "label": "dog"},
                                              {"path": "./a.png", "label": "cat"}])
-    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+    with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         entries = read_entries(str(path), "json")
     assert len(entries) == 3  # kept: each listing is an example
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
@@ -397,7 +397,7 @@ def test_undecodable_files_dropped_with_skip_bad_and_warned(tmp_path, caplog):
              truncated_png_header(tmp_path / "cut.png"),
              write_image(tmp_path / "c.gif", (30, 30, 30), fmt="GIF")]
     images = as_list(paths, [4, 3, 2, 1, 0], source="train.json")
-    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+    with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         kept = check_files(images, skip_bad=True)
     assert kept.paths == [str(paths[0]), str(paths[2]), str(paths[4])]
     assert kept.labels == [4, 2, 0]
@@ -416,7 +416,7 @@ def test_unsupported_format_is_reported(tmp_path, caplog):
     with pytest.raises(UserError) as info:
         check_files(images, skip_bad=False)
     assert str(tiff) in str(info.value) and "TIFF" in str(info.value)
-    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+    with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         kept = check_files(images, skip_bad=True)
     assert kept.paths == [str(good)] and kept.labels == [1]
     assert "TIFF" in caplog.text
@@ -449,7 +449,7 @@ def test_truncated_jpeg_is_found_before_training(tmp_path, caplog):
     message = str(info.value)
     assert "train.json" in message and "1 file(s)" in message and str(cut) in message
     assert "truncated" in message and "reader.skip_bad=true" in message
-    with caplog.at_level(logging.WARNING, logger="worklab.imagelist"):
+    with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         kept = check_files(images, skip_bad=True)
     assert kept.paths == [str(good[0]), str(good[1])] and kept.labels == [0, 2]
     assert "skipping 1 unreadable image" in caplog.text and str(cut) in caplog.text
@@ -492,11 +492,11 @@ def test_image_over_the_checks_limit_names_the_limit_and_its_key(tmp_path, monke
         check_files(as_list([big, good], [0, 1]), skip_bad=False)
     message = str(info.value)
     assert str(big) in message and "100 x 80" in message
-    assert "5000 px" in message and "worklab.imagelist.MAX_PIXELS" in message
+    assert "5000 px" in message and "worklab.data.imagelist.MAX_PIXELS" in message
 
 
 def test_a_recorded_check_decodes_only_files_that_changed(tmp_path, monkeypatch):
-    from worklab import imagelist
+    from worklab.data import imagelist
 
     paths = []
     for i in range(3):

@@ -11,8 +11,8 @@ import tensorflow as tf
 from conftest import ROOT
 from worklab.config import NetworkConfig, to_plain
 from worklab.errors import UserError
-from worklab.network import build_resnet
-from worklab.restore import restore
+from worklab.model.resnet import build_resnet
+from worklab.model.restore import restore
 
 pytestmark = pytest.mark.slow
 

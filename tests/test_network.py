@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from worklab.config import NetworkConfig
-from worklab.network import build_resnet
+from worklab.model.resnet import build_resnet
 
 
 def trainable_count(model) -> int:

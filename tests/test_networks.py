@@ -1,4 +1,5 @@
-"""worklab.networks: every kind gets the same variable paths in every build, which its checkpoints are keyed by."""
+"""worklab.model.networks: every kind gets the same variable paths in every build, which its checkpoints are
+keyed by."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import sys
 import keras
 
 from conftest import ROOT, compose
-from worklab import networks
+from worklab.model import networks
 
 EFFICIENTNET = ["network=applications", "network.arch=EfficientNetB0", "reader.image_size=32"]
 
@@ -18,7 +19,7 @@ import json, sys
 sys.path[:0] = [sys.argv[1] + "/tests", sys.argv[1]]
 from pathlib import Path
 from conftest import compose
-from worklab import networks
+from worklab.model import networks
 cfg = compose(json.loads(sys.argv[2]), Path("run"), Path("data"))
 print(json.dumps([v.path for v in networks.build(cfg, 3).variables]))
 """

@@ -18,10 +18,10 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, TINY, run_py
-from worklab import predictions
 from worklab.config import to_plain
 from worklab.errors import UserError
-from worklab.predictions import FOLDER, LIST, TREE, Row, find_images
+from worklab.serve import predictions
+from worklab.serve.predictions import FOLDER, LIST, TREE, Row, find_images
 
 
 # Finding the images (no TensorFlow) -----------------------------------------------------------------
@@ -198,7 +198,7 @@ def outputs_of_the_tester(run: Path):
     """The Tester's probabilities and statistics for the run's latest checkpoint."""
     from worklab.config import TestSchedule, load_run_config
     from worklab.interrupt import StopRequest
-    from worklab.parts import Parts
+    from worklab.run.parts import Parts
 
     with StopRequest() as stop:
         parts = Parts(load_run_config(run, TestSchedule()), stop, results_dir=run.parent / "tester")

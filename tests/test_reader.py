@@ -1,4 +1,5 @@
-"""Tests for worklab.reader: decoding upright, the ordered test pass, the endless resumable training stream, caching."""
+"""Tests for worklab.data.reader: decoding upright, the ordered test pass, the endless resumable training stream,
+caching."""
 from __future__ import annotations
 
 import os
@@ -14,8 +15,8 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from worklab.config import AugmentConfig, ReaderConfig
-from worklab.imagelist import ImageList
-from worklab.reader import Reader, decode, find_undecodable, orientation
+from worklab.data.imagelist import ImageList
+from worklab.data.reader import Reader, decode, find_undecodable, orientation
 
 SIZE = 8
 OFF = dict(zoom=0, shift=0, brightness=0, contrast=0, rotate90=False, flip=False)

@@ -12,8 +12,8 @@ from conftest import compose
 from worklab import app
 from worklab.config import NetworkConfig, RestoreConfig, RestoreRule
 from worklab.errors import UserError
-from worklab.network import build_resnet
-from worklab.restore import open_checkpoint, restore
+from worklab.model.resnet import build_resnet
+from worklab.model.restore import open_checkpoint, restore
 
 FROZEN = "network.lr_mult=[{pattern: '^(stem|stage)', mult: 0}]"
 ALL_FROZEN = ["network.lr_mult=[{pattern: '.', mult: 0}]", "network.weight_decay=0"]

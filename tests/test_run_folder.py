@@ -48,7 +48,7 @@ def run(tmp_path, data_dir):
 
 
 def test_a_second_process_is_refused_and_names_the_holder(run, data_dir):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from worklab import runfolder; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from worklab.run import runfolder; "
                                f"runfolder.lock({str(run)!r}); print('locked', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -245,7 +245,7 @@ def test_a_watcher_stopped_by_sigterm_says_what_it_tested(run, tmp_path):
 
 
 def test_a_holder_that_has_not_written_its_name_yet_is_still_named_as_a_holder(tmp_path):
-    from worklab import runfolder
+    from worklab.run import runfolder
 
     (tmp_path / ".lock").write_text("")
     assert runfolder.describe_holder(tmp_path, tries=2) == "another process that has just started"

@@ -22,7 +22,7 @@ def bfloat16_and_xla(tmp_path, data_dir):
                   tmp_path / "run", data_dir)
     runtime.configure(cfg.runtime, cfg.seed)
     try:
-        from worklab.parts import Parts
+        from worklab.run.parts import Parts
 
         yield Parts(cfg, StopRequest())
     finally:

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from worklab import networks
 from worklab.config import Config, NetworkConfig, ReaderConfig, TrainSchedule
 from worklab.errors import UserError
-from worklab.saved_model_network import check
+from worklab.model import networks
+from worklab.model.saved_model import check
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 32
@@ -144,8 +144,8 @@ def test_checkpointed_weights_come_back_in_a_fresh_process(saved, tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
         import numpy as np, tensorflow as tf
-        from worklab import networks
         from worklab.config import Config, NetworkConfig, ReaderConfig, TrainSchedule
+        from worklab.model import networks
 
         def build(path):
             cfg = Config(reader=ReaderConfig(image_size={SIZE}), schedule=TrainSchedule(),

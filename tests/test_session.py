@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import compose
-from worklab import app, runfolder
+from worklab import app
 from worklab.errors import RunFailed, UserError
+from worklab.run import runfolder
 
 
 def train(run_dir, data_dir, steps, *overrides):
@@ -96,7 +97,7 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, data_
 
 
 def test_out_of_memory_says_which_settings_to_lower(tmp_path, data_dir, monkeypatch):
-    from worklab.trainer import Trainer
+    from worklab.train.trainer import Trainer
 
     def oom(*args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
@@ -120,7 +121,7 @@ def test_low_disk_space_is_a_warning_with_the_sizes(tmp_path, monkeypatch, caplo
 
 
 def test_checkpoints_a_live_watcher_has_not_tested_are_kept(tmp_path, data_dir):
-    from worklab import watchers
+    from worklab.run import watchers
 
     run = tmp_path / "run"
     run.mkdir()

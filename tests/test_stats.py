@@ -1,11 +1,11 @@
-"""Tests for worklab.stats against hand-computed values and brute-force loops."""
+"""Tests for worklab.train.stats against hand-computed values and brute-force loops."""
 
 import json
 
 import numpy as np
 import pytest
 
-from worklab.stats import evaluation_statistics
+from worklab.train.stats import evaluation_statistics
 
 # Three classes, five examples; argmax per row: 0, 1, 1, 2, 0.
 LABELS_3 = [0, 0, 1, 2, 2]
@@ -80,7 +80,7 @@ def test_binary_auc_is_none_when_only_one_class_is_labelled():
 
 
 def _brute_force(labels, probs, losses, k):
-    """The statistics by plain loops, written independently of worklab.stats."""
+    """The statistics by plain loops, written independently of worklab.train.stats."""
     n, c = probs.shape
     confusion = [[0] * c for _ in range(c)]
     top1 = topk = 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from worklab import tester
+from worklab.train import tester
 
 N, C, BATCH = 37, 4, 8  # 37 is not a multiple of 8: the last batch holds 5
 

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from worklab import batchnorm
 from worklab.config import LrRule, NetworkConfig, OptimizerConfig
 from worklab.errors import UserError
-from worklab.network import build_resnet
-from worklab.rules import lr_multipliers
-from worklab.trainer import OptimizerGroups, Trainer
+from worklab.model import batchnorm
+from worklab.model.resnet import build_resnet
+from worklab.model.rules import lr_multipliers
+from worklab.train.trainer import OptimizerGroups, Trainer
 
 SIZE, CLASSES, BATCH = 16, 3, 4
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, TINY, compose, run_py
-from worklab import watchers
+from worklab.run import watchers
 
 
 @pytest.fixture

@@ -12,14 +12,15 @@ import importlib
 import logging
 from typing import Dict
 
-from worklab import runfolder, runtime
+from worklab import runtime
 from worklab.command import saved_overrides
 from worklab.config import (Config, ExportSchedule, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule,
                             PredictSchedule, RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, WRITERS,
                             hparams)
 from worklab.errors import RunFailed
 from worklab.interrupt import StopRequest
-from worklab.summary import Summary, tracked
+from worklab.run import runfolder
+from worklab.run.summary import Summary, tracked
 
 log = logging.getLogger("worklab")
 
@@ -35,7 +36,7 @@ def run(cfg: Config) -> Dict:
         runfolder.lock(cfg.run_dir)
         runfolder.check_writable(cfg.run_dir)
     tf = runtime.configure(cfg.runtime, cfg.seed)
-    from worklab.parts import Parts
+    from worklab.run.parts import Parts
 
     name = SCHEDULES[type(cfg.schedule)]
     schedule = importlib.import_module(f"worklab.schedules.{name}")
@@ -70,7 +71,7 @@ def _name_bad_images(parts, error: Exception) -> None:
     """
     if not any(word in str(error) for word in ("decode", "Decode", "image", "JPEG", "PNG")):
         return
-    from worklab.reader import find_undecodable
+    from worklab.data.reader import find_undecodable
 
     bad = [p for images in parts.loaded_image_lists() for p in find_undecodable(images.paths)]
     if bad:

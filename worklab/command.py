@@ -12,7 +12,7 @@ leaves an existing run folder byte for byte as it was:
 - predict and watch, which write into a folder of their own, refuse `resume=`;
 - a schedule that trains from scratch finds the network's files (a Keras model file,
   network.weights, a SavedModel folder) where the config says;
-- a schedule that trains takes the folder's lock now (worklab.runfolder); one that
+- a schedule that trains takes the folder's lock now (worklab.run.runfolder); one that
   only reads a run (test, inspect, recalibrate, export) runs with `hydra.output_subdir=null`,
   so the run's saved config, and with it what a plain `resume=` does, stays the run's;
 - a snapshot of the folder is kept, so that bad input found after the job started
@@ -28,11 +28,11 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
-from worklab import runfolder
 from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, NetworkConfig, PredictSchedule,
                             RecalibrateSchedule, TestSchedule, WatchSchedule, older_worklab_overrides, saved_config,
                             to_plain)
 from worklab.errors import UserError
+from worklab.run import runfolder
 
 # The keys that decide which variables a checkpoint holds and in what shape.
 CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.arch", "network.arch_args",
@@ -126,7 +126,7 @@ def check_network_files(network: NetworkConfig, image_size: int) -> None:
         if not h5py.is_hdf5(path):
             raise UserError(f"network.weights={network.weights} is not an HDF5 weight file (.h5 or .weights.h5).")
     if network.kind == "saved_model":
-        from worklab.saved_model_network import check
+        from worklab.model.saved_model import check
         check(network, image_size)
 
 

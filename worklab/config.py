@@ -20,8 +20,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from worklab import architectures
 from worklab.errors import UserError
+from worklab.model import architectures
 
 DEPTHS = (10, 18, 34, 50, 101, 152)
 NETWORK_LAYOUTS = ("resnet", "slim")
@@ -31,7 +31,7 @@ SOURCES = ("demo", "json", "folder")
 PRECISIONS = ("float32", "mixed_bfloat16")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
-# How a network scales the reader's 0-255 RGB images (worklab.preprocessing has the numbers).
+# How a network scales the reader's 0-255 RGB images (worklab.model.preprocessing has the numbers).
 PREPROCESSING = ("mean_std", "torch", "caffe", "tf", "unit", "raw", "ry", "vgg")
 
 
@@ -158,7 +158,7 @@ class NetworkConfig:
     """The network to train: a ResNet built here, a Keras model file, a Keras Application or a SavedModel.
 
     Every kind gets a fresh `head` for our classes and takes the reader's 0-255 RGB
-    images: its input preprocessing is the network's first layer (worklab.preprocessing).
+    images: its input preprocessing is the network's first layer (worklab.model.preprocessing).
     """
 
     kind: str = "resnet"  # resnet | keras | applications | saved_model

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Set
 
-from worklab.summary import FILE, read_summary
+from worklab.run.summary import FILE, read_summary
 
 NOT_RUNS = {"checkpoints", "tensorboard", "evaluations", "watch"}  # hidden folders (.hydra) are skipped too
 MISSING = "-"

@@ -23,10 +23,10 @@ from typing import Dict
 import keras
 import tensorflow as tf
 
-from worklab import export
 from worklab.atomic import umask, write_json
 from worklab.errors import UserError
-from worklab.session import listed_steps
+from worklab.run.session import listed_steps
+from worklab.serve import export
 
 log = logging.getLogger("worklab")
 

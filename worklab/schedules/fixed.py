@@ -11,7 +11,7 @@ import itertools
 import logging
 from typing import Dict
 
-from worklab.batchnorm import recalibrate
+from worklab.model.batchnorm import recalibrate
 from worklab.schedules.loop import evaluate, set_rate, train_until
 
 log = logging.getLogger("worklab")

@@ -16,12 +16,12 @@ from typing import Dict, List, Optional
 
 import keras
 
-from worklab import runfolder
 from worklab.atomic import write_json
 from worklab.config import hparams, with_value
+from worklab.run import runfolder
+from worklab.run.session import checkpoint_path
+from worklab.run.summary import Summary, tracked
 from worklab.schedules import patience
-from worklab.session import checkpoint_path
-from worklab.summary import Summary, tracked
 
 log = logging.getLogger("worklab")
 
@@ -56,7 +56,7 @@ def run_value(parts, variant, override: str, warm_start: Optional[Path]) -> Dict
     finished = Path(variant.run_dir) / "best.json"
     if finished.is_file():
         return json.loads(finished.read_text())
-    from worklab.parts import Parts
+    from worklab.run.parts import Parts
 
     runfolder.lock(variant.run_dir)
     keras.utils.set_random_seed(variant.seed)  # each value starts as a run of its own with that seed would

@@ -14,10 +14,10 @@ from typing import Dict
 
 import numpy as np
 
-from worklab import networks
-from worklab.batchnorm import batch_norm_layers, layer_path
-from worklab.restore import PROBLEMS, format_rows, open_checkpoint, plan
-from worklab.rules import compile_patterns, first_match
+from worklab.model import networks
+from worklab.model.batchnorm import batch_norm_layers, layer_path
+from worklab.model.restore import PROBLEMS, format_rows, open_checkpoint, plan
+from worklab.model.rules import compile_patterns, first_match
 
 
 def run(parts) -> Dict:

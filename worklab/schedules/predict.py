@@ -1,12 +1,12 @@
 """schedule=predict: classify image files with a run's checkpoint or an exported SavedModel.
 
 Both ways end in the same call, a batch of encoded image files in and probabilities and
-top-k labels out: `worklab.export.Classifier.from_bytes` around the run's network, or the
+top-k labels out: `worklab.serve.export.Classifier.from_bytes` around the run's network, or the
 SavedModel's `serving_default` signature, which export wrote from that same Classifier.
 So predict gives what a deployed model gives, preprocessing included.
 
 The sections, as the log shows them:
-1. the images: a list file, a class-folder tree or a folder (worklab.predictions);
+1. the images: a list file, a class-folder tree or a folder (worklab.serve.predictions);
 2. the classifier: schedule.run (its config, then the best or latest checkpoint, or
    schedule.step, through Parts.restore_for_inference) or schedule.model;
 3. each file checked in threads, a chunk of files ahead of the reading; a file that
@@ -32,8 +32,8 @@ import numpy as np
 
 from worklab.config import load_run_config
 from worklab.errors import Interrupted, UserError
-from worklab.predictions import Row, Source, check, find_images, write_csv, write_jsonl
 from worklab.progress import Progress
+from worklab.serve.predictions import Row, Source, check, find_images, write_csv, write_jsonl
 
 log = logging.getLogger("worklab")
 
@@ -96,7 +96,7 @@ class ClassNames:
 
 def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
     """A run's checkpoint (best, latest or schedule.step) wrapped in export's Classifier; the run is only read."""
-    from worklab.parts import Parts
+    from worklab.run.parts import Parts
 
     s = parts.cfg.schedule
     run = Path(s.run)
@@ -107,7 +107,7 @@ def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
                         "no model to predict with. Pass a run folder that has checkpoints.")
     target = Parts(cfg, parts.stop, results_dir=Path(parts.cfg.run_dir))
     step = target.restore_for_inference(s.step)
-    from worklab.export import Classifier
+    from worklab.serve.export import Classifier
 
     r = cfg.reader
     k = min(parts.cfg.top_k, len(target.classes))
@@ -249,7 +249,7 @@ def _evaluate(parts, source: Source, rows: List[Row], probabilities: Dict[int, n
               origin: Dict, out: Path) -> Optional[Dict]:
     """The Tester's statistics over the classified images whose label is a class of the model (evaluation.json)."""
     from worklab.atomic import write_json
-    from worklab.stats import evaluation_statistics
+    from worklab.train.stats import evaluation_statistics
 
     index = classes.index()
     unknown = sorted({label for label in source.labels if label not in index})

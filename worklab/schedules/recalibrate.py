@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Dict
 
-from worklab.batchnorm import recalibrate
+from worklab.model.batchnorm import recalibrate
 from worklab.schedules.loop import evaluate
 
 

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from worklab import watchers
 from worklab.config import load_run_config
 from worklab.errors import Interrupted
+from worklab.run import watchers
+from worklab.run.session import listed_steps
+from worklab.run.summary import read_summary
 from worklab.schedules.loop import evaluate
-from worklab.session import listed_steps
-from worklab.summary import read_summary
 
 log = logging.getLogger("worklab")
 
@@ -29,7 +29,7 @@ def run(parts) -> Dict:
     """Follow schedule.run until it finishes or goes quiet; return the last test's statistics."""
     s = parts.cfg.schedule
     watched = Path(s.run)
-    from worklab.parts import Parts
+    from worklab.run.parts import Parts
 
     target = Parts(load_run_config(watched, s), parts.stop, results_dir=watchers.folder(watched))
     log.info("watching %s (every %gs, timeout %gs)", watched, s.poll, s.timeout)

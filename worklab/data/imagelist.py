@@ -330,5 +330,5 @@ def _header_problem(image: Image.Image) -> Optional[str]:
         return f"BMP of mode {image.mode} (palette or 1-bit) would be misread; save it as PNG or 24-bit BMP"
     if image.width * image.height > MAX_PIXELS:
         return (f"{image.width} x {image.height} px is more than the {MAX_PIXELS} px "
-                "(worklab.imagelist.MAX_PIXELS) the check decodes; shrink the image")
+                "(worklab.data.imagelist.MAX_PIXELS) the check decodes; shrink the image")
     return None

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from worklab.atomic import write_text
+from worklab.data.imagelist import IMAGE_SUFFIXES, SHOWN, _image_problem, _pil_limit_lifted, read_entries
 from worklab.errors import UserError
-from worklab.imagelist import IMAGE_SUFFIXES, SHOWN, _image_problem, _pil_limit_lifted, read_entries
 
 log = logging.getLogger(__name__)
 

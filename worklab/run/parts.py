@@ -18,21 +18,21 @@ from typing import List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from worklab import batchnorm, demo
 from worklab.config import Config
+from worklab.data import demo
+from worklab.data.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
+                                    save_classes, to_image_list)
+from worklab.data.reader import Reader
 from worklab.errors import UserError
-from worklab.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
-                               save_classes, to_image_list)
 from worklab.interrupt import StopRequest
-from worklab import networks
-from worklab.reader import Reader
-from worklab.rules import freeze_rules, lr_multipliers
-from worklab.runfolder import holds_lock, warn_if_disk_low
-from worklab.session import Session, listed_steps
-from worklab.summary import Summary
-from worklab.tester import Tester
-from worklab.trainer import OptimizerGroups, Trainer
-from worklab.writer import Writer
+from worklab.model import batchnorm, networks
+from worklab.model.rules import freeze_rules, lr_multipliers
+from worklab.run.runfolder import holds_lock, warn_if_disk_low
+from worklab.run.session import Session, listed_steps
+from worklab.run.summary import Summary
+from worklab.run.writer import Writer
+from worklab.train.tester import Tester
+from worklab.train.trainer import OptimizerGroups, Trainer
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from worklab.stats import evaluation_statistics
+from worklab.train.stats import evaluation_statistics
 
 
 class IncompleteTestPass(RuntimeError):

@@ -16,9 +16,9 @@ from typing import Callable, Dict, List, Optional
 import keras
 import tensorflow as tf
 
-from worklab.batchnorm import Momentum, batch_norm_layers, training_variables
 from worklab.config import OptimizerConfig
-from worklab.rules import Multipliers
+from worklab.model.batchnorm import Momentum, batch_norm_layers, training_variables
+from worklab.model.rules import Multipliers
 
 Scalars = Dict[str, float]
 

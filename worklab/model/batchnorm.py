@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from worklab.config import LrRule, NetworkConfig
-from worklab.rules import frozen_batch_norm
+from worklab.model.rules import frozen_batch_norm
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The config is checked before TensorFlow is imported, so the names, each family's
 preprocessing and each architecture's smallest input size live here as plain data:
 `tests/test_applications.py` holds this table to what `keras.applications` has and does.
 
-Preprocessing (see worklab.preprocessing for the numbers):
+Preprocessing (see worklab.model.preprocessing for the numbers):
 - `caffe`: RGB -> BGR, then the ImageNet mean per channel subtracted (ResNet, VGG);
 - `tf`: scaled to [-1, 1] (ResNetV2, MobileNet, MobileNetV2, Inception, Xception, NASNet);
 - `torch`: to [0, 1], then the ImageNet mean and std per channel (DenseNet);

@@ -19,9 +19,9 @@ from typing import List
 import numpy as np
 import tensorflow as tf
 
-from worklab.augment import augment
 from worklab.config import ReaderConfig
-from worklab.imagelist import ImageList
+from worklab.data.augment import augment
+from worklab.data.imagelist import ImageList
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def resize(image: tf.Tensor, size: int) -> tf.Tensor:
 
     Training, testing, export and predict all call this, so a deployed model resizes
     exactly as the Tester did. Scaling to what the network expects is the network's
-    own first layer (worklab.preprocessing), not the reader's.
+    own first layer (worklab.model.preprocessing), not the reader's.
     """
     image = tf.image.resize(image, [size, size], antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)

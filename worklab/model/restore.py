@@ -32,7 +32,7 @@ import tensorflow as tf
 from worklab.atomic import write_json
 from worklab.config import RestoreConfig
 from worklab.errors import UserError
-from worklab.rules import check_all_used, compile_patterns, first_match
+from worklab.model.rules import check_all_used, compile_patterns, first_match
 
 log = logging.getLogger(__name__)
 

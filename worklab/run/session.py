@@ -6,7 +6,7 @@ state as JSON (`schedule`), every model variable keyed by its readable name
 (`model/stage1/block1/conv1/kernel`, not Keras' positional object paths, so a run's
 checkpoint can be read by name) and the optimizers' state.
 
-Which checkpoints exist, and under which names, is worklab.checkpoints' business: the
+Which checkpoints exist, and under which names, is worklab.run.checkpoints' business: the
 index is rebuilt from the files when it is missing or damaged, a save never writes over
 a listed checkpoint, and a checkpoint that cannot be read is moved aside and the next
 older one used. Only a writing session (the process that holds the run folder's lock)
@@ -25,11 +25,11 @@ from typing import Callable, Dict, List, Optional, Set
 import keras
 import tensorflow as tf
 
-from worklab.checkpoints import CheckpointFolder
 from worklab.config import RestoreConfig
 from worklab.errors import RunFailed, UserError
-from worklab.restore import restore as restore_pretrained
-from worklab.watchers import untested_steps
+from worklab.model.restore import restore as restore_pretrained
+from worklab.run.checkpoints import CheckpointFolder
+from worklab.run.watchers import untested_steps
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 The file is a .keras model or a Keras 2 .h5 full-model file, which Keras 3 loads. It is
 loaded in Keras' safe mode: a file that would run code it carries (a Lambda layer's
 bytecode) is refused, not executed. The layer network.cut (by default the one before
-the old head) feeds the fresh `head` worklab.networks adds; the variables keep the
+the old head) feeds the fresh `head` worklab.model.networks adds; the variables keep the
 file's layer names, so network.lr_mult and restore rules match them (e.g. `^conv1/`),
 and their weights come from the file. The file's model takes the preprocessed images
 (network.preprocessing, by default mean_std from reader.mean and reader.std).

@@ -4,7 +4,7 @@ Image models are often shipped as a SavedModel folder rather than a Keras file: 
 feature-vector models saved to disk, and what `keras.Model.export` writes. Such a folder
 holds functions and variables, not layers, so it is called as one trainable layer
 (`keras.layers.TFSMLayer`) whose variables are the SavedModel's own: training moves them,
-and worklab's checkpoints save and restore them. worklab.networks puts it between the
+and worklab's checkpoints save and restore them. worklab.model.networks puts it between the
 preprocessing layer and the fresh `head`, with global average pooling when it gives a
 feature map [N, h, w, c] rather than a feature vector [N, d].
 

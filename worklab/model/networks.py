@@ -1,7 +1,7 @@
 """The network a run trains: 0-255 images in, float32 logits out, whatever its kind.
 
 Every kind is assembled the same way: the input `images`, the preprocessing layer
-(worklab.preprocessing), the body (worklab's ResNet, a Keras model file cut at a
+(worklab.model.preprocessing), the body (worklab's ResNet, a Keras model file cut at a
 layer, a Keras Application, or a SavedModel feature extractor), global average pooling
 when the body gives a feature map, and a fresh dense `head` for our classes. Building
 starts from fresh weights: pretrained weights are the session's to load, on a fresh
@@ -15,8 +15,8 @@ from typing import Callable, List, Optional, Tuple
 import keras
 from keras.src.utils.naming import reset_uids  # the per-process counters behind Keras' automatic names
 
-from worklab import preprocessing
 from worklab.config import Config
+from worklab.model import preprocessing
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +34,16 @@ def build(cfg: Config, num_classes: int) -> keras.Model:
     preprocess = preprocessing.for_config(cfg)
     log.info("input preprocessing: %s", preprocess.describe())
     if kind == "resnet":
-        from worklab.network import build_resnet
+        from worklab.model.resnet import build_resnet
         return build_resnet(cfg.network, num_classes, size, preprocess)
     if kind == "keras":
-        from worklab.imported import build_body
+        from worklab.model.keras_file import build_body
         body = build_body(cfg.network, size)
     elif kind == "applications":
-        from worklab.applications import build_backbone
+        from worklab.model.applications import build_backbone
         body = build_backbone(cfg.network, size, name=BACKBONE)
     else:
-        from worklab.saved_model_network import build_backbone
+        from worklab.model.saved_model import build_backbone
         body = build_backbone(cfg.network, size, name=BACKBONE)
     return with_head(body, preprocess, num_classes, size)
 
@@ -64,7 +64,7 @@ def pretrained_weights(model: keras.Model, cfg: Config) -> Optional[Callable[[],
     """What loads network.weights into `model` on a fresh start, or None when the network has none to load."""
     if cfg.network.kind != "applications" or not cfg.network.weights or cfg.network.weights == "none":
         return None
-    from worklab.applications import load_weights
+    from worklab.model.applications import load_weights
     return lambda: load_weights(model.get_layer(BACKBONE), cfg.network, cfg.reader.image_size)
 
 

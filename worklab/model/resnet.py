@@ -116,7 +116,7 @@ def build_resnet(cfg: NetworkConfig, num_classes: int, image_size: int,
                  preprocess: Optional[keras.layers.Layer] = None) -> keras.Model:
     """A ResNet for `image_size` square RGB inputs returning float32 logits over `num_classes`.
 
-    `preprocess` is its first layer (worklab.preprocessing: 0-255 pixels in); without
+    `preprocess` is its first layer (worklab.model.preprocessing: 0-255 pixels in); without
     one, the network takes its inputs as they come.
     """
     bottleneck, blocks = LAYOUTS[cfg.depth]

@@ -3,7 +3,7 @@
 `Classifier` wraps the network with the reader's own decoding and resizing
 (`reader.decode`, `reader.resize`: the functions the Tester's input pipeline calls, not
 copies); the scaling the network expects is the network's own first layer
-(worklab.preprocessing). So a SavedModel that takes encoded image files or 0-255
+(worklab.model.preprocessing). So a SavedModel that takes encoded image files or 0-255
 pixels of any size answers as the Tester does. Its class names and k are constants
 inside the graph.
 
@@ -24,7 +24,7 @@ from typing import Dict, Iterator, List
 import keras
 import tensorflow as tf
 
-from worklab import reader
+from worklab.data import reader
 
 PIXELS = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
 ENCODED = tf.TensorSpec([None], tf.string, name="images")

@@ -1,0 +1,1 @@
+"""The network: every kind of body and their assembly, input preprocessing, batch norm, rules, pretrained restore."""

@@ -1,0 +1,1 @@
+"""Training and testing steps: the Trainer, the Tester and the statistics they report."""
