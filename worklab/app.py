@@ -14,9 +14,9 @@ from typing import Dict
 
 from worklab import runtime
 from worklab.command import saved_overrides
-from worklab.config import (Config, ExportSchedule, FixedSchedule, HyperSchedule, InspectSchedule, PatienceSchedule,
-                            PredictSchedule, RecalibrateSchedule, TestSchedule, TrainSchedule, WatchSchedule, WRITERS,
-                            hparams)
+from worklab.config import (WRITERS, Config, CosineSchedule, ExportSchedule, FixedSchedule, HyperSchedule,
+                            InspectSchedule, PatienceSchedule, PredictSchedule, RecalibrateSchedule, TestSchedule,
+                            TrainSchedule, WatchSchedule, hparams)
 from worklab.errors import RunFailed
 from worklab.interrupt import StopRequest
 from worklab.run import runfolder
@@ -24,10 +24,10 @@ from worklab.run.summary import Summary, tracked
 
 log = logging.getLogger("worklab")
 
-SCHEDULES = {TrainSchedule: "train", TestSchedule: "test", FixedSchedule: "fixed", PatienceSchedule: "patience",
-             HyperSchedule: "hyper", WatchSchedule: "watch", InspectSchedule: "inspect",
+SCHEDULES = {TrainSchedule: "train", TestSchedule: "test", FixedSchedule: "fixed", CosineSchedule: "cosine",
+             PatienceSchedule: "patience", HyperSchedule: "hyper", WatchSchedule: "watch", InspectSchedule: "inspect",
              RecalibrateSchedule: "recalibrate", ExportSchedule: "export", PredictSchedule: "predict"}
-SUMMARISED = (TrainSchedule, FixedSchedule, PatienceSchedule, HyperSchedule)  # they own summary.json
+SUMMARISED = (TrainSchedule, FixedSchedule, CosineSchedule, PatienceSchedule, HyperSchedule)  # they own summary.json
 
 
 def run(cfg: Config) -> Dict:

@@ -323,6 +323,7 @@ class FixedSchedule(TrainingSchedule):
 
     stages: List[Stage] = field(default_factory=lambda: [Stage(0.1, 400), Stage(0.01, 100)])
     recalibrate: int = 0  # batches to re-estimate batch-norm statistics over before the last test
+    warmup_steps: int = 0  # the first stage's rate rises linearly from lr / warmup_steps over these steps
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -330,6 +331,28 @@ class FixedSchedule(TrainingSchedule):
         for i, stage in enumerate(self.stages):
             _rate(f"schedule.stages[{i}].lr", stage.lr)
             _positive(f"schedule.stages[{i}].steps", stage.steps)
+        _require(0 <= self.warmup_steps <= self.stages[0].steps,
+                 f"schedule.warmup_steps={self.warmup_steps} must be in [0, {self.stages[0].steps}], the first "
+                 "stage's steps.")
+
+
+@dataclass
+class CosineSchedule(TrainingSchedule):
+    """A linear warmup to optimizer.lr, then cosine decay to min_lr at `steps`, testing every eval_every steps."""
+
+    steps: int = 1000  # the run's total steps: the curve ends here
+    warmup_steps: int = 0  # the rate rises linearly from optimizer.lr / warmup_steps over these steps
+    min_lr: float = 0.0  # the rate at the last step
+    eval_every: int = 500  # steps between tests (and at the end)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("schedule.steps", self.steps)
+        _require(0 <= self.warmup_steps < self.steps,
+                 f"schedule.warmup_steps={self.warmup_steps} must be in [0, schedule.steps={self.steps}).")
+        _require(math.isfinite(self.min_lr) and self.min_lr >= 0,
+                 f"schedule.min_lr={self.min_lr} must be a finite number >= 0.")
+        _require(self.eval_every >= 1, f"schedule.eval_every={self.eval_every} must be at least 1.")
 
 
 @dataclass
@@ -496,6 +519,9 @@ class Config:
             _require(self.reader.image_size >= arch.min_size,
                      f"reader.image_size={self.reader.image_size} is below {self.network.arch}'s smallest input, "
                      f"{arch.min_size}x{arch.min_size}: set reader.image_size={arch.min_size} or more.")
+        _require(not isinstance(self.schedule, CosineSchedule) or self.schedule.min_lr < self.optimizer.lr,
+                 f"schedule.min_lr={getattr(self.schedule, 'min_lr', None)} must be below "
+                 f"optimizer.lr={self.optimizer.lr}, the peak of the cosine.")
         _require(not (isinstance(self.schedule, ExportSchedule) and self.network.kind == "saved_model"
                       and "keras" in self.schedule.formats),
                  "schedule.formats has keras, which cannot hold network=saved_model's body (a .keras file keeps "
@@ -540,6 +566,7 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule),
+                       ("cosine", CosineSchedule),
                        ("patience", PatienceSchedule), ("hyper", HyperSchedule), ("watch", WatchSchedule),
                        ("inspect", InspectSchedule), ("recalibrate", RecalibrateSchedule),
                        ("export", ExportSchedule), ("predict", PredictSchedule)):

@@ -3,7 +3,8 @@
 The state is the global step alone: the stage is the one whose step range holds it,
 and a stage's test counts as done when its evaluation file exists, so a resumed run
 picks up mid-stage, or tests a stage that was trained but not yet tested. Each stage
-trains at its own rate, whatever rate the checkpoint it resumes from was saved with.
+trains at its own rate, whatever rate the checkpoint it resumes from was saved with;
+with schedule.warmup_steps, the first stage's rate rises linearly to it over those steps.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import logging
 from typing import Dict
 
 from worklab.model.batchnorm import recalibrate
+from worklab.schedules.curves import linear_warmup
 from worklab.schedules.loop import evaluate, set_rate, train_until
 
 log = logging.getLogger("worklab")
@@ -30,7 +32,8 @@ def run(parts) -> Dict:
             continue
         log.info("stage %d/%d: to step %d", number, len(stages), end)
         set_rate(parts, stage.lr, f"schedule.stages[{number - 1}].lr")
-        train_until(parts, end)
+        warmup = number == 1 and parts.cfg.schedule.warmup_steps
+        train_until(parts, end, curve=linear_warmup(stage.lr, parts.cfg.schedule.warmup_steps) if warmup else None)
         if number == len(stages) and parts.cfg.schedule.recalibrate:
             recalibrate(parts.model, parts.reader.train(parts.train_images, start=int(parts.examples.numpy())),
                         parts.bn_momentum, parts.cfg.schedule.recalibrate)

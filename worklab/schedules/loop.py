@@ -7,7 +7,7 @@ saved. Log lines have one fixed format for train and one for test.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 from worklab.errors import Interrupted, NonFiniteLoss
 from worklab.progress import Progress
@@ -20,10 +20,13 @@ def due(step: int, every: int, last: int) -> bool:
     return step % every == 0 or step == last
 
 
-def train_until(parts, end: int, schedule_state: Optional[Dict] = None) -> Optional[Dict[str, float]]:
-    """Train from the current step to `end` at the current learning rate; None if already there.
+def train_until(parts, end: int, schedule_state: Optional[Dict] = None,
+                curve: Optional[Callable[[int], float]] = None) -> Optional[Dict[str, float]]:
+    """Train from the current step to `end`; None if already there.
 
-    Checkpoints carry `schedule_state`, the calling schedule's state (when it has one).
+    The rate is the current one, or with `curve` (worklab.schedules.curves) the curve's
+    rate of each step, set before that step. Checkpoints carry `schedule_state`, the
+    calling schedule's state (when it has one).
 
     Raises Interrupted after saving when SIGINT/SIGTERM arrives, and NonFiniteLoss when the
     loss stops being finite (the last good checkpoint is kept, nothing newer is saved).
@@ -33,13 +36,26 @@ def train_until(parts, end: int, schedule_state: Optional[Dict] = None) -> Optio
     step = int(parts.step.numpy())
     if step >= end:
         return None
-    log.info("train steps %d-%d at learning rate %g", step + 1, end, parts.lr.numpy())
+    if curve:
+        parts.lr.assign(curve(step))
+        log.info("train steps %d-%d on the curve, learning rate %g to %g", step + 1, end, curve(step), curve(end - 1))
+    else:
+        log.info("train steps %d-%d at learning rate %g", step + 1, end, parts.lr.numpy())
     bar, first = Progress(end - step), step
     scalars = None
+
+    def on_step(i: int, base: int) -> bool:
+        bar.update(base - first + i)
+        if curve:
+            parts.lr.assign(curve(base + i))  # the rate of the next step
+        return bool(parts.stop)
+
     while step < end and not parts.stop:
         chunk = min(s.log_every - step % s.log_every, s.save_every - step % s.save_every, end - step)
-        scalars = trainer.train(chunk, on_step=lambda i, base=step: bar.update(base - first + i) or bool(parts.stop))
+        scalars = trainer.train(chunk, on_step=lambda i, base=step: on_step(i, base))
         step = scalars["step"]
+        if curve:
+            scalars["lr"] = curve(step - 1)  # the rate the last step trained at
         _check_finite(parts, step)
         if due(step, s.log_every, end) or parts.stop:
             bar.break_line()
