@@ -9,16 +9,21 @@ Each mode is `(x[channels] / divisor - mean) / std`, written in the order of Ker
 `imagenet_utils.preprocess_input`, so that `torch`, `tf` and `caffe` give the same
 floats as Keras' own function:
 
-| mode     | channels | divisor | mean                                  | std                   | used by |
-|----------|----------|---------|---------------------------------------|-----------------------|---------|
-| mean_std | RGB      | 255     | reader.mean                           | reader.std            | worklab's ResNets, Keras model files |
-| torch    | RGB      | 255     | 0.485, 0.456, 0.406                   | 0.229, 0.224, 0.225   | DenseNet |
-| caffe    | BGR      | 1       | 103.939, 116.779, 123.68              | 1                     | Keras' ResNet50/101/152, VGG |
-| tf       | RGB      | 127.5   | 1                                     | 1                     | ResNetV2, MobileNet(V2), Inception, Xception, NASNet |
-| unit     | RGB      | 255     | 0                                     | 1                     | TF Hub image models |
-| raw      | RGB      | 1       | 0                                     | 1                     | EfficientNet(V2), ConvNeXt, MobileNetV3 (their own) |
-| ry       | BGR      | 1       | 103.0626238, 115.9028826, 123.1516308 | 1                     | ry/tensorflow-resnet (converted from Caffe) |
-| vgg      | RGB      | 1       | 123.68, 116.78, 103.94                | 1                     | TF-slim's resnet_v1 (vgg_preprocessing) |
+| mode     | channels | divisor | mean                         | std                 |
+|----------|----------|---------|------------------------------|---------------------|
+| mean_std | RGB      | 255     | reader.mean                  | reader.std          |
+| torch    | RGB      | 255     | 0.485, 0.456, 0.406          | 0.229, 0.224, 0.225 |
+| caffe    | BGR      | 1       | 103.939, 116.779, 123.68     | 1                   |
+| tf       | RGB      | 127.5   | 1                            | 1                   |
+| unit     | RGB      | 255     | 0                            | 1                   |
+| raw      | RGB      | 1       | 0                            | 1                   |
+| ry       | BGR      | 1       | 103.0626, 115.9029, 123.1516 | 1                   |
+| vgg      | RGB      | 1       | 123.68, 116.78, 103.94       | 1                   |
+
+Used by: mean_std worklab's ResNets and Keras model files; torch DenseNet; caffe Keras'
+ResNet50/101/152 and VGG; tf ResNetV2, MobileNet(V2), Inception, Xception, NASNet; unit
+TF Hub image models; raw EfficientNet(V2), ConvNeXt and MobileNetV3, which scale their
+own input; ry ry/tensorflow-resnet (converted from Caffe); vgg TF-slim's resnet_v1.
 """
 from __future__ import annotations
 
