@@ -236,15 +236,37 @@ class OptimizerConfig:
     beta_1: float = 0.9  # adam
     beta_2: float = 0.999  # adam
     epsilon: float = 1e-7  # adam
+    clip_norm: Optional[float] = None  # clip the gradients of all variables together to this global norm
 
     def __post_init__(self) -> None:
         _require(self.name in OPTIMIZERS,
                  f"optimizer.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}.")
         _rate("optimizer.lr", self.lr)
+        _require(self.clip_norm is None or (math.isfinite(self.clip_norm) and self.clip_norm > 0),
+                 f"optimizer.clip_norm={self.clip_norm} must be a finite number greater than 0 (or null: no clipping).")
         if self.name != "momentum":
             _inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["momentum", "nesterov"])
         if self.name != "adam":
             _inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["beta_1", "beta_2", "epsilon"])
+
+
+@dataclass
+class LossConfig:
+    """What training minimises; the losses the train and test lines report stay the plain cross-entropy."""
+
+    label_smoothing: float = 0.0  # the target puts this much of its mass evenly on all classes
+    class_weight: Any = None  # null, balanced (inverse class frequency of the training list), or one per class
+
+    def __post_init__(self) -> None:
+        _require(0 <= self.label_smoothing < 1, f"loss.label_smoothing={self.label_smoothing} must be in [0, 1).")
+        weights = self.class_weight
+        if weights is None or weights == "balanced":
+            return
+        _require(isinstance(weights, (list, tuple)) and len(weights) > 0
+                 and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights),
+                 f"loss.class_weight={weights} must be null, balanced, or a list of numbers, one per class.")
+        _require(all(math.isfinite(w) and w >= 0 for w in weights) and any(w > 0 for w in weights),
+                 f"loss.class_weight={weights}: the weights must be finite, >= 0, and not all 0.")
 
 
 @dataclass
@@ -495,6 +517,7 @@ class Config:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     restore: RestoreConfig = field(default_factory=RestoreConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     schedule: ScheduleConfig = MISSING
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0  # shuffling, augmentation and initialisation
@@ -555,7 +578,7 @@ def hparams(cfg: Config) -> Dict[str, Any]:
     """The settings that tell runs apart, flattened to scalars for TensorBoard's HParams dashboard."""
     values = {"seed": cfg.seed, "schedule": type(cfg.schedule).__name__.removesuffix("Schedule").lower(),
               "reader.batch_size": cfg.reader.batch_size, "reader.image_size": cfg.reader.image_size}
-    for section in ("network", "optimizer", "schedule"):
+    for section in ("network", "optimizer", "loss", "schedule"):
         for key, value in asdict(getattr(cfg, section)).items():
             values[f"{section}.{key}"] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
     return values

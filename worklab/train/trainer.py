@@ -7,6 +7,9 @@ here: each distinct multiplier gets its own Keras optimizer whose rate is `lr * 
 out of the gradient altogether, so they stay bit-identical and cost no backward work.
 A non-finite loss skips its update and is reported, and the batch-norm statistics the
 forward pass already moved are put back, so every variable keeps its last good value.
+The gradient comes from worklab.train.losses.objective (label smoothing, class weights)
+and may be clipped to a global norm over all groups together; the loss reported is the
+plain cross-entropy, comparable to the test loss.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import tensorflow as tf
 from worklab.config import OptimizerConfig
 from worklab.model.batchnorm import Momentum, batch_norm_layers, training_variables
 from worklab.model.rules import Multipliers
+from worklab.train.losses import objective
 
 Scalars = Dict[str, float]
 
@@ -66,7 +70,8 @@ class Trainer:
     def __init__(self, model: keras.Model, optimizers: OptimizerGroups, plan: Dict[str, Multipliers],
                  dataset: tf.data.Dataset, step: tf.Variable, examples: tf.Variable, lr: tf.Variable,
                  weight_decay: float, strategy: tf.distribute.Strategy, xla: bool = False,
-                 bn_momentum: Optional[Momentum] = None):
+                 bn_momentum: Optional[Momentum] = None, label_smoothing: float = 0.0,
+                 class_weights: Optional[List[float]] = None, clip_norm: Optional[float] = None):
         self.model = model
         self.optimizers = optimizers
         self.step = step
@@ -74,6 +79,9 @@ class Trainer:
         self.bn_momentum = bn_momentum
         self.lr = lr
         self.strategy = strategy
+        self.label_smoothing = label_smoothing
+        self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
+        self.clip_norm = clip_norm
         self._decayed = [(v, weight_decay * plan[v.path].decay) for v in optimizers.variables
                          if v.path.endswith("kernel") and weight_decay * plan[v.path].decay > 0]
         self._statistics = [v for layer in batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
@@ -122,7 +130,8 @@ class Trainer:
             logits = tf.cast(self.model(images, training=True), tf.float32)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             data_loss = tf.nn.compute_average_loss(losses)  # summed over replicas: the batch mean
-            loss = data_loss + tf.nn.scale_regularization_loss(self._decay())
+            minimised = objective(labels, logits, losses, self.label_smoothing, self.class_weights)
+            loss = tf.nn.compute_average_loss(minimised) + tf.nn.scale_regularization_loss(self._decay())
         gradients = tape.gradient(loss, self.optimizers.variables)
         finite = tf.math.is_finite(loss)
         tf.cond(finite, lambda: self._apply(gradients), lambda: self._mark_bad(statistics))
@@ -136,6 +145,10 @@ class Trainer:
         return tf.add_n(terms) if terms else tf.constant(0.0)
 
     def _apply(self, gradients) -> tf.Tensor:
+        if self.clip_norm:
+            # One norm over the gradients of every multiplier group. This is each replica's
+            # gradient: under a strategy of several replicas it is not yet the all-reduced one.
+            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
         self.optimizers.apply(gradients)
         return tf.constant(True)
 

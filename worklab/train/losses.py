@@ -1,0 +1,46 @@
+"""What training minimises: cross-entropy with label smoothing and class weights (loss.*).
+
+The train and test lines report the plain cross-entropy whatever the objective, so the
+two stay comparable; the gradient comes from `objective`. Class weights follow Keras'
+`class_weight`: each example's loss is multiplied by its class's weight and the batch
+mean is taken over all examples. `balanced` gives class c the weight N / (K * n_c)
+(N training images, K classes, n_c images of class c), so the weights average to 1
+over the training list.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from worklab.errors import UserError
+
+
+def class_weights(setting: Any, labels: Sequence[int], num_classes: int) -> Optional[List[float]]:
+    """loss.class_weight as one weight per class: None, balanced from the training labels, or the list given."""
+    if setting is None:
+        return None
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+        return [len(labels) / (num_classes * n) if n else 0.0 for n in counts]
+    if len(setting) != num_classes:
+        raise UserError(f"loss.class_weight has {len(setting)} values, but the run has {num_classes} classes "
+                        "(classes.json): give one weight per class, in class-index order.")
+    return [float(w) for w in setting]
+
+
+def objective(labels: tf.Tensor, logits: tf.Tensor, cross_entropy: tf.Tensor, label_smoothing: float,
+              weights: Optional[tf.Tensor]) -> tf.Tensor:
+    """The per-example loss training minimises; `cross_entropy` is the plain one for these labels and logits.
+
+    With smoothing e over K classes the target is (1 - e) on the label and e / K on every
+    class, so the loss is (1 - e) * cross_entropy + e * mean_k(-log p_k).
+    """
+    loss = cross_entropy
+    if label_smoothing:
+        uniform = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+        loss = (1.0 - label_smoothing) * cross_entropy + label_smoothing * uniform
+    if weights is not None:
+        loss = loss * tf.gather(weights, labels)
+    return loss
