@@ -104,6 +104,9 @@ class ReaderConfig:
     source: str = "demo"  # demo | json | folder
     train: Optional[str] = None  # JSON list file (json) or class-folder root (folder)
     test: Optional[str] = None
+    val: Optional[str] = None  # a validation list or folder (like train): every decision is made on it
+    val_split: float = 0.0  # or hold out this fraction of the training list, per class, for validation
+    val_seed: int = 0  # the held-out images' draw, apart from seed so that a seed sweep keeps the split
     image_size: int = 224
     batch_size: int = 32
     test_batch_size: Optional[int] = None  # default: batch_size
@@ -125,6 +128,9 @@ class ReaderConfig:
             _require(len(getattr(self, key)) == 3,
                      f"reader.{key}={getattr(self, key)} must list 3 values, one per RGB channel.")
         _require(all(s > 0 for s in self.std), f"reader.std={self.std} must be positive.")
+        _require(0 <= self.val_split < 1, f"reader.val_split={self.val_split} must be in [0, 1).")
+        _require(not (self.val and self.val_split),
+                 f"reader.val={self.val} and reader.val_split={self.val_split}: give one validation set, not both.")
 
 
 @dataclass

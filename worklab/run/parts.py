@@ -13,7 +13,7 @@ import json
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Optional, Set, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -23,6 +23,9 @@ from worklab.data import demo
 from worklab.data.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
                                     save_classes, to_image_list)
 from worklab.data.reader import Reader
+from worklab.data.split import hold_out, split
+from worklab.data.split import load as load_split
+from worklab.data.split import save as save_split
 from worklab.errors import UserError
 from worklab.interrupt import StopRequest
 from worklab.model import batchnorm, networks
@@ -95,30 +98,75 @@ class Parts:
 
     @cached_property
     def train_images(self) -> ImageList:
-        return self._image_list(0)
+        """The training list, less the images held out for validation (reader.val_split)."""
+        if not self.cfg.reader.val_split:
+            return self._listed_train
+        return split(self._listed_train, self._held_out)[0]
 
     @cached_property
     def test_images(self) -> ImageList:
-        return self._image_list(1)
+        return self._image_list(self.sources[1], "test")
+
+    @cached_property
+    def val_images(self) -> Optional[ImageList]:
+        """The validation set: reader.val, or the images held out of the training list; None without one."""
+        r = self.cfg.reader
+        if r.val:
+            return self._image_list(r.val, "validation")
+        if r.val_split:
+            images = split(self._listed_train, self._held_out)[1]
+            log.info("validation: %d images held out of the training list (reader.val_split=%g, val_seed=%d)",
+                     len(images), r.val_split, r.val_seed)
+            return images
+        return None
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.cfg.reader.val or self.cfg.reader.val_split)
+
+    @property
+    def decision_split(self) -> str:
+        """The set a schedule's decisions are made on: val when the run has a validation set, else test."""
+        return "val" if self.has_validation else "test"
 
     def check_inputs(self, train: bool = True, test: bool = True) -> None:
-        """Read and check the lists a schedule will use, before its first step."""
+        """Read and check the lists a schedule will use, before its first step (validation with training)."""
         if train:
             self.train_images
+            self.val_images
         if test:
             self.test_images
+        if train and test and not self.has_validation:
+            log.info("no validation set: the schedule's decisions (best step, rate drops, best value) are made on "
+                     "the test set, so the test result is optimistic; reader.val_split=0.1 or reader.val=PATH "
+                     "holds one out")
 
     def loaded_image_lists(self) -> List[ImageList]:
         """The lists read so far (a failure in TensorFlow can only involve these)."""
-        return [self.__dict__[key] for key in ("train_images", "test_images") if key in self.__dict__]
+        return [self.__dict__[key] for key in ("_listed_train", "test_images", "val_images")
+                if self.__dict__.get(key) is not None]
 
-    def _image_list(self, which: int) -> ImageList:
-        source, kind = self.sources[which], self.sources[2]
-        entries = read_entries(source, kind)
+    @cached_property
+    def _listed_train(self) -> ImageList:
+        return self._image_list(self.sources[0], "train")
+
+    @cached_property
+    def _held_out(self) -> Set[str]:
+        """The paths reader.val_split holds out: the run's saved split, else a new one (saved by a writer)."""
+        r = self.cfg.reader
+        held = load_split(self.run_dir, r.val_split, r.val_seed)
+        if held is None:
+            held = hold_out(self._listed_train, self.classes, r.val_split, r.val_seed)
+            if holds_lock(self.run_dir):
+                save_split(self.run_dir, r.val_split, r.val_seed, held)
+        return held
+
+    def _image_list(self, source: str, name: str) -> ImageList:
+        entries = read_entries(source, self.sources[2])
         record = self.run_dir / "checked_images.json" if holds_lock(self.run_dir) else None
         images = check_files(to_image_list(entries, self.classes, source, class_map=str(self.class_map)),
                              self.cfg.reader.skip_bad, record)
-        log.info("%s: %d images from %s", ("train", "test")[which], len(images), source)
+        log.info("%s: %d images from %s", name, len(images), source)
         return images
 
     # Model and state ------------------------------------------------------------------------
@@ -208,6 +256,14 @@ class Parts:
 
     @cached_property
     def tester(self) -> Tester:
+        return self._tester(self.test_images)
+
+    @cached_property
+    def validator(self) -> Tester:
+        """The Tester over the validation set, which every decision of a schedule uses when there is one."""
+        return self._tester(self.val_images)
+
+    def _tester(self, images: ImageList) -> Tester:
         r = self.cfg.reader
-        return Tester(self.model, self.reader.test(self.test_images), len(self.test_images),
-                      r.test_batch_size or r.batch_size, self.cfg.top_k, xla=self.cfg.runtime.xla)
+        return Tester(self.model, self.reader.test(images), len(images), r.test_batch_size or r.batch_size,
+                      self.cfg.top_k, xla=self.cfg.runtime.xla)

@@ -1,9 +1,11 @@
 """summary.json: a run at a glance, kept current while it goes and read by worklab.review.
 
 It holds the status (running, finished, failed or interrupted), the schedule, the
-command-line overrides, the step reached, the best test result so far (lowest test
-loss, with its accuracy and step), the wall time summed over every session that
-worked in the folder, and for a failed run the error. It is replaced atomically at
+command-line overrides, the step reached, the best result so far on the set the run
+decides on (lowest loss, with its accuracy, step and split: val with a validation
+set, else test), the test result reported apart from the decisions (`test`, with a
+validation set), the wall time summed over every session that worked in the folder,
+and for a failed run the error. It is replaced atomically at
 the start, after each checkpoint and test, and at the end.
 """
 from __future__ import annotations
@@ -42,15 +44,23 @@ class Summary:
         self._started = time.time()
         self.data = {"status": "running", "schedule": schedule, "overrides": overrides,
                      "step": earlier.get("step", 0), "best": earlier.get("best"), "wall_time": self._wall_before}
+        if earlier.get("test"):
+            self.data["test"] = earlier["test"]
 
     def saved(self, step: int) -> None:
         self._write(step=step)
 
-    def evaluated(self, result: Dict) -> None:
-        """Note a test result; it becomes the best if its loss is the lowest so far."""
+    def evaluated(self, result: Dict, decides: bool = True) -> None:
+        """Note a result. One the run decides on (val, or test without validation) becomes the best if its loss
+        is the lowest so far; a test reported apart from the decisions is kept as `test`."""
+        entry = {key: result[key] for key in ("loss", "accuracy", "step")}
+        entry["split"] = result.get("split", "test")
+        if not decides:
+            self._write(test=entry)
+            return
         best = self.data["best"]
         if best is None or not math.isfinite(best["loss"]) or result["loss"] < best["loss"]:
-            best = {key: result[key] for key in ("loss", "accuracy", "step")}
+            best = entry
         self._write(step=max(self.data["step"], result["step"]), best=best)
 
     def restore_earlier(self) -> bool:

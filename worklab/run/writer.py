@@ -2,8 +2,10 @@
 
 Layout in the run folder:
   tensorboard/train, tensorboard/test   event files (scalars, input images, confusion matrix)
-  evaluations/step-000400.json          the full statistics of the checkpoint of step 400
-  metrics.jsonl                         one JSON line per evaluation: step, loss, accuracy, lr, ...
+  tensorboard/val                       the same for the validation set, when the run has one
+  evaluations/step-000400.json          the full statistics of the test of the checkpoint of step 400
+  evaluations/val/step-000400.json      the same on the validation set
+  metrics.jsonl                         one JSON line per evaluation: step, split (val or test), loss, ...
 """
 from __future__ import annotations
 
@@ -43,6 +45,10 @@ class Writer:
         return tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "test"))
 
     @cached_property
+    def _val(self):
+        return tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "val"))
+
+    @cached_property
     def _run(self):
         return tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
 
@@ -60,19 +66,20 @@ class Writer:
         self._train.flush()
 
     def evaluation(self, stats: Dict, classes: List[str]) -> None:
-        """Save one evaluation (statistics with step and lr): its JSON file, a metrics.jsonl line,
+        """Save one evaluation (statistics with step, split and lr): its JSON file, a metrics.jsonl line,
         TensorBoard scalars and the confusion matrix image."""
-        step = stats["step"]
-        write_json(self.evaluations / f"step-{step:06d}.json", {**stats, "classes": classes})
-        line = {"step": step, "lr": stats["lr"], "time": round(time.time(), 3),
+        step, split = stats["step"], stats.get("split", "test")
+        write_json(self._evaluation_file(step, split), {**stats, "classes": classes})
+        line = {"step": step, "split": split, "lr": stats["lr"], "time": round(time.time(), 3),
                 **{k: stats[k] for k in SUMMARY_KEYS if stats.get(k) is not None}}
         append_line(self.metrics_file, line)
-        with self._test.as_default(step=step):
+        events = self._val if split == "val" else self._test
+        with events.as_default(step=step):
             for key in SUMMARY_KEYS:
                 if stats.get(key) is not None:
                     tf.summary.scalar(key, stats[key])
             tf.summary.image("confusion_matrix", confusion_image(stats["confusion"])[None])
-        self._test.flush()
+        events.flush()
 
     def hparams(self, values: Dict[str, Any]) -> None:
         """The run's hyperparameters for TensorBoard's HParams dashboard, which compares a sweep's runs."""
@@ -84,9 +91,10 @@ class Writer:
 
     def final(self, step: int, best: Dict[str, float]) -> None:
         """The run's result as the metrics the HParams dashboard lists beside the hyperparameters."""
+        split = best.get("split", "test")
         with self._run.as_default(step=step):
-            tf.summary.scalar("best/test_loss", best["loss"])
-            tf.summary.scalar("best/test_accuracy", best["accuracy"])
+            tf.summary.scalar(f"best/{split}_loss", best["loss"])
+            tf.summary.scalar(f"best/{split}_accuracy", best["accuracy"])
         self._run.flush()
 
     def decision(self, step: int, message: str, scalars: Dict[str, float]) -> None:
@@ -97,10 +105,13 @@ class Writer:
                 tf.summary.scalar(f"schedule/{key}", value)
         self._test.flush()
 
-    def evaluated(self, step: int) -> Optional[Dict]:
-        """The saved evaluation of `step`, or None if that step was not evaluated."""
-        path = self.evaluations / f"step-{step:06d}.json"
+    def evaluated(self, step: int, split: str = "test") -> Optional[Dict]:
+        """The saved evaluation of `step` on `split`, or None if that step was not evaluated on it."""
+        path = self._evaluation_file(step, split)
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def _evaluation_file(self, step: int, split: str) -> Path:
+        return (self.evaluations / "val" if split == "val" else self.evaluations) / f"step-{step:06d}.json"
 
 
 def confusion_image(confusion: List[List[int]], size: int = 256) -> np.ndarray:

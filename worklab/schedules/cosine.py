@@ -2,8 +2,9 @@
 
 The rate of every step is a function of the global step (worklab.schedules.curves), so
 a resumed run continues exactly on the curve. The run is tested every eval_every steps
-and at the end; like the fixed schedule, its state is the global step alone, and a test
-counts as done when its evaluation file exists.
+and at the end (on the validation set when there is one, with the test set once at the
+end, reported apart); like the fixed schedule, its state is the global step alone, and
+a test counts as done when its evaluation file exists.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import logging
 from typing import Dict
 
 from worklab.schedules.curves import warmup_cosine
-from worklab.schedules.loop import evaluate, train_until
+from worklab.schedules.loop import evaluate, report_test, train_until
 
 log = logging.getLogger("worklab")
 
@@ -27,8 +28,8 @@ def run(parts) -> Dict:
     ends = [*range(s.eval_every, s.steps, s.eval_every), s.steps]
     results = {}
     for end in ends:
-        results = parts.writer.evaluated(end)
+        results = parts.writer.evaluated(end, parts.decision_split)
         if results is None:
             train_until(parts, end, curve=curve)
             results = evaluate(parts)
-    return results
+    return report_test(parts, s.steps) or results

@@ -2,7 +2,9 @@
 
 The state is the global step alone: the stage is the one whose step range holds it,
 and a stage's test counts as done when its evaluation file exists, so a resumed run
-picks up mid-stage, or tests a stage that was trained but not yet tested. Each stage
+picks up mid-stage, or tests a stage that was trained but not yet tested. With a
+validation set the stages are tested on it, and the test set once at the end, reported
+apart. Each stage
 trains at its own rate, whatever rate the checkpoint it resumes from was saved with;
 with schedule.warmup_steps, the first stage's rate rises linearly to it over those steps.
 """
@@ -14,7 +16,7 @@ from typing import Dict
 
 from worklab.model.batchnorm import recalibrate
 from worklab.schedules.curves import linear_warmup
-from worklab.schedules.loop import evaluate, set_rate, train_until
+from worklab.schedules.loop import evaluate, report_test, set_rate, train_until
 
 log = logging.getLogger("worklab")
 
@@ -27,7 +29,7 @@ def run(parts) -> Dict:
     ends = list(itertools.accumulate(stage.steps for stage in stages))
     results = {}
     for number, (stage, end) in enumerate(zip(stages, ends), start=1):
-        results = parts.writer.evaluated(end)
+        results = parts.writer.evaluated(end, parts.decision_split)
         if results is not None:
             continue
         log.info("stage %d/%d: to step %d", number, len(stages), end)
@@ -39,4 +41,4 @@ def run(parts) -> Dict:
                         parts.bn_momentum, parts.cfg.schedule.recalibrate)
             parts.session.save()
         results = evaluate(parts)
-    return results
+    return report_test(parts, ends[-1]) or results

@@ -1,8 +1,10 @@
 """schedule=hyper: the patience schedule for each value of one config key (the seed's train_with_hyper).
 
 Values are tried in order, each in its own sub-folder named `<param>=<value>` that is a
-complete, resumable patience run. The search stops when the best test loss has not
-improved for hyper_patience values. Every value's config is built and checked before
+complete, resumable patience run. The search stops when the best loss (on the
+validation set when the run has one, else on the test set) has not improved for
+hyper_patience values; with a validation set, each value's test result is reported
+apart and the table shows it beside the validation loss. Every value's config is built and checked before
 the first step. The search's state is the set of finished sub-runs (each marked by its
 best.json): a restarted search skips them, resumes the interrupted one from its own
 checkpoint, and writes the same table.
@@ -38,17 +40,22 @@ def run(parts) -> Dict:
         if parts.summary:
             parts.summary.evaluated(result)
         rows.append({"value": value, "folder": Path(variant.run_dir).name, "loss": result["loss"],
-                     "accuracy": result["accuracy"], "step": result["step"]})
+                     "accuracy": result["accuracy"], "step": result["step"],
+                     "test_loss": (result.get("test") or {}).get("loss")})
         log.info("%s=%s best %.4f at step %d", s.param, value, result["loss"], result["step"])
         write_table(parts, rows)
         previous = checkpoint_path(Path(variant.run_dir), result["step"])
         if values_since_best(rows) >= s.hyper_patience:
-            log.info("%s: no better test loss for %d value(s): stopping", s.param, values_since_best(rows))
+            log.info("%s: no better %s loss for %d value(s): stopping", s.param, parts.decision_split,
+                     values_since_best(rows))
             break
     best = min(rows, key=lambda row: row["loss"])
-    log.info("best %s=%s: test loss %.4f at step %d\n%s", s.param, best["value"], best["loss"], best["step"],
-             format_table(s.param, rows))
-    return json.loads((parts.run_dir / best["folder"] / "best.json").read_text())
+    log.info("best %s=%s: %s loss %.4f at step %d\n%s", s.param, best["value"], parts.decision_split, best["loss"],
+             best["step"], format_table(s.param, rows, parts.decision_split))
+    result = json.loads((parts.run_dir / best["folder"] / "best.json").read_text())
+    if parts.summary and result.get("test"):
+        parts.summary.evaluated({**result["test"], "step": result["step"], "split": "test"}, decides=False)
+    return result
 
 
 def run_value(parts, variant, override: str, warm_start: Optional[Path]) -> Dict:
@@ -78,12 +85,19 @@ def write_table(parts, rows: List[Dict]) -> None:
     s = parts.cfg.schedule
     write_json(parts.run_dir / "state.json", {"schedule": "hyper", "param": s.param, "values": list(s.values),
                                               "results": rows, "values_since_best": values_since_best(rows)})
-    (parts.run_dir / "hyper.txt").write_text(format_table(s.param, rows) + "\n")
+    (parts.run_dir / "hyper.txt").write_text(format_table(s.param, rows, parts.decision_split) + "\n")
 
 
-def format_table(param: str, rows: List[Dict]) -> str:
+def format_table(param: str, rows: List[Dict], split: str = "test") -> str:
+    """One row per value: the loss it was chosen by, its accuracy and step, and the test loss reported apart."""
     best = min(rows, key=lambda row: row["loss"])
-    lines = [f"{param:>16}  {'test loss':>9}  {'accuracy':>8}  {'step':>7}"]
+    apart = split == "val"
+    lines = [f"{param:>16}  {split + ' loss':>9}  {'accuracy':>8}  {'step':>7}" + ("  test loss" if apart else "")]
     lines += [f"{str(r['value']):>16}  {r['loss']:>9.4f}  {r['accuracy']:>8.3f}  {r['step']:>7d}"
-              + ("  <- best" if r is best else "") for r in rows]
+              + (f"  {_number(r.get('test_loss')):>9}" if apart else "") + ("  <- best" if r is best else "")
+              for r in rows]
     return "\n".join(lines)
+
+
+def _number(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -77,19 +77,42 @@ def set_rate(parts, rate: float, why: str) -> None:
     parts.lr.assign(rate)
 
 
-def evaluate(parts) -> Dict:
-    """Test the current weights on every test example; save, log and return the statistics with step and lr."""
-    step = int(parts.step.numpy())
-    tester = parts.tester
+def evaluate(parts, split: Optional[str] = None, step: Optional[int] = None) -> Dict:
+    """Evaluate the current weights on `split`; save, log and return the statistics with step, split and lr.
+
+    The default split is the one decisions are made on (Parts.decision_split): val when
+    the run has a validation set, else test. `step` labels weights restored from an
+    earlier checkpoint (the best one) in place of the global step.
+    """
+    split = split or parts.decision_split
+    step = int(parts.step.numpy()) if step is None else step
+    tester = parts.validator if split == "val" else parts.tester
     bar = Progress(tester.batches, unit="batch")
-    result = {"step": step, "lr": float(parts.lr.numpy()), **tester.evaluate(on_batch=bar.update)}
+    result = {"step": step, "split": split, "lr": float(parts.lr.numpy()), **tester.evaluate(on_batch=bar.update)}
     bar.break_line()
     parts.writer.evaluation(result, parts.classes)
     if parts.summary:
-        parts.summary.evaluated(result)
-    log.info("test step %d loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)", step, result["loss"],
+        parts.summary.evaluated(result, decides=split == parts.decision_split)
+    log.info("%s step %d loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)", split, step, result["loss"],
              result["accuracy"], result["top_k"], result["top_k_accuracy"], result["f1_macro"], result["count"])
     return result
+
+
+def report_test(parts, step: int) -> Optional[Dict]:
+    """With a validation set, the test set once, on the checkpoint the validation chose; None without one.
+
+    Its result is written with split test and kept apart from every decision. A result
+    already on disk (a run stopped after it) is returned as it is.
+    """
+    if not parts.has_validation:
+        return None
+    done = parts.writer.evaluated(step, "test")
+    if done is not None:
+        return done
+    if step != int(parts.step.numpy()):
+        parts.session.restore_weights(step)
+    log.info("test set: step %d, chosen on the validation set, reported apart", step)
+    return evaluate(parts, "test", step)
 
 
 def _check_finite(parts, step: int) -> None:

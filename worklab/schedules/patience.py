@@ -6,7 +6,9 @@ best checkpoint and the rate is multiplied by `factor`; at the plateau after
 `max_decays` drops the run stops. A blow-up (a non-finite training loss, or a test
 loss that is not finite or above max_loss) is a failed test that drops the rate at once.
 The global step keeps counting through a revert, so steps, checkpoints and curves stay
-unique.
+unique. With a validation set (reader.val or reader.val_split) every test above is on
+it, and the test set is evaluated once, on the best step, when the run ends: its result
+is kept apart (best.json's `test`, split test in metrics.jsonl) and decides nothing.
 
 The learning rate is part of the state: `optimizer.lr` at the start, multiplied by
 `factor` at each drop. A resumed run goes on at the state's rate, unless optimizer.lr
@@ -27,7 +29,7 @@ from typing import Dict, Optional, Tuple
 
 from worklab.atomic import write_json
 from worklab.errors import NonFiniteLoss, RunFailed
-from worklab.schedules.loop import evaluate, set_rate, train_until
+from worklab.schedules.loop import evaluate, report_test, set_rate, train_until
 
 log = logging.getLogger("worklab")
 
@@ -63,9 +65,13 @@ def run(parts) -> Dict:
             train_until(parts, next_test(step, cfg), schedule_state=asdict(state))
         except NonFiniteLoss as blowup:
             recover(parts, state, blowup)
-    best = parts.writer.evaluated(state.best_step)
+    best = parts.writer.evaluated(state.best_step, parts.decision_split)
+    test = report_test(parts, state.best_step)
+    if test is not None:
+        best["test"] = {key: test[key] for key in ("loss", "accuracy", "top_k_accuracy", "count")}
     write_json(parts.run_dir / "best.json", best)
-    log.info("best: step %d, test loss %.4f, accuracy %.3f", best["step"], best["loss"], best["accuracy"])
+    log.info("best: step %d, %s loss %.4f, accuracy %.3f", best["step"], parts.decision_split, best["loss"],
+             best["accuracy"])
     return best
 
 
@@ -86,10 +92,11 @@ def next_test(step: int, cfg) -> int:
 
 
 def reuse_or_test(parts, step: int) -> Dict:
-    """The test result of `step`: the one saved before an interruption, or a new test."""
-    saved = parts.writer.evaluated(step)
+    """The result of `step` on the decision split: the one saved before an interruption, or a new test."""
+    saved = parts.writer.evaluated(step, parts.decision_split)
     if saved is not None:
-        log.info("test of step %d already done before the restart: loss %.4f", step, saved["loss"])
+        log.info("%s of step %d already done before the restart: loss %.4f", parts.decision_split, step,
+                 saved["loss"])
         return saved
     return evaluate(parts)
 
@@ -97,16 +104,16 @@ def reuse_or_test(parts, step: int) -> Dict:
 def apply_test(parts, state: PatienceState, result: Dict) -> None:
     """Update the state with one test result and act on it; write state.json."""
     cfg = parts.cfg.schedule
-    step, loss = result["step"], result["loss"]
+    step, loss, split = result["step"], result["loss"], result.get("split", "test")
     blown = not math.isfinite(loss) or (cfg.max_loss is not None and loss > cfg.max_loss)
     if not blown and (state.best_loss is None or loss < state.best_loss):
-        message = (f"test loss {loss:.4f} improved on {state.best_loss:.4f}" if state.best_loss is not None
-                   else f"test loss {loss:.4f}: first best")
+        message = (f"{split} loss {loss:.4f} improved on {state.best_loss:.4f}" if state.best_loss is not None
+                   else f"{split} loss {loss:.4f}: first best")
         state.best_step, state.best_loss, state.waiting = step, loss, 0
     else:
         state.waiting = cfg.patience if blown else state.waiting + 1
-        message = (f"test loss {loss:.4f} blew up (schedule.max_loss={cfg.max_loss})" if blown else
-                   f"test loss {loss:.4f} did not improve on {state.best_loss:.4f} ({state.waiting}/{cfg.patience})")
+        message = (f"{split} loss {loss:.4f} blew up (schedule.max_loss={cfg.max_loss})" if blown else
+                   f"{split} loss {loss:.4f} did not improve on {state.best_loss:.4f} ({state.waiting}/{cfg.patience})")
     state.tested = step
     log.info("%s", message)
     parts.writer.decision(step, message, {"waiting": state.waiting, "decays": state.decays,

@@ -21,4 +21,4 @@ def run(parts) -> Dict:
     recalibrate(parts.model, parts.reader.train(parts.train_images, start=start), parts.bn_momentum,
                 parts.cfg.schedule.batches)
     parts.session.save()
-    return evaluate(parts)
+    return evaluate(parts, "test")

@@ -9,4 +9,4 @@ from worklab.schedules.loop import evaluate
 def run(parts) -> Dict:
     """Restore schedule.step (default: the latest checkpoint) and test it."""
     parts.session.restore_step(parts.cfg.schedule.step)
-    return evaluate(parts)
+    return evaluate(parts, "test")

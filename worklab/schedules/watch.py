@@ -61,6 +61,6 @@ def run(parts) -> Dict:
 def test_checkpoint(target, watched: Path, step: int) -> Dict:
     """Restore checkpoint `step` of the watched run, test it, and record it in the ledger."""
     target.session.restore_step(step)
-    result = evaluate(target)
+    result = evaluate(target, "test")
     watchers.record_tested(watched, step)
     return result
