@@ -80,7 +80,8 @@ def test_finds_every_run_and_only_runs(runs, capsys):
 def test_row_values_and_common_overrides_dropped(runs, capsys):
     rows = {row["run"]: row for row in review(capsys, runs)}
     assert rows[A] == {"run": A, "overrides": "network.width=2", "status": "finished", "steps": "400",
-                       "best loss": "0.4100", "accuracy": "0.880", "at step": "400", "wall time": "1m05s", "": ""}
+                       "chosen on": "test", "best loss": "0.4100", "accuracy": "0.880", "at step": "400",
+                       "test loss": "0.4100", "test accuracy": "0.880", "wall time": "1m05s", "": ""}
     assert rows[E]["overrides"] == "schedule=hyper optimizer.lr=0.1"
     assert [rows[name]["wall time"] for name in (B, C, D)] == ["30s", "1m00s", "1h02m05s"]
     assert [rows[B][key] for key in ("best loss", "accuracy", "at step")] == ["-", "-", "-"]
@@ -94,14 +95,15 @@ def test_lowest_loss_is_marked_on_every_row_that_has_it(runs, capsys):
 @pytest.mark.parametrize("name", list(BROKEN))
 def test_unreadable_summary_is_a_row(runs, capsys, name):
     (row,) = review(capsys, runs / name)
-    assert row == {"run": Path(name).name, "overrides": "-", "status": "unreadable", "steps": "-", "best loss": "-",
-                   "accuracy": "-", "at step": "-", "wall time": "-", "": ""}
+    assert row == {"run": Path(name).name, "overrides": "-", "status": "unreadable", "steps": "-", "chosen on": "-",
+                   "best loss": "-", "accuracy": "-", "at step": "-", "test loss": "-", "test accuracy": "-",
+                   "wall time": "-", "": ""}
 
 
 def test_summary_with_wrong_types_shows_dashes(tmp_path, capsys):
     write(tmp_path / "run" / "summary.json", json.dumps({"status": 3, "step": "many", "best": [0.1], "overrides": 7}))
     (row,) = review(capsys, tmp_path)
-    assert list(row.values()) == ["run"] + ["-"] * 7 + [""]
+    assert list(row.values()) == ["run"] + ["-"] * 10 + [""]
 
 
 def test_single_run_shows_all_overrides_named_by_its_folder(runs, capsys):
@@ -135,13 +137,25 @@ def test_csv_has_full_overrides_and_raw_numbers(runs, capsys, tmp_path):
     assert main([str(runs), "--sort", "loss", "--csv", str(path)]) == 0
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["run", "overrides", "status", "steps", "loss", "accuracy", "best_step", "wall_time"]
+    assert list(rows[0]) == ["run", "overrides", "status", "steps", "chosen_on", "loss", "accuracy", "best_step",
+                             "test_loss", "test_accuracy", "wall_time"]
     assert [row["run"] for row in rows] == [D, F, A, C, E, B, G, H, I]
     assert rows[0] == {"run": D, "overrides": "reader=json schedule=hyper", "status": "running", "steps": "900",
-                       "loss": "0.35", "accuracy": "0.91", "best_step": "300", "wall_time": "3725.0"}
-    assert rows[-1] == {"run": I, "overrides": "", "status": "unreadable", "steps": "", "loss": "", "accuracy": "",
-                        "best_step": "", "wall_time": ""}
+                       "chosen_on": "test", "loss": "0.35", "accuracy": "0.91", "best_step": "300",
+                       "test_loss": "0.35", "test_accuracy": "0.91", "wall_time": "3725.0"}
+    assert rows[-1] == {"run": I, "overrides": "", "status": "unreadable", "steps": "", "chosen_on": "", "loss": "",
+                        "accuracy": "", "best_step": "", "test_loss": "", "test_accuracy": "", "wall_time": ""}
     assert "<- best" in capsys.readouterr().out  # the table is printed as well
+
+
+def test_a_validated_run_shows_its_validation_best_and_the_test_reported_apart(tmp_path, capsys):
+    validated = summary("finished", ["reader.val_split=0.1"], 600, (0.30, 0.92, 500), 10.0,
+                        test={"loss": 0.45, "accuracy": 0.86, "step": 500, "split": "test"})
+    validated["best"]["split"] = "val"
+    write(tmp_path / "run" / "summary.json", json.dumps(validated))
+    (row,) = review(capsys, tmp_path)
+    assert [row[key] for key in ("chosen on", "best loss", "at step", "test loss", "test accuracy")] == \
+        ["val", "0.3000", "500", "0.4500", "0.860"]
 
 
 def test_csv_that_cannot_be_written_exits_2(runs, capsys, tmp_path):
@@ -152,10 +166,11 @@ def test_csv_that_cannot_be_written_exits_2(runs, capsys, tmp_path):
 def test_markdown_format(runs, capsys):
     assert main([str(runs / "multirun"), "--markdown"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "| run | overrides | status | steps | best loss | accuracy | at step | wall time |  |"
-    assert lines[1] == "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
-    assert lines[2] == ("| 2026-11-26/08-00-00/2 | network.width=2 | finished | 400 | 0.4100 | 0.880 | 400 | 1m05s"
-                        " | <- best |")
+    assert lines[0] == ("| run | overrides | status | steps | chosen on | best loss | accuracy | at step | test loss "
+                        "| test accuracy | wall time |  |")
+    assert lines[1] == "| --- | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    assert lines[2] == ("| 2026-11-26/08-00-00/2 | network.width=2 | finished | 400 | test | 0.4100 | 0.880 | 400 "
+                        "| 0.4100 | 0.880 | 1m05s | <- best |")
     assert len(lines) == 5
 
 
@@ -169,8 +184,8 @@ def test_markdown_escapes_pipes_and_overrides_are_shell_quoted(tmp_path, capsys)
 def test_text_table_is_aligned(runs, capsys):
     assert main([str(runs / "multirun")]) == 0
     header, rule, *lines = capsys.readouterr().out.splitlines()
-    assert header.split() == ["run", "overrides", "status", "steps", "best", "loss", "accuracy", "at", "step",
-                              "wall", "time"]
+    assert header.split() == ["run", "overrides", "status", "steps", "chosen", "on", "best", "loss", "accuracy",
+                              "at", "step", "test", "loss", "test", "accuracy", "wall", "time"]
     assert set(rule) == {"-", " "}
     status = header.index("status")
     assert [line[status:].split()[0] for line in lines] == ["finished", "failed", "finished"]

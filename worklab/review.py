@@ -14,15 +14,18 @@ evaluations/, watch/ and hidden folders such as .hydra/ are not searched: they n
 hold runs and can be large.
 
 Each row shows the run's folder (relative to the folder the PATHs have in common), its
-overrides without those every run shares, its status, the step reached, its best test
-(the lowest test loss, with the accuracy and step of that test) and its wall time.
-'<- best' marks the lowest test loss (every row that has it, so a hyper search and its
-best sub-run are both marked). '-' is a missing value; a summary.json that is not a
-readable JSON object gives a row with status 'unreadable'.
+overrides without those every run shares, its status, the step reached, the set its
+choices were made on ('chosen on': val with a validation set, else test), its best
+result there (the lowest loss, with the accuracy and step), its test loss and accuracy
+(with a validation set, the test of the chosen step, reported apart; without one, the
+best test itself) and its wall time. '<- best' marks the lowest best loss (every row
+that has it, so a hyper search and its best sub-run are both marked). '-' is a missing
+value; a summary.json that is not a readable JSON object gives a row with status
+'unreadable'.
 
 --sort run (the default) orders runs naturally (job 2 before job 10, lr=0.05 before
-lr=0.1); status sorts alphabetically; steps, loss (alias test_loss) and wall_time sort
-ascending and accuracy descending, so the best run leads under both loss and accuracy.
+lr=0.1); status sorts alphabetically; steps, loss, test_loss and wall_time sort
+ascending and accuracy and test_accuracy descending, so the best run leads under both loss and accuracy.
 Rows without the value come last, ties keep run order. --csv FILE also writes the rows
 with every override and raw numbers (seconds for wall time, empty when missing).
 
@@ -49,11 +52,11 @@ from worklab.run.summary import FILE, read_summary
 NOT_RUNS = {"checkpoints", "tensorboard", "evaluations", "watch"}  # hidden folders (.hydra) are skipped too
 MISSING = "-"
 BEST = "<- best"
-HEADERS = ["run", "overrides", "status", "steps", "best loss", "accuracy", "at step", "wall time", ""]
-RIGHT = {3, 4, 5, 6, 7}  # the columns of numbers
-SORT_KEYS = ["run", "status", "steps", "loss", "accuracy", "wall_time"]
-ALIASES = {"test_loss": "loss"}
-DESCENDING = {"accuracy"}
+HEADERS = ["run", "overrides", "status", "steps", "chosen on", "best loss", "accuracy", "at step", "test loss",
+           "test accuracy", "wall time", ""]
+RIGHT = {3, 5, 6, 7, 8, 9, 10}  # the columns of numbers
+SORT_KEYS = ["run", "status", "steps", "loss", "accuracy", "test_loss", "test_accuracy", "wall_time"]
+DESCENDING = {"accuracy", "test_accuracy"}
 NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)")
 
 
@@ -65,9 +68,12 @@ class Row:
     overrides: Optional[List[str]] = None
     status: Optional[str] = None
     steps: Optional[float] = None
+    chosen_on: Optional[str] = None  # the split of the best result: val, or test without a validation set
     loss: Optional[float] = None
     accuracy: Optional[float] = None
     best_step: Optional[float] = None
+    test_loss: Optional[float] = None
+    test_accuracy: Optional[float] = None
     wall_time: Optional[float] = None
 
 
@@ -105,12 +111,16 @@ def read_row(folder: str, base: str) -> Row:
     if summary is None:
         return Row(name, status="unreadable")
     best = summary.get("best") if isinstance(summary.get("best"), dict) else {}
+    chosen_on = best.get("split", "test") if best else None  # summaries from before validation have no split
+    test = summary.get("test") if isinstance(summary.get("test"), dict) else best if chosen_on == "test" else {}
     overrides = summary.get("overrides")
     status = summary.get("status")
     return Row(name, overrides=[str(o) for o in overrides] if isinstance(overrides, list) else None,
                status=status if isinstance(status, str) else None, steps=number(summary.get("step")),
+               chosen_on=chosen_on if isinstance(chosen_on, str) else None,
                loss=number(best.get("loss")), accuracy=number(best.get("accuracy")),
-               best_step=number(best.get("step")), wall_time=number(summary.get("wall_time")))
+               best_step=number(best.get("step")), test_loss=number(test.get("loss")),
+               test_accuracy=number(test.get("accuracy")), wall_time=number(summary.get("wall_time")))
 
 
 def collect(paths: Sequence[str]) -> List[Row]:
@@ -164,8 +174,9 @@ def cells(row: Row, shared: Set[str], best_loss: Optional[float]) -> List[str]:
     """The text of each column of `row`, without the `shared` overrides."""
     overrides = [o for o in row.overrides or [] if o not in shared]
     return [row.run, shlex.join(overrides) if overrides else MISSING, row.status or MISSING,
-            decimals(row.steps, 0), decimals(row.loss, 4), decimals(row.accuracy, 3),
-            decimals(row.best_step, 0), duration(row.wall_time),
+            decimals(row.steps, 0), row.chosen_on or MISSING, decimals(row.loss, 4), decimals(row.accuracy, 3),
+            decimals(row.best_step, 0), decimals(row.test_loss, 4), decimals(row.test_accuracy, 3),
+            duration(row.wall_time),
             BEST if row.loss is not None and row.loss == best_loss else ""]
 
 
@@ -206,12 +217,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      epilog="exit codes: 0 table printed, 1 no run found, 2 missing PATH, "
                                             "unwritable CSV file or bad arguments")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="folders to search for runs, at any depth")
-    parser.add_argument("--sort", default="run", choices=SORT_KEYS + list(ALIASES),
-                        help="run (natural, default), status, steps, loss, wall_time ascending; accuracy descending")
+    parser.add_argument("--sort", default="run", choices=SORT_KEYS,
+                        help="run (natural, default), status, steps, loss, test_loss, wall_time ascending; "
+                             "accuracy, test_accuracy descending")
     parser.add_argument("--csv", metavar="FILE", help="also write the rows to FILE as CSV")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead of aligned text")
     args = parser.parse_args(argv)
-    args.sort = ALIASES.get(args.sort, args.sort)
     return args
 
 
