@@ -26,7 +26,7 @@ prepared = command.Prepared(sys.argv)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg) -> float | None:
-    """Run one job and return its best test loss, the value a sweeper minimises."""
+    """Run one job and return its best loss (validation when it has one, else test), what a sweeper minimises."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         plain = config.to_plain(cfg)

@@ -409,11 +409,11 @@ class PatienceSchedule(TrainingSchedule):
 
 @dataclass
 class HyperSchedule(PatienceSchedule):
-    """Patience for each value of one config key in turn, until the best test loss stops improving."""
+    """Patience for each value of one config key in turn, until the best loss stops improving (validation first)."""
 
     param: str = MISSING  # the config key to vary, e.g. network.width
     values: List[Any] = MISSING  # tried in this order, each in its own sub-folder
-    hyper_patience: int = 1  # values without a better best test loss before stopping
+    hyper_patience: int = 1  # values without a better best loss before stopping
     warm_start: bool = False  # start each value from the previous value's best weights
 
     def __post_init__(self) -> None:

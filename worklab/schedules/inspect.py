@@ -27,7 +27,7 @@ def run(parts) -> Dict:
     counts = {"layers": print_layers(parts, keep)}
     loader = networks.pretrained_weights(parts.model, parts.cfg)
     if loader:
-        print(f"\nnetwork.weights={parts.cfg.network.weights}: {loader()}")
+        print(f"\n{loader()}")  # it names network.weights and says what it loaded
     if parts.cfg.restore.path:
         counts.update(print_mapping(parts, keep))
     return counts
