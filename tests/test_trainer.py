@@ -101,7 +101,7 @@ def test_non_finite_loss_skips_the_update_and_keeps_every_variable():
     assert "stem/bn/moving_mean" in after
     changed = [k for k in before if not np.array_equal(before[k], after[k])]
     assert changed == []
-    assert all(np.all(np.isfinite(v.numpy())) for _, vs in trainer.optimizers.groups for v in vs)
+    assert all(np.all(np.isfinite(v.numpy())) for _, vs, _ in trainer.optimizers.groups for v in vs)
 
 
 def test_frozen_batch_norm_statistics_with_a_rate_train_gamma_and_beta():

@@ -37,7 +37,7 @@ from worklab.run import runfolder
 # The keys that decide which variables a checkpoint holds and in what shape.
 CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.arch", "network.arch_args",
                    "network.depth", "network.width", "network.layout", "network.conv_bias", "network.lr_mult",
-                   "network.freeze", "network.preprocessing", "optimizer.name")
+                   "network.freeze", "network.preprocessing", "network.ema", "optimizer.name")
 READERS = (TestSchedule, InspectSchedule, RecalibrateSchedule, ExportSchedule)  # keep a run's saved config
 OWN_FOLDER = (PredictSchedule, WatchSchedule)  # read another run, write into a job folder of their own
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion",

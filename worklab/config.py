@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import MISSING as MISSING_FIELD, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -26,7 +27,7 @@ from worklab.model import architectures
 DEPTHS = (10, 18, 34, 50, 101, 152)
 NETWORK_LAYOUTS = ("resnet", "slim")
 MAX_FOLDER_NAME = 200  # file systems allow 255 bytes
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SOURCES = ("demo", "json", "folder")
 PRECISIONS = ("float32", "mixed_bfloat16")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
@@ -46,6 +47,15 @@ def _positive(key: str, value: float) -> None:
 
 def _rate(key: str, value: float) -> None:
     _require(math.isfinite(value) and value > 0, f"{key}={value} must be a finite number greater than 0.")
+
+
+def _regex(key: str, pattern: Optional[str]) -> None:
+    if pattern is None:
+        return
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise UserError(f"{key}={pattern!r} is not a valid regular expression: {error}.") from None
 
 
 def _inert(section: str, when: str, obj: Any, defaults: Any, keys: List[str]) -> None:
@@ -186,6 +196,7 @@ class NetworkConfig:
     bn_momentum: float = 0.9  # batch-norm moving-average momentum
     bn_warmup_steps: int = 0  # steps at bn_warmup_momentum first, so fresh statistics settle fast
     bn_warmup_momentum: float = 0.5
+    ema: Optional[float] = None  # keep an exponential moving average of the weights with this decay, e.g. 0.9998
 
     def __post_init__(self) -> None:
         _require(self.kind in NETWORK_KINDS,
@@ -209,6 +220,8 @@ class NetworkConfig:
         for key in ("bn_momentum", "bn_warmup_momentum"):
             _require(0 <= getattr(self, key) < 1, f"network.{key}={getattr(self, key)} must be in [0, 1).")
         _require(self.bn_warmup_steps >= 0, f"network.bn_warmup_steps={self.bn_warmup_steps} must be >= 0.")
+        _require(self.ema is None or 0 < self.ema < 1,
+                 f"network.ema={self.ema} must be in (0, 1), e.g. 0.9998 (or null: no weight average).")
         if self.kind == "applications":
             _require(bool(self.arch), "network=applications needs network.arch=NAME, e.g. EfficientNetV2B0; "
                                       f"the names: {', '.join(architectures.NAMES)}.")
@@ -235,14 +248,17 @@ INERT_NETWORK_KEYS = {
 class OptimizerConfig:
     """The optimizer; `lr` is the base rate that schedules change and lr_mult rules scale."""
 
-    name: str = "momentum"  # sgd | momentum | adam
+    name: str = "momentum"  # sgd | momentum | adam | adamw (Adam with decoupled weight decay)
     lr: float = 0.1
     momentum: float = 0.9  # momentum
     nesterov: bool = False  # momentum
-    beta_1: float = 0.9  # adam
-    beta_2: float = 0.999  # adam
-    epsilon: float = 1e-7  # adam
+    beta_1: float = 0.9  # adam, adamw
+    beta_2: float = 0.999  # adam, adamw
+    epsilon: float = 1e-7  # adam, adamw
     clip_norm: Optional[float] = None  # clip the gradients of all variables together to this global norm
+    weight_decay: float = 0.0  # decoupled: each step w -= lr * lr_mult * weight_decay * decay_mult * w
+    decay_include: str = "kernel$"  # the variables that decay (re.search), coupled or decoupled
+    decay_exclude: Optional[str] = None  # and of those, the ones that do not
 
     def __post_init__(self) -> None:
         _require(self.name in OPTIMIZERS,
@@ -250,9 +266,14 @@ class OptimizerConfig:
         _rate("optimizer.lr", self.lr)
         _require(self.clip_norm is None or (math.isfinite(self.clip_norm) and self.clip_norm > 0),
                  f"optimizer.clip_norm={self.clip_norm} must be a finite number greater than 0 (or null: no clipping).")
+        _require(math.isfinite(self.weight_decay) and 0 <= self.weight_decay < 1,
+                 f"optimizer.weight_decay={self.weight_decay} must be in [0, 1): the fraction of a weight taken "
+                 "off per step at learning rate 1.")
+        for key in ("decay_include", "decay_exclude"):
+            _regex(f"optimizer.{key}", getattr(self, key))
         if self.name != "momentum":
             _inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["momentum", "nesterov"])
-        if self.name != "adam":
+        if self.name not in ("adam", "adamw"):
             _inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["beta_1", "beta_2", "epsilon"])
 
 
@@ -556,6 +577,14 @@ class Config:
                  "schedule.formats has keras, which cannot hold network=saved_model's body (a .keras file keeps "
                  "only a reference to the SavedModel folder): pass 'schedule.formats=[saved_model]', with tflite "
                  "if wanted.")
+        _require(not (self.network.weight_decay and self.optimizer.weight_decay),
+                 f"network.weight_decay={self.network.weight_decay} (L2 in the loss) and optimizer.weight_decay="
+                 f"{self.optimizer.weight_decay} (decoupled) are both set: pick one, e.g. network.weight_decay=0.")
+        recalibrates = "schedule=recalibrate" if isinstance(self.schedule, RecalibrateSchedule) else \
+            "schedule.recalibrate" if getattr(self.schedule, "recalibrate", 0) else None
+        _require(not (self.network.ema and recalibrates),
+                 f"network.ema={self.network.ema} with {recalibrates}: batch-norm statistics would be re-estimated "
+                 "for the trained weights, but tests and exports use the averaged ones: leave one of them out.")
         mode = input_preprocessing(self)
         if mode != "mean_std":
             _inert("reader", f"network.preprocessing={mode} (reader.mean and reader.std feed mean_std only)",

@@ -9,6 +9,7 @@ that reads a run restores the checkpoint it tests through the session.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from functools import cached_property
@@ -34,6 +35,7 @@ from worklab.run.runfolder import holds_lock, warn_if_disk_low
 from worklab.run.session import Session, listed_steps
 from worklab.run.summary import Summary
 from worklab.run.writer import Writer
+from worklab.train.averaging import WeightAverage, changing_variables
 from worklab.train.losses import class_weights
 from worklab.train.tester import Tester
 from worklab.train.trainer import OptimizerGroups, Trainer
@@ -202,6 +204,22 @@ class Parts:
         return groups
 
     @cached_property
+    def average(self) -> Optional[WeightAverage]:
+        """network.ema's average of the weights that train (None without it); every evaluation uses it."""
+        if not self.cfg.network.ema:
+            return None
+        with self.strategy.scope():
+            average = WeightAverage(changing_variables(self.model, lambda path: self.plan[path].lr > 0),
+                                    self.cfg.network.ema)
+        log.info("weight average: %d variables, decay %g; tests, the best checkpoint and exports use it",
+                 len(average.variables), average.decay)
+        return average
+
+    def evaluation_weights(self):
+        """A context in which the model holds the weights to evaluate: the average with network.ema."""
+        return self.average.swapped() if self.average else contextlib.nullcontext()
+
+    @cached_property
     def session(self) -> Session:
         """A writing session for the process that holds the run folder's lock, else a reading one."""
         if holds_lock(self.run_dir):
@@ -210,24 +228,35 @@ class Parts:
             warn_if_disk_low(self.run_dir, sum(tf.as_dtype(v.dtype).size * int(np.prod(v.shape)) for v in variables))
             return Session(self.run_dir, self.model, state, self.step, self.examples, self.lr,
                            getattr(self.cfg.schedule, "keep", 0), self.cfg.restore,
-                           networks.pretrained_weights(self.model, self.cfg))
-        return Session(self.run_dir, self.model, None, self.step, self.examples, self.lr, None)
+                           networks.pretrained_weights(self.model, self.cfg), averages=self._averages)
+        return Session(self.run_dir, self.model, None, self.step, self.examples, self.lr, None,
+                       averages=self._averages)
+
+    @property
+    def _averages(self):
+        return self.average.averages if self.average else None
 
     def restore_for_inference(self, step: Optional[int] = None) -> int:
         """Restore the weights to evaluate or deploy and return their step: the one door for them.
 
         Checkpoint `step` when given, else the run's best step (best.json, written by
-        patience and hyper), else its latest. Export and predict ask here, so that a
-        later kind of inference weights (averaged ones) is added in one place.
+        patience and hyper), else its latest; with network.ema, its weight average, put
+        into the model for good. Export and predict ask here.
         """
         best = self.run_dir / "best.json"
         if step is None and best.is_file():
             step = json.loads(best.read_text())["step"]
-        return self.session.restore_step(step)
+        restored = self.session.restore_step(step)
+        if self.average:
+            self.average.apply()
+            log.info("step %d: using the weight average (network.ema=%g)", restored, self.average.decay)
+        return restored
 
     def restore(self) -> str:
         """Set the starting state of training (see Session.restore) and the input position; say where from."""
         origin = self.session.restore()
+        if self.average and origin != "checkpoint":
+            self.average.reset()  # the average starts at the starting weights
         self.position = int(self.examples.numpy())
         return origin
 
@@ -252,7 +281,7 @@ class Parts:
         return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,
                        self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla,
                        bn_momentum=self.bn_momentum, label_smoothing=loss.label_smoothing, class_weights=weights,
-                       clip_norm=clip_norm)
+                       clip_norm=clip_norm, average=self.average)
 
     @cached_property
     def tester(self) -> Tester:

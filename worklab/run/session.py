@@ -4,7 +4,8 @@ A checkpoint holds the global step (`step`), the number of training examples con
 (`examples`, the input position), the base learning rate (`lr`), the schedule's own
 state as JSON (`schedule`), every model variable keyed by its readable name
 (`model/stage1/block1/conv1/kernel`, not Keras' positional object paths, so a run's
-checkpoint can be read by name) and the optimizers' state.
+checkpoint can be read by name), the optimizers' state and, with network.ema, the
+weight average (`average/<variable name>`).
 
 Which checkpoints exist, and under which names, is worklab.run.checkpoints' business: the
 index is rebuilt from the files when it is missing or damaged, a save never writes over
@@ -47,7 +48,8 @@ class Session:
 
     def __init__(self, run_dir: Path, model: keras.Model, optimizer_state: Optional[Dict], step: tf.Variable,
                  examples: tf.Variable, lr: tf.Variable, keep: Optional[int],
-                 pretrained: Optional[RestoreConfig] = None, network_weights: Optional[Callable[[], str]] = None):
+                 pretrained: Optional[RestoreConfig] = None, network_weights: Optional[Callable[[], str]] = None,
+                 averages: Optional[Dict[str, tf.Variable]] = None):
         self.run_dir = Path(run_dir)
         self.folder = CheckpointFolder(self.run_dir / "checkpoints")
         self.directory = self.folder.directory
@@ -59,10 +61,11 @@ class Session:
         self.warm_start: Optional[Path] = None  # a checkpoint to take matching weights from on a fresh start
         self._model = {v.path: v for v in model.variables}
         self.schedule_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="schedule_state")
-        objects = dict(step=step, examples=examples, lr=lr, schedule=self.schedule_state, model=self._model)
+        weights = dict(model=self._model, **({"average": averages} if averages else {}))
+        objects = dict(step=step, examples=examples, lr=lr, schedule=self.schedule_state, **weights)
         if optimizer_state is not None:
             objects["optimizer"] = optimizer_state
-            self._weights = tf.train.Checkpoint(model=self._model, optimizer=optimizer_state)
+            self._weights = tf.train.Checkpoint(optimizer=optimizer_state, **weights)
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.checkpoint.save_counter  # created now, so `write` saves it and a restore matches every object
 
@@ -162,7 +165,7 @@ class Session:
         return int(self.step.numpy())
 
     def restore_weights(self, step: int) -> None:
-        """Restore only the model and optimizer of checkpoint `step`; step, position and rate stay."""
+        """Restore only the model, optimizer and average of checkpoint `step`; step, position and rate stay."""
         self._read(self.name(step), self._weights)
 
     def load_state(self) -> Dict:

@@ -80,7 +80,7 @@ def set_rate(parts, rate: float, why: str) -> None:
 def evaluate(parts, split: Optional[str] = None, step: Optional[int] = None) -> Dict:
     """Evaluate the current weights on `split`; save, log and return the statistics with step, split and lr.
 
-    The default split is the one decisions are made on (Parts.decision_split): val when
+    With network.ema the weight average is evaluated (Parts.evaluation_weights). The default split is the one decisions are made on (Parts.decision_split): val when
     the run has a validation set, else test. `step` labels weights restored from an
     earlier checkpoint (the best one) in place of the global step.
     """
@@ -88,7 +88,8 @@ def evaluate(parts, split: Optional[str] = None, step: Optional[int] = None) -> 
     step = int(parts.step.numpy()) if step is None else step
     tester = parts.validator if split == "val" else parts.tester
     bar = Progress(tester.batches, unit="batch")
-    result = {"step": step, "split": split, "lr": float(parts.lr.numpy()), **tester.evaluate(on_batch=bar.update)}
+    with parts.evaluation_weights():
+        result = {"step": step, "split": split, "lr": float(parts.lr.numpy()), **tester.evaluate(on_batch=bar.update)}
     bar.break_line()
     parts.writer.evaluation(result, parts.classes)
     if parts.summary:

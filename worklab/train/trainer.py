@@ -9,48 +9,82 @@ A non-finite loss skips its update and is reported, and the batch-norm statistic
 forward pass already moved are put back, so every variable keeps its last good value.
 The gradient comes from worklab.train.losses.objective (label smoothing, class weights)
 and may be clipped to a global norm over all groups together; the loss reported is the
-plain cross-entropy, comparable to the test loss.
+plain cross-entropy, comparable to the test loss. With network.ema, the weight average
+(worklab.train.averaging) follows every applied step.
 """
 from __future__ import annotations
 
+import re
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import keras
 import tensorflow as tf
 
 from worklab.config import OptimizerConfig
+from worklab.errors import UserError
 from worklab.model.batchnorm import Momentum, batch_norm_layers, training_variables
 from worklab.model.rules import Multipliers
+from worklab.train.averaging import WeightAverage
 from worklab.train.losses import objective
 
 Scalars = Dict[str, float]
 
 
 def make_optimizer(cfg: OptimizerConfig, learning_rate: Callable[[], tf.Tensor]) -> keras.optimizers.Optimizer:
-    if cfg.name == "adam":
+    """The Keras optimizer of one multiplier group; adamw is Adam, its decoupled decay is OptimizerGroups'."""
+    if cfg.name in ("adam", "adamw"):
         return keras.optimizers.Adam(learning_rate, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon)
     momentum = cfg.momentum if cfg.name == "momentum" else 0.0
     return keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=cfg.nesterov and momentum > 0)
 
 
 class OptimizerGroups:
-    """One optimizer per distinct learning-rate multiplier, over the variables that train."""
+    """One optimizer per distinct learning-rate multiplier, over the variables that train.
+
+    Decoupled weight decay (optimizer.weight_decay, as in AdamW and SGDW) is applied here,
+    before each group's update as Keras and PyTorch do: w -= lr * mult * weight_decay *
+    decay_mult * w, so it follows the learning-rate schedule and stays out of the
+    gradient, the adaptive moments and gradient clipping. Keras' own `weight_decay`
+    argument has no per-variable multiplier, hence this.
+    """
 
     def __init__(self, cfg: OptimizerConfig, model: keras.Model, plan: Dict[str, Multipliers],
                  lr: tf.Variable):
-        self.groups = []  # (optimizer, variables)
+        self.groups = []  # (optimizer, variables, mult)
+        self.plan = plan
+        self.include = re.compile(cfg.decay_include)
+        self.exclude = re.compile(cfg.decay_exclude) if cfg.decay_exclude else None
+        self.lr = lr
         training = training_variables(model)
         for mult in sorted({plan[v.path].lr for v in training} - {0.0}):
             variables = [v for v in training if plan[v.path].lr == mult]
             optimizer = make_optimizer(cfg, lambda mult=mult: lr * mult)
             optimizer.build(variables)
-            self.groups.append((optimizer, variables))
-        self.variables = [v for _, vs in self.groups for v in vs]
+            self.groups.append((optimizer, variables, mult))
+        self.variables = [v for _, vs, _ in self.groups for v in vs]
+        self._decoupled = [self.decayed(cfg.weight_decay, variables) for _, variables, _ in self.groups]
+        if cfg.weight_decay and not any(self._decoupled):
+            raise UserError(f"optimizer.weight_decay={cfg.weight_decay}: no trained variable matches "
+                            f"optimizer.decay_include={cfg.decay_include!r}"
+                            f"{f' less optimizer.decay_exclude={cfg.decay_exclude!r}' if self.exclude else ''}. "
+                            f"Trained variables look like {', '.join(v.path for v in self.variables[:3])}.")
+
+    def decayed(self, rate: float, variables: Optional[List[tf.Variable]] = None) -> List[Tuple[tf.Variable, float]]:
+        """The variables that decay at `rate` (of `variables`, default every trained one), each with rate * decay_mult.
+
+        A variable decays when its path matches optimizer.decay_include and not
+        optimizer.decay_exclude, and its decay_mult is not 0.
+        """
+        chosen = [(v, rate * self.plan[v.path].decay) for v in (self.variables if variables is None else variables)
+                  if self.include.search(v.path) and not (self.exclude and self.exclude.search(v.path))]
+        return [(v, r) for v, r in chosen if r > 0]
 
     def apply(self, gradients: List[tf.Tensor]) -> None:
         start = 0
-        for optimizer, variables in self.groups:
+        for (optimizer, variables, mult), decoupled in zip(self.groups, self._decoupled):
+            for variable, rate in decoupled:
+                variable.assign_sub(self.lr * (mult * rate) * variable)
             optimizer.apply(gradients[start:start + len(variables)], variables)
             start += len(variables)
 
@@ -61,7 +95,7 @@ class OptimizerGroups:
         keeping what names the slot: e.g. `group0/stage1_block1_conv1_kernel_momentum`.
         """
         return {f"group{i}": {v.path.removeprefix(f"{opt.name}/"): v for v in opt.variables}
-                for i, (opt, _) in enumerate(self.groups)}
+                for i, (opt, _, _) in enumerate(self.groups)}
 
 
 class Trainer:
@@ -71,7 +105,8 @@ class Trainer:
                  dataset: tf.data.Dataset, step: tf.Variable, examples: tf.Variable, lr: tf.Variable,
                  weight_decay: float, strategy: tf.distribute.Strategy, xla: bool = False,
                  bn_momentum: Optional[Momentum] = None, label_smoothing: float = 0.0,
-                 class_weights: Optional[List[float]] = None, clip_norm: Optional[float] = None):
+                 class_weights: Optional[List[float]] = None, clip_norm: Optional[float] = None,
+                 average: Optional[WeightAverage] = None):
         self.model = model
         self.optimizers = optimizers
         self.step = step
@@ -82,8 +117,8 @@ class Trainer:
         self.label_smoothing = label_smoothing
         self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
         self.clip_norm = clip_norm
-        self._decayed = [(v, weight_decay * plan[v.path].decay) for v in optimizers.variables
-                         if v.path.endswith("kernel") and weight_decay * plan[v.path].decay > 0]
+        self.average = average  # network.ema: updated after every applied step
+        self._decayed = optimizers.decayed(weight_decay)  # coupled: L2 in the loss
         self._statistics = [v for layer in batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
         self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
         with strategy.scope():
@@ -150,6 +185,8 @@ class Trainer:
             # gradient: under a strategy of several replicas it is not yet the all-reduced one.
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
         self.optimizers.apply(gradients)
+        if self.average:
+            self.average.update(self.step)
         return tf.constant(True)
 
     def _mark_bad(self, statistics: List[tf.Tensor]) -> tf.Tensor:
