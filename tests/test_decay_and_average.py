@@ -127,7 +127,8 @@ def test_a_resumed_run_continues_the_same_average_and_tests_and_exports_use_it(t
     averages = {}
     for run in ("whole", "split"):
         reader = tf.train.load_checkpoint(str(checkpoint_path(tmp_path / run, 8)))
-        averages[run] = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith("average/")}
+        keys = [k for k in reader.get_variable_to_shape_map() if k.startswith("average/")]
+        averages[run] = {k: reader.get_tensor(k) for k in keys}
     assert len(averages["whole"]) > 10
     for key, value in averages["whole"].items():
         np.testing.assert_allclose(averages["split"][key], value, rtol=1e-5, atol=1e-6, err_msg=key)

@@ -80,9 +80,10 @@ def set_rate(parts, rate: float, why: str) -> None:
 def evaluate(parts, split: Optional[str] = None, step: Optional[int] = None) -> Dict:
     """Evaluate the current weights on `split`; save, log and return the statistics with step, split and lr.
 
-    With network.ema the weight average is evaluated (Parts.evaluation_weights). The default split is the one decisions are made on (Parts.decision_split): val when
-    the run has a validation set, else test. `step` labels weights restored from an
-    earlier checkpoint (the best one) in place of the global step.
+    With network.ema the weight average is evaluated (Parts.evaluation_weights). The
+    default split is the one decisions are made on (Parts.decision_split): val when the
+    run has a validation set, else test. `step` labels weights restored from an earlier
+    checkpoint (the best one) in place of the global step.
     """
     split = split or parts.decision_split
     step = int(parts.step.numpy()) if step is None else step
