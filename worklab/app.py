@@ -14,9 +14,9 @@ from typing import Dict
 
 from worklab import runtime
 from worklab.command import saved_overrides
-from worklab.config import (WRITERS, Config, CosineSchedule, ExportSchedule, FixedSchedule, HyperSchedule,
-                            InspectSchedule, PatienceSchedule, PredictSchedule, RecalibrateSchedule, TestSchedule,
-                            TrainSchedule, WatchSchedule, hparams)
+from worklab.config import (WRITERS, BitSchedule, Config, CosineSchedule, ExportSchedule, FixedSchedule,
+                            HyperSchedule, InspectSchedule, PatienceSchedule, PredictSchedule, RecalibrateSchedule,
+                            TestSchedule, TrainSchedule, WatchSchedule, hparams)
 from worklab.errors import RunFailed
 from worklab.interrupt import StopRequest
 from worklab.run import runfolder
@@ -25,9 +25,11 @@ from worklab.run.summary import Summary, tracked
 log = logging.getLogger("worklab")
 
 SCHEDULES = {TrainSchedule: "train", TestSchedule: "test", FixedSchedule: "fixed", CosineSchedule: "cosine",
+             BitSchedule: "bit",
              PatienceSchedule: "patience", HyperSchedule: "hyper", WatchSchedule: "watch", InspectSchedule: "inspect",
              RecalibrateSchedule: "recalibrate", ExportSchedule: "export", PredictSchedule: "predict"}
-SUMMARISED = (TrainSchedule, FixedSchedule, CosineSchedule, PatienceSchedule, HyperSchedule)  # they own summary.json
+# They own summary.json (bit too: `settle` makes its schedule a fixed one).
+SUMMARISED = (TrainSchedule, FixedSchedule, CosineSchedule, PatienceSchedule, HyperSchedule)
 
 
 def run(cfg: Config) -> Dict:
@@ -42,6 +44,8 @@ def run(cfg: Config) -> Dict:
     schedule = importlib.import_module(f"worklab.schedules.{name}")
     log.info("run folder: %s", cfg.run_dir)
     with StopRequest() as stop:
+        if hasattr(schedule, "settle"):  # a schedule that chooses settings from the data (bit)
+            cfg = schedule.settle(cfg, stop)
         parts = Parts(cfg, stop)
         if isinstance(cfg.schedule, SUMMARISED):
             parts.summary = Summary(parts.run_dir, name, saved_overrides(parts.run_dir))

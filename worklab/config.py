@@ -405,6 +405,26 @@ class CosineSchedule(TrainingSchedule):
 
 
 @dataclass
+class BitSchedule(TrainingSchedule):
+    """BiT's HyperRule: steps, warmup and crop sizes chosen from the training set at run time; null: the rule's."""
+
+    steps: Optional[int] = None  # 500 below 20k training images, 10k below 500k, else 20k
+    warmup_steps: Optional[int] = None  # 100 below 20k training images, else 500 (at most the first stage)
+    crop: Optional[int] = None  # reader.image_size: 128 when the median image is below 96x96 px, else 384
+    resize: Optional[int] = None  # training crops are taken from the image resized to this: 160, else 448
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("steps", "crop", "resize"):
+            if getattr(self, key) is not None:
+                _positive(f"schedule.{key}", getattr(self, key))
+        _require(self.warmup_steps is None or self.warmup_steps >= 0,
+                 f"schedule.warmup_steps={self.warmup_steps} must be 0 or more.")
+        _require(self.crop is None or self.resize is None or self.resize >= self.crop,
+                 f"schedule.resize={self.resize} must be at least schedule.crop={self.crop}.")
+
+
+@dataclass
 class PatienceSchedule(TrainingSchedule):
     """Test every eval_every steps; when the test loss stops improving, go back to the best and lower the rate."""
 
@@ -624,7 +644,7 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
     for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule),
-                       ("cosine", CosineSchedule),
+                       ("cosine", CosineSchedule), ("bit", BitSchedule),
                        ("patience", PatienceSchedule), ("hyper", HyperSchedule), ("watch", WatchSchedule),
                        ("inspect", InspectSchedule), ("recalibrate", RecalibrateSchedule),
                        ("export", ExportSchedule), ("predict", PredictSchedule)):

@@ -1,0 +1,106 @@
+"""schedule=bit: BiT's HyperRule, which picks the training length and crop size from the data.
+
+From "Big Transfer (BiT): General Visual Representation Learning" (Kolesnikov et al.):
+  * steps: 500 below 20k training images, 10k below 500k, else 20k; a linear warmup of
+    100 steps below 20k images, else 500;
+  * the rate (optimizer.lr, 0.003 in experiment=bit) divided by 10 at 30, 60 and 90% of the steps;
+  * crops: training crops of 128 px out of the image resized to 160 when the median
+    training image is below 96x96 pixels in area, else 384 out of 448; tests at the crop size;
+  * mixup with alpha 0.1 from 20k training images on.
+`settle` reads the training list (after any validation split) before the run's parts
+are built, and records what the rule chose in bit.json, so a resumed run keeps it even if
+the list changed; a schedule.* value that is set wins over the rule. The run is then the
+fixed schedule of those stages, tested after each stage.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from PIL import Image
+
+from worklab.atomic import write_json
+from worklab.config import BitSchedule, Config, FixedSchedule, Stage
+from worklab.errors import UserError
+from worklab.run.runfolder import holds_lock
+from worklab.schedules import fixed
+
+log = logging.getLogger("worklab")
+
+RECORD = "bit.json"
+SAMPLE = 1000  # training images whose size is read for the median area
+DECAYS = (0.3, 0.6, 0.9)  # fractions of the steps where the rate is divided by 10
+
+
+def hyperrule(count: int, median_area: float) -> Dict:
+    """The HyperRule's choices for `count` training images whose median area is `median_area` pixels."""
+    small, large = count < 20_000, count >= 500_000
+    low = median_area < 96 * 96
+    return {"steps": 500 if small else 20_000 if large else 10_000, "warmup_steps": 100 if small else 500,
+            "crop": 128 if low else 384, "resize": 160 if low else 448, "mixup": 0.0 if small else 0.1}
+
+
+def stages(lr: float, steps: int) -> List[Stage]:
+    """The rate lr, divided by 10 at 30, 60 and 90% of `steps`; a stage too short to hold a step is left out."""
+    plan, start = [], 0
+    for i, end in enumerate([*(round(steps * f) for f in DECAYS), steps]):
+        if end > start:
+            plan.append(Stage(lr / 10 ** i, end - start))
+            start = end
+    return plan
+
+
+def median_area(paths: Sequence[str]) -> float:
+    """The median width x height of up to SAMPLE images spread evenly over the list (headers only)."""
+    picked = paths[::max(1, len(paths) // SAMPLE)][:SAMPLE]
+    areas = []
+    for path in picked:
+        with Image.open(path) as image:
+            areas.append(image.width * image.height)
+    areas.sort()
+    return float(areas[len(areas) // 2])
+
+
+def settle(cfg: Config, stop) -> Config:
+    """The run's config with the rule's choices in place: the fixed schedule of its stages and its crops."""
+    from worklab.run.parts import Parts
+
+    s: BitSchedule = cfg.schedule
+    record = Path(cfg.run_dir) / RECORD
+    chosen = _load(record)
+    if chosen is None:
+        images = Parts(cfg, stop).train_images
+        if len(images) < cfg.reader.batch_size:
+            raise UserError(f"schedule=bit: the training set has {len(images)} image(s), fewer than one batch "
+                            f"(reader.batch_size={cfg.reader.batch_size}); the HyperRule needs at least a batch.")
+        area = median_area(images.paths)
+        chosen = {"train_images": len(images), "median_area": area, **hyperrule(len(images), area)}
+        if holds_lock(cfg.run_dir):
+            write_json(record, chosen)
+    settings = {k: getattr(s, k) if getattr(s, k, None) is not None else chosen[k]
+                for k in ("steps", "warmup_steps", "crop", "resize")}
+    plan = stages(cfg.optimizer.lr, settings["steps"])
+    warmup = min(settings["warmup_steps"], plan[0].steps)
+    log.info("BiT HyperRule for %d training images of median area %.0f px: %d steps (rate / 10 at %s), warmup %d, "
+             "crops of %d px from %d px, mixup %g (%s)", chosen["train_images"], chosen["median_area"],
+             settings["steps"], ", ".join(str(sum(st.steps for st in plan[:i + 1])) for i in range(len(plan) - 1)),
+             warmup, settings["crop"], settings["resize"], chosen["mixup"], record)
+    scale = (settings["crop"] / settings["resize"]) ** 2
+    augment = replace(cfg.reader.augment, crop="random_resized", crop_scale=[scale, scale], crop_ratio=[1.0, 1.0],
+                      mixup=chosen["mixup"])
+    schedule = FixedSchedule(stages=plan, warmup_steps=warmup, log_every=s.log_every, save_every=s.save_every,
+                             keep=s.keep)
+    return replace(cfg, schedule=schedule, reader=replace(cfg.reader, image_size=settings["crop"], augment=augment))
+
+
+def _load(record: Path) -> Optional[Dict]:
+    return json.loads(record.read_text()) if record.is_file() else None
+
+
+def run(parts) -> Dict:
+    """The fixed schedule of the stages `settle` chose."""
+    return fixed.run(parts)
+
