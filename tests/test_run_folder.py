@@ -120,11 +120,16 @@ def test_a_deleted_newest_checkpoint_falls_back_to_the_one_before(run, data_dir)
     assert "ckpt-4: step 4" in result.stdout
 
 
-def test_a_refused_resume_leaves_the_folder_byte_for_byte_and_names_the_key(run):
+@pytest.mark.parametrize("override, message", [
+    ("network.depth=18", "network.depth: 10 in the run, 18 now"),
+    ("reader.val_split=0.25", "made its decisions on another validation set: reader.val_split: 0.0 in the run, "
+                              "0.25 now"),
+])
+def test_a_refused_resume_leaves_the_folder_byte_for_byte_and_names_the_key(run, override, message):
     before = contents(run)
-    result = run_py([f"resume={run}", "network.depth=18"], run.parent)
+    result = run_py([f"resume={run}", override], run.parent)
     assert result.returncode == 2
-    assert "network.depth: 10 in the run, 18 now" in result.stderr
+    assert message in result.stderr
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
     assert contents(run) == before
     again = run_py([f"resume={run}"], run.parent)  # the suggested plain resume still works

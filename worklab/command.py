@@ -38,6 +38,8 @@ from worklab.run import runfolder
 CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.arch", "network.arch_args",
                    "network.depth", "network.width", "network.layout", "network.conv_bias", "network.lr_mult",
                    "network.freeze", "network.preprocessing", "network.ema", "optimizer.name")
+# The keys that decide the validation set, which every decision of a training run is made on.
+SPLIT_KEYS = ("reader.val", "reader.val_split", "reader.val_seed")
 READERS = (TestSchedule, InspectSchedule, RecalibrateSchedule, ExportSchedule)  # keep a run's saved config
 OWN_FOLDER = (PredictSchedule, WatchSchedule)  # read another run, write into a job folder of their own
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion",
@@ -77,6 +79,8 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
     run_config = folder / ".hydra" / "config.yaml"
     if run_config.is_file() and any((folder / "checkpoints").glob("ckpt-*.index")):
         check_same_checkpoint_keys(folder, cfg)
+        if isinstance(plain.schedule, WRITERS):
+            check_same_split(folder, cfg)
     if isinstance(plain.schedule, READERS) and _resumes(overrides):
         argv = argv + ["hydra.output_subdir=null"]
     if not isinstance(plain.schedule, WRITERS):
@@ -100,16 +104,26 @@ def target_folder(overrides: List[str]) -> Optional[Path]:
 
 def check_same_checkpoint_keys(folder: Path, cfg) -> None:
     """Refuse settings under which the run's checkpoints would not fit, naming each key and both values."""
-    run = saved_config(folder)
-    differ = []
-    for key in CHECKPOINT_KEYS:
-        before, now = _value(run, key), _value(cfg, key)
-        if before != now:
-            differ.append(f"{key}: {before} in the run, {now} now")
+    differ = _changed(folder, cfg, CHECKPOINT_KEYS)
     if differ:
-        raise UserError(f"{folder} holds checkpoints of another network or optimizer: {'; '.join(differ)}. "
+        raise UserError(f"{folder} holds checkpoints of another network or optimizer: {differ}. "
                         f"Drop those overrides to continue the run (its settings are in {folder}/.hydra/config.yaml), "
                         "or start a new run folder.")
+
+
+def check_same_split(folder: Path, cfg) -> None:
+    """Refuse a resumed training run another validation set: its earlier decisions were made on the first one."""
+    differ = _changed(folder, cfg, SPLIT_KEYS)
+    if differ:
+        raise UserError(f"{folder} made its decisions on another validation set: {differ}. Continue it with the "
+                        "validation set it started with (drop those overrides), or start a new run folder.")
+
+
+def _changed(folder: Path, cfg, keys) -> str:
+    """`key: before in the run, now now` for each of `keys` the command sets otherwise than the run ('' if none)."""
+    run = saved_config(folder)
+    pairs = [(key, _value(run, key), _value(cfg, key)) for key in keys]
+    return "; ".join(f"{key}: {before} in the run, {now} now" for key, before, now in pairs if before != now)
 
 
 def check_network_files(network: NetworkConfig, image_size: int) -> None:
