@@ -18,7 +18,7 @@ from worklab.interrupt import StopRequest
 from worklab.run import runfolder
 from worklab.run.parts import Parts
 from worklab.run.session import checkpoint_path, model_key
-from worklab.schedules import fixed, patience
+from worklab.schedules import fixed, patience, test
 
 CLASSES = ["a", "b", "c"]
 
@@ -152,7 +152,15 @@ def test_fixed_tests_stages_on_validation_and_the_test_set_at_the_end(tmp_path, 
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in rows] == [(2, "val"), (4, "val"), (4, "test")]
     assert result["split"] == "test" and result["count"] == 30  # the whole test set
-    assert json.loads((tmp_path / "run" / "evaluations" / "val" / "step-000004.json").read_text())["count"] == 10
+    validated = json.loads((tmp_path / "run" / "evaluations" / "val" / "step-000004.json").read_text())
+    assert validated["count"] == 10
+
+    reading = compose(["reader.val_split=0.25", "schedule=test", "schedule.split=val"], tmp_path / "run", data_dir)
+    again = test.run(Parts(reading, StopRequest()))
+    assert (again["split"], again["count"]) == ("val", 10)  # the saved split, read back by a later test
+    assert again["loss"] == pytest.approx(validated["loss"], rel=1e-5)
+    with pytest.raises(UserError, match="schedule.split=val: .* has no validation set"):
+        test.run(Parts(compose(["schedule=test", "schedule.split=val"], tmp_path / "run", data_dir), StopRequest()))
 
 
 def test_without_validation_the_log_says_the_test_set_decides(tmp_path, data_dir, caplog):

@@ -356,6 +356,10 @@ class TestSchedule(ScheduleConfig):
     """Evaluate one checkpoint of a run (the seed's test script)."""
 
     step: Optional[int] = None  # default: the latest checkpoint
+    split: str = "test"  # test, or val: the run's validation set (reader.val or its saved reader.val_split)
+
+    def __post_init__(self) -> None:
+        _require(self.split in ("test", "val"), f"schedule.split={self.split!r} is not one of test, val.")
 
 
 @dataclass
