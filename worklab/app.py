@@ -51,7 +51,7 @@ def run(cfg: Config) -> Dict:
             parts.summary = Summary(parts.run_dir, name, saved_overrides(parts.run_dir))
         with tracked(parts.summary):
             if parts.summary:
-                parts.writer.hparams(hparams(cfg))
+                parts.writer.hparams({**hparams(cfg), "schedule": name})  # bit, not the fixed it runs as
             try:
                 result = schedule.run(parts)
             except tf.errors.ResourceExhaustedError as error:
