@@ -34,7 +34,7 @@ from worklab.run.runfolder import holds_lock, warn_if_disk_low
 from worklab.run.session import Session, listed_steps
 from worklab.run.summary import Summary
 from worklab.run.writer import Writer
-from worklab.train.losses import class_weights
+from worklab.train.losses import Objective, class_weights
 from worklab.train.tester import Tester
 from worklab.train.trainer import OptimizerGroups, Trainer
 
@@ -242,17 +242,15 @@ class Parts:
         images, _ = next(iter(dataset))
         self.writer.input_images(int(self.step.numpy()), images.numpy())
         loss, clip_norm = self.cfg.loss, self.cfg.optimizer.clip_norm
-        weights = class_weights(loss.class_weight, self.train_images.labels, len(self.classes))
-        changes = ([f"label smoothing {loss.label_smoothing:g}"] if loss.label_smoothing else []) + \
-            ([f"class weights {', '.join(f'{w:.3g}' for w in weights)}"] if weights else []) + \
-            ([f"gradients clipped to a global norm of {clip_norm:g}"] if clip_norm else [])
+        objective = Objective(loss.label_smoothing,
+                              class_weights(loss.class_weight, self.train_images.labels, len(self.classes)))
+        changes = objective.describe() + ([f"gradients clipped to a global norm of {clip_norm:g}"] if clip_norm else [])
         if changes:
             log.info("training minimises cross-entropy with %s; train and test lines report the plain "
                      "cross-entropy", ", ".join(changes))
         return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,
                        self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla,
-                       bn_momentum=self.bn_momentum, label_smoothing=loss.label_smoothing, class_weights=weights,
-                       clip_norm=clip_norm)
+                       bn_momentum=self.bn_momentum, objective=objective, clip_norm=clip_norm)
 
     @cached_property
     def tester(self) -> Tester:

@@ -7,7 +7,7 @@ here: each distinct multiplier gets its own Keras optimizer whose rate is `lr * 
 out of the gradient altogether, so they stay bit-identical and cost no backward work.
 A non-finite loss skips its update and is reported, and the batch-norm statistics the
 forward pass already moved are put back, so every variable keeps its last good value.
-The gradient comes from worklab.train.losses.objective (label smoothing, class weights)
+The gradient comes from worklab.train.losses.Objective (label smoothing, class weights)
 and may be clipped to a global norm over all groups together; the loss reported is the
 plain cross-entropy, comparable to the test loss.
 """
@@ -22,7 +22,7 @@ import tensorflow as tf
 from worklab.config import OptimizerConfig
 from worklab.model.batchnorm import Momentum, batch_norm_layers, training_variables
 from worklab.model.rules import Multipliers
-from worklab.train.losses import objective
+from worklab.train.losses import Objective
 
 Scalars = Dict[str, float]
 
@@ -70,8 +70,9 @@ class Trainer:
     def __init__(self, model: keras.Model, optimizers: OptimizerGroups, plan: Dict[str, Multipliers],
                  dataset: tf.data.Dataset, step: tf.Variable, examples: tf.Variable, lr: tf.Variable,
                  weight_decay: float, strategy: tf.distribute.Strategy, xla: bool = False,
-                 bn_momentum: Optional[Momentum] = None, label_smoothing: float = 0.0,
-                 class_weights: Optional[List[float]] = None, clip_norm: Optional[float] = None):
+                 bn_momentum: Optional[Momentum] = None, objective: Optional[Objective] = None,
+                 clip_norm: Optional[float] = None):
+        """`objective` defaults to the plain cross-entropy."""
         self.model = model
         self.optimizers = optimizers
         self.step = step
@@ -79,8 +80,7 @@ class Trainer:
         self.bn_momentum = bn_momentum
         self.lr = lr
         self.strategy = strategy
-        self.label_smoothing = label_smoothing
-        self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
+        self.objective = objective or Objective()
         self.clip_norm = clip_norm
         self._decayed = [(v, weight_decay * plan[v.path].decay) for v in optimizers.variables
                          if v.path.endswith("kernel") and weight_decay * plan[v.path].decay > 0]
@@ -130,7 +130,7 @@ class Trainer:
             logits = tf.cast(self.model(images, training=True), tf.float32)
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
             data_loss = tf.nn.compute_average_loss(losses)  # summed over replicas: the batch mean
-            minimised = objective(labels, logits, losses, self.label_smoothing, self.class_weights)
+            minimised = self.objective(labels, logits, losses)
             loss = tf.nn.compute_average_loss(minimised) + tf.nn.scale_regularization_loss(self._decay())
         gradients = tape.gradient(loss, self.optimizers.variables)
         finite = tf.math.is_finite(loss)
