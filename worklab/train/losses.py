@@ -1,11 +1,12 @@
 """What training minimises: cross-entropy with label smoothing and class weights (loss.*).
 
 The train and test lines report the plain cross-entropy whatever the objective, so the
-two stay comparable; the gradient comes from `Objective`. Class weights follow Keras'
-`class_weight`: each example's loss is multiplied by its class's weight and the batch
-mean is taken over all examples. `balanced` gives class c the weight N / (K * n_c)
-(N training images, K classes, n_c images of class c), so the weights average to 1
-over the training list.
+two stay comparable; the gradient comes from `Objective`. Under mixup or cutmix the
+trainer takes both against the mixed target (worklab.train.mixing): the train loss is
+then that of mixed images and labels. Class weights follow Keras' `class_weight`: each
+example's loss is multiplied by its class's weight and the batch mean is taken over all
+examples. `balanced` gives class c the weight N / (K * n_c) (N training images, K
+classes, n_c images of class c), so the weights average to 1 over the training list.
 """
 from __future__ import annotations
 
