@@ -36,15 +36,12 @@ def mix(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfi
         return images, labels, partners, ones
     seeds = tf.random.experimental.stateless_split(seed, num=5)
     others = tf.reverse(images, [0])
-    if cfg.mixup and cfg.cutmix:
+    kinds = [_mixup(images, others, _beta(cfg.mixup, seeds[1]))] if cfg.mixup else []
+    kinds += [_cutmix(images, others, _beta(cfg.cutmix, seeds[1]), seeds[2:4])] if cfg.cutmix else []
+    mixed, weight = kinds[0]
+    if len(kinds) == 2:  # one of the two, with even odds
         cut = tf.random.stateless_uniform([], seeds[0]) < 0.5
-        mixup = _mixup(images, others, _beta(cfg.mixup, seeds[1]))
-        cutmix = _cutmix(images, others, _beta(cfg.cutmix, seeds[1]), seeds[2:4])
-        mixed, weight = (tf.where(cut, a, b) for a, b in zip(cutmix, mixup))
-    elif cfg.mixup:
-        mixed, weight = _mixup(images, others, _beta(cfg.mixup, seeds[1]))
-    else:
-        mixed, weight = _cutmix(images, others, _beta(cfg.cutmix, seeds[1]), seeds[2:4])
+        mixed, weight = (tf.where(cut, c, m) for m, c in zip(*kinds))
     if cfg.mix_prob < 1:
         chosen = tf.random.stateless_uniform([], seeds[4]) < cfg.mix_prob
         mixed, weight = tf.where(chosen, mixed, images), tf.where(chosen, weight, 1.0)
