@@ -10,7 +10,7 @@ from conftest import compose
 from worklab.config import LrRule, OptimizerConfig
 from worklab.errors import UserError
 from worklab.model.rules import lr_multipliers
-from worklab.train.losses import class_weights, objective
+from worklab.train.losses import Objective, class_weights
 from worklab.train.trainer import OptimizerGroups, Trainer
 
 RNG = np.random.default_rng(0)
@@ -23,13 +23,13 @@ def cross_entropy(labels=LABELS, logits=LOGITS):
 
 
 def test_no_smoothing_and_no_weights_is_the_plain_cross_entropy():
-    np.testing.assert_array_equal(objective(LABELS, LOGITS, cross_entropy(), 0.0, None), cross_entropy())
+    np.testing.assert_array_equal(Objective()(LABELS, LOGITS, cross_entropy()), cross_entropy())
 
 
 def test_label_smoothing_is_keras_categorical_crossentropy_with_it():
     keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, reduction=None)
     expected = keras_loss(tf.one_hot(LABELS, 4), LOGITS)
-    np.testing.assert_allclose(objective(LABELS, LOGITS, cross_entropy(), 0.1, None), expected, rtol=1e-5)
+    np.testing.assert_allclose(Objective(0.1)(LABELS, LOGITS, cross_entropy()), expected, rtol=1e-5)
 
 
 def test_balanced_weights_are_inverse_class_frequency_and_a_list_must_fit_the_classes():
@@ -54,8 +54,7 @@ def step_change(class_weight=None, clip_norm=None, rules=(), labels=LABELS, scal
     before = {v.path: v.numpy().copy() for v in model.variables}
     expected_loss = float(tf.reduce_mean(cross_entropy(labels, model(images))))
     trainer = Trainer(model, groups, plan, data, tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64), lr,
-                      0.0, tf.distribute.get_strategy(), label_smoothing=0.1, class_weights=class_weight,
-                      clip_norm=clip_norm)
+                      0.0, tf.distribute.get_strategy(), objective=Objective(0.1, class_weight), clip_norm=clip_norm)
     scalars = trainer.train(1)
     assert scalars["loss"] == pytest.approx(expected_loss, rel=1e-5)  # the plain cross-entropy, not the objective
     return {v.path: v.numpy() - before[v.path] for v in model.variables}, plan

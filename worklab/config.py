@@ -84,6 +84,11 @@ class AugmentConfig:
     contrast: float = 0.1  # contrast factor drawn from [1 - contrast, 1 + contrast]
     rotate90: bool = False  # random multiple of 90 degrees
     flip: bool = True  # random left-right flip
+    # Batch mixing, done in the training step (worklab.train.mixing): each example with the batch's reversed one.
+    mixup: float = 0.0  # blend the two images, the label weight drawn from Beta(mixup, mixup)
+    cutmix: float = 0.0  # paste a box of the other image, its area drawn from Beta(cutmix, cutmix); with mixup
+    #                      too, each batch uses one of the two, with even odds
+    mix_prob: float = 1.0  # the chance a batch is mixed at all
 
     def __post_init__(self) -> None:
         for key in ("zoom", "shift", "brightness", "contrast"):
@@ -91,6 +96,15 @@ class AugmentConfig:
             _require(value >= 0, f"reader.augment.{key}={value} must be 0 (off) or positive.")
         _require(self.shift < 0.5, f"reader.augment.shift={self.shift} must be below 0.5.")
         _require(self.contrast < 1, f"reader.augment.contrast={self.contrast} must be below 1.")
+        for key in ("mixup", "cutmix"):
+            value = getattr(self, key)
+            _require(math.isfinite(value) and value >= 0,
+                     f"reader.augment.{key}={value} must be 0 (off) or a finite positive number, the alpha of "
+                     f"Beta(alpha, alpha).")
+        _require(0 <= self.mix_prob <= 1, f"reader.augment.mix_prob={self.mix_prob} must be in [0, 1].")
+        if not (self.mixup or self.cutmix):
+            _inert("reader.augment", "reader.augment.mixup=0 and reader.augment.cutmix=0", self, AugmentConfig,
+                   ["mix_prob"])
 
 
 @dataclass

@@ -36,7 +36,8 @@ from worklab.run.session import Session, listed_steps
 from worklab.run.summary import Summary
 from worklab.run.writer import Writer
 from worklab.train.averaging import WeightAverage, changing_variables
-from worklab.train.losses import class_weights
+from worklab.train.losses import Objective, class_weights
+from worklab.train.mixing import batch_mixing
 from worklab.train.tester import Tester
 from worklab.train.trainer import OptimizerGroups, Trainer
 
@@ -264,24 +265,30 @@ class Parts:
 
     @cached_property
     def trainer(self) -> Trainer:
-        """The trainer on the input stream from the restored position; its first inputs go to TensorBoard."""
+        """The trainer on the input stream from the restored position; its first inputs, mixed as training
+        mixes them, go to TensorBoard."""
         if self.position is None:
             raise RuntimeError("Parts.restore() must run before the trainer is built")
         dataset = self.reader.train(self.train_images, start=self.position)
-        images, _ = next(iter(dataset))
+        mixing = batch_mixing(self.cfg.reader.augment, self.cfg.seed)
+        images, labels = next(iter(dataset))
+        if mixing:
+            images = mixing(images, labels, self.position)[0]  # as the first step will see them
         self.writer.input_images(int(self.step.numpy()), images.numpy())
         loss, clip_norm = self.cfg.loss, self.cfg.optimizer.clip_norm
-        weights = class_weights(loss.class_weight, self.train_images.labels, len(self.classes))
-        changes = ([f"label smoothing {loss.label_smoothing:g}"] if loss.label_smoothing else []) + \
-            ([f"class weights {', '.join(f'{w:.3g}' for w in weights)}"] if weights else []) + \
+        objective = Objective(loss.label_smoothing,
+                              class_weights(loss.class_weight, self.train_images.labels, len(self.classes)))
+        changes = objective.describe() + ([mixing.describe()] if mixing else []) + \
             ([f"gradients clipped to a global norm of {clip_norm:g}"] if clip_norm else [])
         if changes:
-            log.info("training minimises cross-entropy with %s; train and test lines report the plain "
-                     "cross-entropy", ", ".join(changes))
+            reported = ("the train lines report the plain cross-entropy and the accuracy against the mixed labels of "
+                        "the mixed images, the test lines the plain cross-entropy" if mixing else
+                        "train and test lines report the plain cross-entropy")
+            log.info("training minimises cross-entropy with %s; %s", ", ".join(changes), reported)
         return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,
                        self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla,
-                       bn_momentum=self.bn_momentum, label_smoothing=loss.label_smoothing, class_weights=weights,
-                       clip_norm=clip_norm, average=self.average)
+                       bn_momentum=self.bn_momentum, objective=objective, clip_norm=clip_norm, mixing=mixing,
+                       average=self.average)
 
     @cached_property
     def tester(self) -> Tester:

@@ -59,7 +59,7 @@ class Writer:
         self._train.flush()
 
     def input_images(self, step: int, images: np.ndarray) -> None:
-        """A few training inputs (0-255, after augmentation) as the network's first layer receives them."""
+        """A few training inputs (0-255, after augmentation and mixing) as the network's first layer receives them."""
         shown = np.clip(images[:6] / 255.0, 0.0, 1.0)
         with self._train.as_default(step=step):
             tf.summary.image("augmented_inputs", shown, max_outputs=len(shown))

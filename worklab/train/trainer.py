@@ -7,10 +7,14 @@ here: each distinct multiplier gets its own Keras optimizer whose rate is `lr * 
 out of the gradient altogether, so they stay bit-identical and cost no backward work.
 A non-finite loss skips its update and is reported, and the batch-norm statistics the
 forward pass already moved are put back, so every variable keeps its last good value.
-The gradient comes from worklab.train.losses.objective (label smoothing, class weights)
+The gradient comes from worklab.train.losses.Objective (label smoothing, class weights)
 and may be clipped to a global norm over all groups together; the loss reported is the
-plain cross-entropy, comparable to the test loss. With network.ema, the weight average
-(worklab.train.averaging) follows every applied step.
+plain cross-entropy, comparable to the test loss. With mixup or cutmix
+(worklab.train.mixing) each batch is mixed before the compiled step (Beta draws do not
+compile with XLA), seeded by the stream position the `examples` variable holds at the
+step's start; the objective, the reported loss and the accuracy are then taken against
+the mixed target: `weights` of each example's label and the rest of its partner's. With
+network.ema, the weight average (worklab.train.averaging) follows every applied step.
 """
 from __future__ import annotations
 
@@ -26,7 +30,8 @@ from worklab.errors import UserError
 from worklab.model.batchnorm import Momentum, batch_norm_layers, training_variables
 from worklab.model.rules import Multipliers
 from worklab.train.averaging import WeightAverage
-from worklab.train.losses import objective
+from worklab.train.losses import Objective
+from worklab.train.mixing import Mixing, against_target
 
 Scalars = Dict[str, float]
 
@@ -104,9 +109,10 @@ class Trainer:
     def __init__(self, model: keras.Model, optimizers: OptimizerGroups, plan: Dict[str, Multipliers],
                  dataset: tf.data.Dataset, step: tf.Variable, examples: tf.Variable, lr: tf.Variable,
                  weight_decay: float, strategy: tf.distribute.Strategy, xla: bool = False,
-                 bn_momentum: Optional[Momentum] = None, label_smoothing: float = 0.0,
-                 class_weights: Optional[List[float]] = None, clip_norm: Optional[float] = None,
+                 bn_momentum: Optional[Momentum] = None, objective: Optional[Objective] = None,
+                 clip_norm: Optional[float] = None, mixing: Optional[Mixing] = None,
                  average: Optional[WeightAverage] = None):
+        """`objective` defaults to the plain cross-entropy; `mixing` None trains on the batches as they come."""
         self.model = model
         self.optimizers = optimizers
         self.step = step
@@ -114,9 +120,9 @@ class Trainer:
         self.bn_momentum = bn_momentum
         self.lr = lr
         self.strategy = strategy
-        self.label_smoothing = label_smoothing
-        self.class_weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
+        self.objective = objective or Objective()
         self.clip_norm = clip_norm
+        self.mixing = mixing
         self.average = average  # network.ema: updated after every applied step
         self._decayed = optimizers.decayed(weight_decay)  # coupled: L2 in the loss
         self._statistics = [v for layer in batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
@@ -130,9 +136,10 @@ class Trainer:
     def train(self, num_steps: int, on_step: Optional[Callable[[int], bool]] = None) -> Scalars:
         """Run up to `num_steps` steps; `on_step(i)` returning True stops early (e.g. on Ctrl-C).
 
-        Returns the mean data loss (without weight decay, comparable to the test loss) and
-        accuracy over the steps run, the learning rate, images per second, the number of
-        steps run and the global step after them.
+        Returns the mean data loss (the plain cross-entropy without weight decay, comparable
+        to the test loss; against the mixed target under mixing) and accuracy over the steps
+        run, the learning rate, images per second, the number of steps run and the global
+        step after them.
         """
         self._sums.assign(tf.zeros(3))
         start = time.perf_counter()
@@ -152,25 +159,42 @@ class Trainer:
         images, labels = next(iterator)
         if self.bn_momentum:
             self.bn_momentum.follow(self.step)
+        batch = (images, labels)
+        if self.mixing:
+            batch = self.strategy.run(self._mix, args=batch)
         sums = self.strategy.reduce(tf.distribute.ReduceOp.SUM,
-                                    self.strategy.run(self._replica_step, args=(images, labels)), axis=None)
+                                    self.strategy.run(self._replica_step, args=batch), axis=None)
         self._sums.assign_add(sums)
         self.step.assign_add(1)
         self.examples.assign_add(tf.cast(sums[2], tf.int64))
 
-    def _replica_step_fn(self, images: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    def _mix(self, images: tf.Tensor, labels: tf.Tensor):
+        """This replica's batch mixed; its first example's stream position is the examples before the step
+        plus those of the replicas before it."""
+        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+        return self.mixing(images, labels, self.examples.read_value() + replica * tf.cast(tf.size(labels), tf.int64))
+
+    def _replica_step_fn(self, images: tf.Tensor, labels: tf.Tensor, *mixed: tf.Tensor) -> tf.Tensor:
+        """One update; the target is `labels`, or with `mixed` = (partners, weights) `weights` of labels and
+        the rest of partners."""
         # Read before the forward pass moves them (ops on one variable run in program order).
         statistics = [tf.identity(v.value) for v in self._statistics]
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(images, training=True), tf.float32)
-            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            data_loss = tf.nn.compute_average_loss(losses)  # summed over replicas: the batch mean
-            minimised = objective(labels, logits, losses, self.label_smoothing, self.class_weights)
+
+            def losses(target):  # the plain cross-entropy (reported) and the objective (minimised)
+                cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(target, logits)
+                return cross_entropy, self.objective(target, logits, cross_entropy)
+
+            reported, minimised = against_target(losses, labels, *mixed)
+            data_loss = tf.nn.compute_average_loss(reported)  # summed over replicas: the batch mean
             loss = tf.nn.compute_average_loss(minimised) + tf.nn.scale_regularization_loss(self._decay())
         gradients = tape.gradient(loss, self.optimizers.variables)
         finite = tf.math.is_finite(loss)
         tf.cond(finite, lambda: self._apply(gradients), lambda: self._mark_bad(statistics))
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32))
+        predicted = tf.argmax(logits, -1, output_type=tf.int32)
+        correct = tf.reduce_sum(against_target(lambda target: tf.cast(tf.equal(predicted, target), tf.float32),
+                                               labels, *mixed))
         count = tf.cast(tf.size(labels), tf.float32)
         return tf.stack([data_loss, correct, count])
 
