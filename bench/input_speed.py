@@ -75,7 +75,7 @@ def setup(spec):
         model = build_resnet(network, len(set(images.labels)), IMAGE_SIZE)
         plan = lr_multipliers([], [v.path for v in model.variables])
         lr = tf.Variable(optimizer.lr, dtype=tf.float32, trainable=False, name="lr")
-        trainer = Trainer(model, OptimizerGroups(optimizer, model, plan, lr), plan, dataset,
+        trainer = Trainer(model, OptimizerGroups(optimizer, model, plan, lr), dataset,
                           tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64), lr,
                           network.weight_decay, tf.distribute.get_strategy())
 

@@ -117,7 +117,7 @@ def setup(spec):
         lr = tf.Variable(optimizer.lr, dtype=tf.float32, trainable=False, name="lr")
         groups = OptimizerGroups(optimizer, model, plan, lr)
         trainer_class = no_cond_trainer(tf, Trainer) if spec.get("nocond") else Trainer
-        trainer = trainer_class(model, groups, plan, dataset, tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64),
+        trainer = trainer_class(model, groups, dataset, tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64),
                           lr, network.weight_decay if spec.get("decay") else 0.0, tf.distribute.get_strategy(),
                           xla=spec["xla"])
         info.update(groups=len(groups.groups), trained_variables=len(groups.variables),

@@ -43,7 +43,7 @@ def make(optimizer="sgd", rules=(), ema=None, **settings):
     lr = tf.Variable(LR)
     groups = OptimizerGroups(OptimizerConfig(name=optimizer, lr=LR, **settings), model, plan, lr)
     average = WeightAverage(changing_variables(model, lambda p: plan[p].lr > 0), ema) if ema else None
-    trainer = Trainer(model, groups, plan, batches(), tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64),
+    trainer = Trainer(model, groups, batches(), tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64),
                       lr, 0.0, tf.distribute.get_strategy(), bn_momentum=momentum, average=average)
     return trainer, {v.path: v for v in model.variables}
 

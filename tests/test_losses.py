@@ -53,7 +53,7 @@ def step_change(class_weight=None, clip_norm=None, rules=(), labels=LABELS, scal
     groups = OptimizerGroups(OptimizerConfig(name="sgd", lr=1.0), model, plan, lr)
     before = {v.path: v.numpy().copy() for v in model.variables}
     expected_loss = float(tf.reduce_mean(cross_entropy(labels, model(images))))
-    trainer = Trainer(model, groups, plan, data, tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64), lr,
+    trainer = Trainer(model, groups, data, tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64), lr,
                       0.0, tf.distribute.get_strategy(), objective=Objective(0.1, class_weight), clip_norm=clip_norm)
     scalars = trainer.train(1)
     assert scalars["loss"] == pytest.approx(expected_loss, rel=1e-5)  # the plain cross-entropy, not the objective

@@ -96,7 +96,7 @@ def linear_trainer(data, mixing=None, objective=None, examples=0, xla=False, see
     plan = lr_multipliers([], [v.path for v in model.variables])
     lr = tf.Variable(1.0)
     groups = OptimizerGroups(OptimizerConfig(name="sgd", lr=1.0), model, plan, lr)
-    trainer = Trainer(model, groups, plan, data, tf.Variable(examples // BATCH, dtype=tf.int64),
+    trainer = Trainer(model, groups, data, tf.Variable(examples // BATCH, dtype=tf.int64),
                       tf.Variable(examples, dtype=tf.int64), lr, 0.0, tf.distribute.get_strategy(), xla=xla,
                       objective=objective, mixing=mixing)
     return trainer, model
@@ -145,8 +145,7 @@ def test_a_resumed_run_mixes_as_an_uninterrupted_one():
     whole.train(4)
     first, model = linear_trainer(noise_batches(), Mixing(BOTH, 7))
     first.train(2)
-    resumed = Trainer(model, first.optimizers, lr_multipliers([], [v.path for v in model.variables]),
-                      noise_batches(start_batch=2), tf.Variable(2, dtype=tf.int64),
+    resumed = Trainer(model, first.optimizers, noise_batches(start_batch=2), tf.Variable(2, dtype=tf.int64),
                       tf.Variable(2 * BATCH, dtype=tf.int64), first.lr, 0.0, tf.distribute.get_strategy(),
                       mixing=Mixing(BOTH, 7))
     resumed.train(2)

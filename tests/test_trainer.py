@@ -35,7 +35,7 @@ def make_trainer(rules, optimizer="sgd", weight_decay=0.0, nan=False, **network)
     lr = tf.Variable(0.1)
     step, examples = tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64)
     groups = OptimizerGroups(OptimizerConfig(name=optimizer, lr=0.1), model, plan, lr)
-    trainer = Trainer(model, groups, plan, batches(nan), step, examples, lr, weight_decay, tf.distribute.get_strategy(),
+    trainer = Trainer(model, groups, batches(nan), step, examples, lr, weight_decay, tf.distribute.get_strategy(),
                       bn_momentum=momentum)
     return trainer, {v.path: v for v in model.variables}
 

@@ -285,7 +285,7 @@ class Parts:
                         "the mixed images, the test lines the plain cross-entropy" if mixing else
                         "train and test lines report the plain cross-entropy")
             log.info("training minimises cross-entropy with %s; %s", ", ".join(changes), reported)
-        return Trainer(self.model, self.optimizers, self.plan, dataset, self.step, self.examples, self.lr,
+        return Trainer(self.model, self.optimizers, dataset, self.step, self.examples, self.lr,
                        self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla,
                        bn_momentum=self.bn_momentum, objective=objective, clip_norm=clip_norm, mixing=mixing,
                        average=self.average)

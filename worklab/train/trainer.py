@@ -106,9 +106,9 @@ class OptimizerGroups:
 class Trainer:
     """Runs training steps on an endless dataset and reports their mean loss, accuracy and speed."""
 
-    def __init__(self, model: keras.Model, optimizers: OptimizerGroups, plan: Dict[str, Multipliers],
-                 dataset: tf.data.Dataset, step: tf.Variable, examples: tf.Variable, lr: tf.Variable,
-                 weight_decay: float, strategy: tf.distribute.Strategy, xla: bool = False,
+    def __init__(self, model: keras.Model, optimizers: OptimizerGroups, dataset: tf.data.Dataset,
+                 step: tf.Variable, examples: tf.Variable, lr: tf.Variable, weight_decay: float,
+                 strategy: tf.distribute.Strategy, xla: bool = False,
                  bn_momentum: Optional[Momentum] = None, objective: Optional[Objective] = None,
                  clip_norm: Optional[float] = None, mixing: Optional[Mixing] = None,
                  average: Optional[WeightAverage] = None):
