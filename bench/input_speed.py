@@ -26,7 +26,7 @@ rounds, so one contender's tf.data threads neither take CPU nor fill buffers whi
 timed. A round runs batches until a time budget has passed.
 
 Run from the repository root:
-    python bench/input_speed.py                   # about 5 minutes (the first run also writes the photos)
+    python bench/input_speed.py                   # about 6 minutes (the first run also writes the photos)
     python bench/input_speed.py --images ~/photos
     python bench/input_speed.py --quick           # about 2 minutes
 
