@@ -57,7 +57,7 @@ def test_random_resized_windows_lie_within_scale_and_ratio(scale, ratio):
     assert area.min() < scale[0] + 0.1 * (scale[1] - scale[0]) and area.max() > scale[1] - 0.2 * (scale[1] - scale[0])
     logs = (np.log(w / h) - math.log(ratio[0])) / (math.log(ratio[1]) - math.log(ratio[0]))
     assert 0.4 < np.median(logs) < 0.6 and logs.min() < 0.1 and logs.max() > 0.9
-    assert len({tuple(w) for w in windows}) == len(windows)
+    assert len({tuple(window) for window in windows}) == len(windows)  # no two positions cut the same window
 
 
 def test_random_resized_falls_back_to_the_largest_centred_window_within_ratio():

@@ -244,12 +244,17 @@ class Reader:
         """
         if self.cfg.cache:
             cached = self._cache(images)
-            return lambda i, seeds: scale(cut(cached[i], self.window(tf.shape(cached[i])[:2], seeds, crops.whole)),
-                                          self.size)
+
+            def from_memory(i, seeds):
+                image = cached[i]
+                return scale(cut(image, self.window(tf.shape(image)[:2], seeds, crops.whole)), self.size)
+            return from_memory
         paths = tf.constant(images.paths)
-        return lambda i, seeds: scale(decode_window(
-            tf.io.read_file(paths[i]), lambda shape: self.window(shape, seeds, lambda s: shown(s, self.cfg)),
-            self.size), self.size)
+
+        def from_file(i, seeds):
+            window = lambda shape: self.window(shape, seeds, lambda s: shown(s, self.cfg))  # noqa: E731
+            return scale(decode_window(tf.io.read_file(paths[i]), window, self.size), self.size)
+        return from_file
 
     def _cache(self, images: ImageList) -> tf.Variable:
         """Every image as `resize` gives it, rounded to uint8, in memory."""
