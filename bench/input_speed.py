@@ -1,49 +1,93 @@
-"""Input speed: training from image files on disk against the same images cached in memory.
+"""Input speed at 224 px on JPEG photos: worklab's training input against plain decoding and Keras' pipeline.
 
-What it measures (images per second, median of interleaved rounds):
-  * training with worklab's Reader and Trainer on the built-in demo set (1000 training images
-    drawn at 48 px as PNG files, written under bench/.data), with reader.cache=false (every
-    example is read from its file, decoded and resized on the fly) against reader.cache=true
-    (decoded, resized images held in memory, gathered per example). Everything else is the
-    demo run's defaults: reader.image_size=32, batch 32, the default augmentations, ResNet-18
-    width 1, momentum SGD at lr 0.1, weight decay 1e-4, no lr_mult rules, oneDNN on, float32.
-  * the raw input pipeline alone: the same Reader.train datasets iterated without training.
-The files are read through the operating system's page cache: after the first pass (and the
-set-up warm-up) they are in memory anyway, so "disk" measures open/read/decode/resize per
-example, not the storage device.
+What it measures (images per second of batches of 32 at 224 x 224, median of interleaved rounds):
+  * worklab train: Reader.train with the default augmentations (crop=zoom: the zoom window is
+    decoded alone and resized once; shift, brightness, contrast, flip), reader.cache=false.
+  * worklab train, full decode: the same with the JPEG decoder's DCT scaling turned off (a
+    bench-only patch), to show what decoding large photos at 1/2, 1/4 or 1/8 scale brings.
+  * worklab random_resized: Reader.train with reader.augment.crop=random_resized.
+  * worklab memory: Reader.train with reader.cache=true (images decoded and resized once,
+    gathered per example, then augmented): the disk-vs-memory comparison, now on photos.
+  * plain decode+resize: tf.data over the same files: read, tf.io.decode_jpeg, tf.image.resize
+    (bilinear, no antialiasing), parallel map, batch, prefetch; no augmentation.
+  * keras: keras.utils.image_dataset_from_directory (224 x 224, batch 32) followed by Keras'
+    RandomFlip, RandomZoom(0.15), RandomTranslation(0.1, 0.1) and RandomContrast(0.1) layers
+    in a parallel map, as their documentation suggests for tf.data.
+Every contender only iterates its dataset (no training): this measures the input pipeline.
+The files are read through the operating system's page cache after the first pass.
+
+The photos: --images DIR (any folder of JPEGs, searched recursively), or else 300 JPEGs of
+mixed sizes from 400x300 to 2000x1500 (a quarter portrait, some of those stored turned with
+EXIF orientation 6 as phones do), smooth shapes with fine noise, written once under
+bench/.data/photos.
 
 Each contender runs in its own child process (bench/common.py Worker), frozen between its
 rounds, so one contender's tf.data threads neither take CPU nor fill buffers while another is
-timed. A round runs steps (or batches) until a time budget has passed.
+timed. A round runs batches until a time budget has passed.
 
 Run from the repository root:
-    python bench/input_speed.py            # about 4 minutes
-    python bench/input_speed.py --quick    # about 1 minute
+    python bench/input_speed.py                   # about 6 minutes (the first run also writes the photos)
+    python bench/input_speed.py --images ~/photos
+    python bench/input_speed.py --quick           # about 2 minutes
 
-Reading the ratios: "disk/memory" for training is the target (>= 0.9x): below it, reading the
-files costs more than a tenth of the training speed. For the pipeline alone, the ratio shows
-how much slower the file path is when nothing else runs; pipeline img/s far above training
-img/s means the input is not the bottleneck (on 2 cores it still competes for the same CPU).
+Targets: worklab train >= 0.8x plain decode+resize and >= 2x keras.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
+from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (also puts the repository root on sys.path)
 
 SEED = 0
-IMAGE_SIZE = 32  # reader.image_size of the demo run
-DEMO = dict(image_size=48, train_per_class=100, test_per_class=30)  # the demo set's defaults
+SIZE = 224
 BATCH = 32
+PHOTOS = common.DATA / "photos"
+COUNT = 300
+SIZES = [(400, 300), (640, 480), (800, 600), (1024, 768), (1280, 960), (1600, 1200), (2000, 1500)]
 WORKERS = [
-    ("train disk", dict(cache=False, train=True)),
-    ("train memory", dict(cache=True, train=True)),
-    ("pipeline disk", dict(cache=False, train=False)),
-    ("pipeline memory", dict(cache=True, train=False)),
+    ("worklab train", dict(kind="worklab")),
+    ("worklab train, full decode", dict(kind="worklab", dct=False)),
+    ("worklab random_resized", dict(kind="worklab", crop="random_resized")),
+    ("worklab memory", dict(kind="worklab", cache=True)),
+    ("plain decode+resize", dict(kind="plain")),
+    ("keras", dict(kind="keras")),
 ]
+EXTENSIONS = (".jpg", ".jpeg")
+
+
+def write_photos(folder: Path) -> None:
+    """COUNT photo-like JPEGs of mixed sizes in two class folders (written once; kept if complete)."""
+    import numpy as np
+    from PIL import Image
+
+    if len(list(folder.rglob("*.jpg"))) == COUNT:
+        return
+    rng = np.random.RandomState(SEED)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned a quarter to the left, shown upright
+    for i in range(COUNT):
+        width, height = SIZES[i % len(SIZES)]
+        portrait = i % 4 == 3
+        if portrait:
+            width, height = height, width
+        coarse = rng.randint(0, 256, (6 + i % 5, 8 + i % 7, 3)).astype(np.uint8)
+        picture = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC)).astype(np.int16)
+        picture = np.clip(picture + rng.randint(-12, 13, picture.shape), 0, 255).astype(np.uint8)
+        image = Image.fromarray(picture)
+        path = folder / ("a" if i % 2 else "b") / f"photo_{i:03d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if portrait and i % 8 == 7:  # a phone's portrait photo: stored landscape, EXIF says turn it
+            image.transpose(Image.Transpose.ROTATE_90).save(path, quality=90, exif=exif.tobytes())
+        else:
+            image.save(path, quality=90)
+
+
+def listed(folder: Path):
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
 
 
 # Worker side -------------------------------------------------------------------------------------
@@ -51,58 +95,54 @@ WORKERS = [
 def setup(spec):
     started = time.perf_counter()
     from worklab import runtime
-    from worklab.config import NetworkConfig, OptimizerConfig, ReaderConfig, RuntimeConfig
+    from worklab.config import AugmentConfig, ReaderConfig, RuntimeConfig
 
     tf = runtime.configure(RuntimeConfig(), SEED)
-    from worklab.data.imagelist import build_classes, check_files, read_entries, to_image_list
-    from worklab.data.reader import Reader
+    folder = Path(spec["images"])
+    paths = listed(folder)
+    info = {"images": len(paths)}
+    kind = spec["kind"]
+    if kind == "worklab":
+        from worklab.data import reader
+        from worklab.data.imagelist import ImageList
 
-    train_json, _ = common.demo_set(**DEMO, seed=SEED)
-    entries = read_entries(str(train_json), "json")  # as worklab.run.parts does for reader=demo
-    images = check_files(to_image_list(entries, build_classes(entries, str(train_json)), str(train_json)), False)
-    reader = Reader(ReaderConfig(source="json", image_size=IMAGE_SIZE, batch_size=BATCH, cache=spec["cache"]), SEED)
-    opened = time.perf_counter()
-    dataset = reader.train(images, start=0)
-    info = {"images": len(images), "classes": len(set(images.labels)), "TF_ENABLE_ONEDNN_OPTS":
-            os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "reader_train_seconds": time.perf_counter() - opened}
+        if not spec.get("dct", True):
+            whole = reader.decode_window
+            reader.decode_window = lambda contents, window, size=None: whole(contents, window)
+        cfg = ReaderConfig(source="folder", image_size=SIZE, batch_size=BATCH, cache=spec.get("cache", False),
+                           augment=AugmentConfig(crop=spec.get("crop", "zoom")))
+        dataset = reader.Reader(cfg, SEED).train(ImageList(str(folder), paths, [0] * len(paths)))
+    elif kind == "plain":
+        def load(path):
+            image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+            return tf.image.resize(image, [SIZE, SIZE])
 
-    if spec["train"]:
-        from worklab.model.resnet import build_resnet
-        from worklab.train.trainer import OptimizerGroups, Trainer
-        from worklab.model.rules import lr_multipliers
-
-        network, optimizer = NetworkConfig(), OptimizerConfig()
-        model = build_resnet(network, len(set(images.labels)), IMAGE_SIZE)
-        plan = lr_multipliers([], [v.path for v in model.variables])
-        lr = tf.Variable(optimizer.lr, dtype=tf.float32, trainable=False, name="lr")
-        trainer = Trainer(model, OptimizerGroups(optimizer, model, plan, lr), dataset,
-                          tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64), lr,
-                          network.weight_decay, tf.distribute.get_strategy())
-
-        def run(budget):
-            deadline = time.perf_counter() + budget
-            return trainer.train(10 ** 9, on_step=lambda done: time.perf_counter() >= deadline)["steps"]
-
-        def finite():
-            return int(trainer.bad_step.numpy()) < 0
+        dataset = (tf.data.Dataset.from_tensor_slices(paths).repeat().shuffle(len(paths), seed=SEED)
+                   .map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(BATCH).prefetch(tf.data.AUTOTUNE))
     else:
-        iterator = iter(dataset)
+        import keras
 
-        def run(budget):
-            deadline = time.perf_counter() + budget
-            batches = 0
-            while True:
-                next(iterator)
-                batches += 1
-                if time.perf_counter() >= deadline:
-                    return batches
+        augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomZoom((-0.15, 0.0)),
+                                    keras.layers.RandomTranslation(0.1, 0.1), keras.layers.RandomContrast(0.1)])
+        files = keras.utils.image_dataset_from_directory(str(folder), labels=None, image_size=(SIZE, SIZE),
+                                                         batch_size=BATCH, seed=SEED)
+        dataset = (files.repeat().map(lambda x: augment(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+                   .prefetch(tf.data.AUTOTUNE))
+    iterator = iter(dataset)
 
-        def finite():
-            return True
+    def run(budget):
+        deadline = time.perf_counter() + budget
+        batches = 0
+        while True:
+            images = next(iterator)
+            images = images[0] if isinstance(images, tuple) else images
+            assert tuple(images.shape[1:]) == (SIZE, SIZE, 3), images.shape
+            batches += 1
+            if time.perf_counter() >= deadline:
+                return batches
 
     warm = time.perf_counter()
-    run(0.0)
-    run(2.0)
+    run(3.0)
     info["warmup_seconds"] = time.perf_counter() - warm
 
     def measure(budget):
@@ -112,33 +152,36 @@ def setup(spec):
         return {"images_per_second": batches * BATCH / seconds, "batches": batches, "seconds": seconds}
 
     info["setup_seconds"] = time.perf_counter() - started
-    return info, {"measure": measure, "check": lambda: {"finite": finite()}}
+    return info, {"measure": measure}
 
 
 # Driver side -------------------------------------------------------------------------------------
 
 def main():
-    args = common.arguments(__doc__)
+    args = common.arguments(__doc__, lambda p: p.add_argument(
+        "--images", default=None, help="a folder of JPEG photos (default: generated under bench/.data/photos)"))
     if args.worker:
         return common.serve(setup, args.worker)
-    budget = 1.5 if args.quick else 4.0
-    rounds = args.rounds or (3 if args.quick else 9)
-    common.print_header("input_speed: images from files vs cached in memory", args, {
-        "data": f"demo set, {DEMO['train_per_class'] * 10} training PNGs at {DEMO['image_size']} px",
-        "reader.image_size": IMAGE_SIZE, "batch": BATCH, "augment": "defaults",
-        "network": "ResNet-18 width 1 (training rows)", "rounds": rounds,
-        "round": f"steps/batches until {budget} s have passed (at least 1)"})
-    train_json, _ = common.demo_set(**DEMO, seed=SEED)  # written once here, before the workers read it
-    print(f"demo set: {train_json.parent}")
-
+    budget = 2.0 if args.quick else 4.0
+    rounds = args.rounds or (3 if args.quick else 7)
+    folder = Path(args.images).expanduser().resolve() if args.images else PHOTOS
+    if not args.images:
+        write_photos(folder)
+    paths = listed(folder)
+    if not paths:
+        sys.exit(f"no .jpg or .jpeg files under {folder}")
+    common.print_header("input_speed: worklab's training input against plain decoding and Keras at 224 px", args, {
+        "images": f"{len(paths)} JPEGs under {folder}" + ("" if args.images else " (generated, 400x300 to 2000x1500)"),
+        "size": SIZE, "batch": BATCH, "augment": "defaults (worklab), Keras' four layers (keras)", "rounds": rounds,
+        "round": f"batches until {budget} s have passed (at least 1)"})
     print("\nstarting workers (set-up and warm-up are not timed):", flush=True)
     script = os.path.abspath(__file__)
-    workers = common.launch([lambda n=n, s=s: common.Worker(n, script, s) for n, s in WORKERS])
+    workers = common.launch([lambda n=n, s=s: common.Worker(n, script, {**s, "images": str(folder)})
+                             for n, s in WORKERS])
     try:
         contenders = [(w.name, lambda w=w: w.call("measure", budget=budget)["images_per_second"]) for w in workers]
         print(f"\n{rounds} interleaved rounds (img/s):", flush=True)
         results = common.interleave(contenders, rounds, own_pids=lambda: [w.proc.pid for w in workers])
-        checks = {w.name: w.call("check")["finite"] for w in workers}
         infos = {w.name: w.info for w in workers}
     finally:
         common.close_all(workers)
@@ -148,24 +191,12 @@ def main():
     def paired(a, b):
         return f"{common.median([x / y for x, y in zip(results[a], results[b])]):.2f}x"
 
-    rows = []
-    for what in ("train", "pipeline"):
-        disk, memory = f"{what} disk", f"{what} memory"
-        rows.append([what, med[disk], med[memory], common.spread(results[disk]), common.spread(results[memory]),
-                     common.ratio(med[disk], med[memory]), paired(disk, memory)])
-    common.table(["what", "disk img/s", "memory img/s", "disk rounds min-max", "memory rounds min-max",
-                  "disk/memory", "paired"], rows,
-                 title=f"reader.cache=false (files) vs cache=true (memory), median of {rounds} rounds; "
-                       "target train disk/memory >= 0.9x")
+    rows = [[name, med[name], common.spread(results[name]), paired(name, "plain decode+resize"), paired(name, "keras")]
+            for name, _ in WORKERS]
+    common.table(["contender", "img/s (median)", "rounds min-max", "vs plain (paired)", "vs keras (paired)"], rows,
+                 title=f"input pipelines at {SIZE} px, median of {rounds} rounds; "
+                       "targets: worklab train >= 0.8x plain and >= 2x keras")
     print(common.others_summary(results))
-    predicted = 1 / (1 / med["train memory"] + 1 / med["pipeline disk"] - 1 / med["pipeline memory"])
-    print(f"if reading files only added its pipeline CPU time to each image's training time: disk/memory "
-          f"= {predicted / med['train memory']:.2f}x predicted from the pipeline rows")
-    for cache in ("disk", "memory"):
-        print(f"{cache}: pipeline alone delivers {med[f'pipeline {cache}'] / med[f'train {cache}']:.1f}x "
-              f"the images training consumes")
-    bad = [name for name, ok in checks.items() if not ok]
-    print("losses finite in both training contenders" if not bad else f"NON-FINITE loss in: {', '.join(bad)}")
     common.print_workers(infos)
 
 

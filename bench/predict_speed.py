@@ -77,10 +77,10 @@ def setup(spec):
     _, test_json = common.demo_set(**DEMO, seed=SEED)
     source = find_images(str(test_json))
     paths, classes = source.paths, sorted(set(source.labels))
-    r = ReaderConfig()
+    r = ReaderConfig(image_size=IMAGE_SIZE)
     preprocess = Preprocess("mean_std", **settings("mean_std", r.mean, r.std))
     model = build_resnet(NetworkConfig(depth=18, width=1.0), len(classes), IMAGE_SIZE, preprocess)  # seeded
-    classifier = Classifier(model, classes, IMAGE_SIZE, TOP_K)
+    classifier = Classifier(model, classes, r, TOP_K)
     files = [open(p, "rb").read() for p in paths]
     batches = [tf.constant(files[i:i + BATCH]) for i in range(0, len(files), BATCH)]
     info = {"images": len(paths), "classes": len(classes), "params": model.count_params()}
@@ -98,7 +98,7 @@ def setup(spec):
             assert not any(error for _, _, error in results), "an image failed"
             return np.stack([probabilities[i] for i in range(BATCH)])
     elif spec["kind"] == "keras":
-        x = np.stack([reader.resize(reader.decode(tf.constant(f)), IMAGE_SIZE).numpy() for f in files])
+        x = np.stack([reader.resize(reader.decode(tf.constant(f)), r).numpy() for f in files])
         info["array_mb"] = x.nbytes / 1e6
 
         def one_pass():

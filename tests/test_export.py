@@ -22,6 +22,7 @@ import tensorflow as tf
 from conftest import STAGES, TINY, compose, run_py
 from worklab import app
 from worklab.config import ExportSchedule
+from worklab.data.reader import decode
 
 ALL = ["schedule.formats=[saved_model,keras,tflite]", "schedule.quantize=dynamic"]
 
@@ -68,7 +69,7 @@ def reference(cfg, step: int):
 
     `cfg`: the run's config, composed as in the test (TINY and the run's overrides).
     """
-    from worklab.data.reader import decode, resize
+    from worklab.data.reader import resize
     from worklab.run.parts import Parts
 
     parts = Parts(cfg, None)
@@ -76,8 +77,7 @@ def reference(cfg, step: int):
     tester = parts.tester
     probs = np.concatenate([tester._predict(images, labels)[0].numpy() for images, labels in tester.dataset])
     paths = list(parts.test_images.paths)
-    size = parts.cfg.reader.image_size
-    resized = np.stack([resize(decode(tf.io.read_file(p)), size).numpy() for p in paths])
+    resized = np.stack([resize(decode(tf.io.read_file(p)), parts.cfg.reader).numpy() for p in paths])
     return probs, paths, resized, list(parts.classes)
 
 
@@ -189,11 +189,13 @@ def test_exporting_again_gives_the_same_predictions_and_changes_no_checkpoint(tr
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["frozen_bn", "image_size_24", "keras_network"])
+@pytest.mark.parametrize("case", ["frozen_bn", "image_size_24", "keras_network", "resize_crop"])
 def test_other_networks_export_with_the_testers_probabilities(case, tmp_path, data_dir):
-    """Frozen batch norm (inference-mode layers), a resize from the files' 16 px to 24 px, a Keras model file."""
+    """Frozen batch norm (inference-mode layers), a resize from the files' 16 px to 24 px, a Keras model file,
+    reader.resize=crop (the centre 12 px of the files' 16, resized to the run's 16)."""
     overrides = {"frozen_bn": ["network.lr_mult=[{pattern: '^stem/', mult: 0}]"],
                  "image_size_24": ["reader.image_size=24"],
+                 "resize_crop": ["reader.resize=crop", "reader.crop_fraction=0.75"],
                  "keras_network": ["network=keras", f"network.path={tmp_path / 'theirs.keras'}"]}[case]
     if case == "keras_network":
         from test_imported import their_model
@@ -211,6 +213,14 @@ def test_other_networks_export_with_the_testers_probabilities(case, tmp_path, da
 
     net = keras.saving.load_model(run / "export" / "step-4" / "model.keras", safe_mode=True)
     assert np.abs(net.predict(resized, verbose=0) - expected).max() <= 1e-5
+    if case == "resize_crop":
+        info = json.loads((run / "export" / "step-4" / "export.json").read_text())
+        assert info["resize"] == {"mode": "crop", "crop_fraction": 0.75}
+        pixels = np.stack([decode(tf.io.read_file(p)).numpy() for p in paths]).astype(np.float32)
+        by_pixels = model.signatures["serving_pixels"](images=tf.constant(pixels))["probabilities"].numpy()
+        assert np.abs(by_pixels - expected).max() <= 1e-5
+        squashed = reference(compose(["schedule=test"], run, data_dir), 4)[0]  # the same checkpoint, squashed
+        assert np.abs(squashed - expected).max() > 1e-3  # so the crop was applied
 
 
 @pytest.mark.slow

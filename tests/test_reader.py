@@ -382,9 +382,11 @@ def test_train_works_with_cache(seven, noise):
     assert identities(x) == list(y)
     _, y_plain, _ = collect(Reader(config(batch_size=3), seed=1).train(seven), steps=5)
     np.testing.assert_array_equal(y, y_plain)
-    # augmented, cached and uncached streams agree up to the rounding of the cache
-    a, _, _ = collect(Reader(config(batch_size=2, augment=ON, cache=True), seed=1).train(noise, start=3), steps=4)
-    b, _, _ = collect(Reader(config(batch_size=2, augment=ON), seed=1).train(noise, start=3), steps=4)
+    # augmented, cached and uncached streams agree up to the rounding of the cache; not with zoom, whose window
+    # is cut in whole pixels of the image it is cut from (the file's 12 px, the cache's 8 px), so it rounds apart
+    unzoomed = {**ON, "zoom": 0}
+    a, _, _ = collect(Reader(config(batch_size=2, augment=unzoomed, cache=True), seed=1).train(noise, start=3), 4)
+    b, _, _ = collect(Reader(config(batch_size=2, augment=unzoomed), seed=1).train(noise, start=3), steps=4)
     np.testing.assert_allclose(a, b, atol=0.02)
 
 

@@ -29,6 +29,8 @@ NETWORK_LAYOUTS = ("resnet", "slim")
 MAX_FOLDER_NAME = 200  # file systems allow 255 bytes
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SOURCES = ("demo", "json", "folder")
+CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop window (worklab.data.crops)
+RESIZES = ("squash", "crop")  # reader.resize: how an image becomes image_size x image_size (worklab.data.reader)
 PRECISIONS = ("float32", "mixed_bfloat16")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
@@ -76,10 +78,20 @@ def _default(defaults: Any, key: str) -> Any:
 
 @dataclass
 class AugmentConfig:
-    """The seed's training augmentations; each is off at test time and off here when 0/false."""
+    """The training augmentations; each is off at test time and off here when 0/false.
 
-    zoom: float = 0.15  # up to this much larger before a random crop back to image_size
-    shift: float = 0.1  # random shift, as a fraction of image_size
+    `crop` picks the training crop window (worklab.data.crops), cut from the decoded image
+    and resized to image_size once: `zoom` takes a window 1/1 to 1/(1+zoom) of the side of
+    what reader.resize shows, then `shift` moves the result; `random_resized` (Inception's
+    crop) takes a window of crop_scale of the image's area at an aspect ratio within
+    crop_ratio, from the whole image.
+    """
+
+    crop: str = "zoom"  # zoom | random_resized
+    zoom: float = 0.15  # crop=zoom: up to this much larger (a window of 1/(1+zoom) of the side) at a random place
+    shift: float = 0.1  # crop=zoom: random shift, as a fraction of image_size (edges reflected)
+    crop_scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # random_resized: area fraction range
+    crop_ratio: List[float] = field(default_factory=lambda: [3 / 4, 4 / 3])  # random_resized: width/height range
     brightness: float = 0.1  # random brightness delta, as a fraction of the 0-255 range
     contrast: float = 0.1  # contrast factor drawn from [1 - contrast, 1 + contrast]
     rotate90: bool = False  # random multiple of 90 degrees
@@ -91,6 +103,7 @@ class AugmentConfig:
     mix_prob: float = 1.0  # the chance a batch is mixed at all
 
     def __post_init__(self) -> None:
+        _require(self.crop in CROPS, f"reader.augment.crop={self.crop!r} is not one of {', '.join(CROPS)}.")
         for key in ("zoom", "shift", "brightness", "contrast"):
             value = getattr(self, key)
             _require(value >= 0, f"reader.augment.{key}={value} must be 0 (off) or positive.")
@@ -105,6 +118,16 @@ class AugmentConfig:
         if not (self.mixup or self.cutmix):
             _inert("reader.augment", "reader.augment.mixup=0 and reader.augment.cutmix=0", self, AugmentConfig,
                    ["mix_prob"])
+        for key in ("crop_scale", "crop_ratio"):
+            value = list(getattr(self, key))
+            _require(len(value) == 2 and value[0] <= value[1],
+                     f"reader.augment.{key}={value} must be a range [low, high] with low <= high.")
+        _require(0 < self.crop_scale[0] and self.crop_scale[1] <= 1,
+                 f"reader.augment.crop_scale={list(self.crop_scale)} must lie in (0, 1]: fractions of the area.")
+        _require(self.crop_ratio[0] > 0, f"reader.augment.crop_ratio={list(self.crop_ratio)} must be positive.")
+        unused = (["crop_scale", "crop_ratio"] if self.crop == "zoom"
+                  else [k for k in ("zoom", "shift") if getattr(self, k)])  # 0 (off) agrees with random_resized
+        _inert("reader.augment", f"reader.augment.crop={self.crop}", self, AugmentConfig, unused)
 
 
 @dataclass
@@ -136,6 +159,8 @@ class ReaderConfig:
     test_batch_size: Optional[int] = None  # default: batch_size
     skip_bad: bool = False  # skip unreadable images instead of stopping
     cache: bool = False  # keep decoded, resized images in memory
+    resize: str = "squash"  # squash: to image_size x image_size, aspect ignored | crop: aspect kept, centre crop
+    crop_fraction: float = 0.875  # resize=crop: the centre square's side as a fraction of the shorter side
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -155,6 +180,19 @@ class ReaderConfig:
         _require(0 <= self.val_split < 1, f"reader.val_split={self.val_split} must be in [0, 1).")
         _require(not (self.val and self.val_split),
                  f"reader.val={self.val} and reader.val_split={self.val_split}: give one validation set, not both.")
+        _require(self.resize in RESIZES, f"reader.resize={self.resize!r} is not one of {', '.join(RESIZES)}.")
+        _require(0 < self.crop_fraction <= 1, f"reader.crop_fraction={self.crop_fraction} must be in (0, 1].")
+        if self.resize == "squash":
+            _inert("reader", "reader.resize=squash", self, ReaderConfig, ["crop_fraction"])
+        # The cache holds images already resized to image_size: a random_resized window (down to
+        # crop_scale[0] of the area) cut from it and enlarged back would be blurred, unlike the
+        # same window cut from the decoded file, so the two are not combined.
+        _require(not (self.cache and self.augment.crop == "random_resized"),
+                 "reader.cache=true with reader.augment.crop=random_resized: the cache holds images already "
+                 f"resized to {self.image_size} px, and random_resized crops a window down to "
+                 f"{self.augment.crop_scale[0]:g} of the area, which would be enlarged from those small copies "
+                 "instead of cut from the decoded image; set reader.cache=false (random crops of JPEGs decode "
+                 "only their window) or reader.augment.crop=zoom.")
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""The seed's training augmentations as stateless TensorFlow ops.
+"""The training augmentations after the crop, as stateless TensorFlow ops, and the seeds of every draw.
 
-Each image gets a seed made of the run seed and its position in the training stream,
-so the augmentation of every example is a function of (seed, position): a resumed run
-draws exactly what an uninterrupted one would have, with no random state to save.
+Each example gets a seed made of the run seed and its position in the training stream;
+`draws` splits it into one seed per kind of draw, so the augmentation of every example
+is a function of (seed, position): a resumed run draws exactly what an uninterrupted one
+would have, with no random state to save. The crop window (worklab.data.crops) takes the
+first two seeds and is cut before resizing; what follows works on the resized image.
 """
 from __future__ import annotations
 
@@ -10,17 +12,19 @@ import tensorflow as tf
 
 from worklab.config import AugmentConfig
 
+# The seeds' order: crop size (or zoom), crop place, shift, brightness, contrast, rotate90 and flip.
+DRAWS = 6
 
-def augment(image: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
-    """Augment one float image in [0, 255] of shape (size, size, 3); the result has the same shape."""
+
+def draws(seed: tf.Tensor) -> tf.Tensor:
+    """(DRAWS, 2) seeds from an example's [run seed, position]."""
+    return tf.random.experimental.stateless_split(seed, num=DRAWS)
+
+
+def augment(image: tf.Tensor, seeds: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor:
+    """Augment one float image in [0, 255] of shape (size, size, 3), already cropped; the result has the same shape."""
     size = tf.shape(image)[0]
-    seeds = tf.random.experimental.stateless_split(seed, num=6)
-    if cfg.zoom > 0:
-        scale = tf.random.stateless_uniform([], seeds[0], 1.0, 1.0 + cfg.zoom)
-        zoomed = tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32)
-        image = tf.image.resize(image, tf.stack([zoomed, zoomed]))
-        image = tf.image.stateless_random_crop(image, tf.stack([size, size, 3]), seeds[1])
-    if cfg.shift > 0:
+    if cfg.crop == "zoom" and cfg.shift > 0:
         pad = tf.cast(tf.round(tf.cast(size, tf.float32) * cfg.shift), tf.int32)
         image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
         image = tf.image.stateless_random_crop(image, tf.stack([size, size, 3]), seeds[2])

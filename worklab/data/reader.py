@@ -10,17 +10,25 @@ prefetched.
 orientation (a phone photo held upright is stored sideways with orientation 6) is read
 from the bytes and applied with graph ops only, so training, testing, the cache and an
 exported SavedModel that takes raw JPEG bytes all see the same upright image.
+
+`resize` is what every pipeline does at test time (reader.resize: squash, or keep the
+aspect and cut the centre square). Training instead cuts its crop window
+(worklab.data.crops) from the decoded image and resizes it once; `decode_window` decodes
+only that window of a JPEG, the window mapped through the EXIF orientation, and lets the
+JPEG decoder shrink large images by 2, 4 or 8 while keeping the window at least
+image_size on each side.
 """
 from __future__ import annotations
 
 import logging
-from typing import List
+from typing import Callable, List, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from worklab.config import ReaderConfig
-from worklab.data.augment import augment
+from worklab.data import crops
+from worklab.data.augment import augment, draws
 from worklab.data.imagelist import ImageList
 
 log = logging.getLogger(__name__)
@@ -97,15 +105,83 @@ def orientation(contents: tf.Tensor) -> tf.Tensor:
     return tf.where((value >= 1) & (value <= 8), value, 1)
 
 
-def resize(image: tf.Tensor, size: int) -> tf.Tensor:
-    """A decoded image -> float32 RGB in [0, 255] at size x size (antialiased), as every pipeline sees it.
+Window = Callable[[tf.Tensor], tf.Tensor]  # an upright image's (height, width) -> [y, x, height, width]
 
-    Training, testing, export and predict all call this, so a deployed model resizes
-    exactly as the Tester did. Scaling to what the network expects is the network's
-    own first layer (worklab.model.preprocessing), not the reader's.
+
+def resize(image: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
+    """Decoded images (h, w, 3) or (n, h, w, 3) -> float32 RGB in [0, 255] at image_size, as every pipeline sees them.
+
+    reader.resize=squash resizes the whole image to image_size x image_size; crop cuts the
+    centred square of crop_fraction of the shorter side first, so the aspect is kept.
+    Testing, the cache, validation, export and predict all call this, so a deployed model
+    resizes exactly as the Tester did. Scaling to what the network expects is the
+    network's own first layer (worklab.model.preprocessing), not the reader's.
     """
+    if cfg.resize == "crop":
+        image = cut(image, shown(tf.shape(image)[-3:-1], cfg))
+    return scale(image, cfg.image_size)
+
+
+def shown(shape: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
+    """The window of an image of `shape` that `resize` shows: all of it (squash) or its centre square (crop)."""
+    return crops.centre_square(shape, cfg.crop_fraction) if cfg.resize == "crop" else crops.whole(shape)
+
+
+def cut(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
+    """The pixels of `window` ([y, x, height, width]) of an image or a batch of images."""
+    return image[..., window[0]:window[0] + window[2], window[1]:window[1] + window[3], :]
+
+
+def scale(image: tf.Tensor, size: int) -> tf.Tensor:
+    """Antialiased bilinear resize to size x size, float32 clipped to [0, 255]."""
     image = tf.image.resize(image, [size, size], antialias=True)
     return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def decode_window(contents: tf.Tensor, window: Window, size: Optional[int] = None) -> tf.Tensor:
+    """The uint8 pixels of `window` of the upright image in `contents`, as cut(decode(contents), window) gives them.
+
+    A JPEG is decoded only inside the window: the window, drawn in the upright frame, is
+    mapped to the stored one (undo the flips, then the transpose of apply_orientation), cut
+    by the decoder, and the piece turned upright. Other formats are decoded whole and cut.
+    With `size`, a JPEG window at least 2, 4 or 8 times size on both sides is decoded at
+    1/2, 1/4 or 1/8 scale by the decoder's DCT scaling, which is several times quicker;
+    its edges then round to whole pixels of the scaled image (training uses this).
+
+    Without scaling, the JPEG piece differs from the whole decode only in the row and
+    column along the window's edges that were its bottom and right as stored, by a few
+    levels: the decoder's smooth chroma upsampling has no neighbour beyond the window there.
+    """
+    def whole_image():
+        image = decode(contents)
+        return cut(image, window(tf.shape(image)[:2]))
+
+    return tf.cond(tf.io.is_jpeg(contents), lambda: _jpeg_window(contents, window, size), whole_image)
+
+
+def _jpeg_window(contents: tf.Tensor, window: Window, size: Optional[int]) -> tf.Tensor:
+    """decode_window for JPEG bytes: the window mapped to the stored frame, cut by the decoder, turned upright."""
+    value = orientation(contents)
+    stored = tf.io.extract_jpeg_shape(contents)[:2]
+    turned = value >= 5
+    upright = tf.where(turned, stored[::-1], stored)
+    y, x, h, w = tf.unstack(window(upright))
+    y = tf.where(tf.reduce_any(tf.equal(value, [3, 4, 7, 8])), upright[0] - y - h, y)  # undo the up-down flip
+    x = tf.where(tf.reduce_any(tf.equal(value, [2, 3, 6, 7])), upright[1] - x - w, x)  # undo the left-right flip
+    box = tf.where(turned, tf.stack([x, y, w, h]), tf.stack([y, x, h, w]))
+
+    def decoded(ratio):  # the decoder cuts in the scaled image's pixels: the window's edges, rounded to them
+        start, end = (box[:2] + ratio // 2) // ratio, (box[:2] + box[2:] + ratio // 2) // ratio
+        return lambda: tf.io.decode_and_crop_jpeg(contents, tf.concat([start, end - start], 0), channels=3,
+                                                  ratio=ratio)
+
+    ratios = (1, 2, 4, 8) if size else (1,)
+    fitting = tf.reduce_sum(tf.cast([tf.reduce_min(box[2:]) >= r * size for r in ratios[1:]], tf.int32))
+    image = tf.switch_case(fitting, [decoded(r) for r in ratios]) if size else decoded(1)()
+    image.set_shape([None, None, 3])
+    image = apply_orientation(image, value)
+    image.set_shape([None, None, 3])
+    return image
 
 
 class Reader:
@@ -119,7 +195,7 @@ class Reader:
     def train(self, images: ImageList, start: int = 0) -> tf.data.Dataset:
         """Endless augmented batches (drop_remainder, so every step has the same shape) from example `start`."""
         n = len(images)
-        load = self._loader(images)
+        crop = self._train_loader(images)
         labels = tf.constant(images.labels, tf.int32)
         first_epoch, offset = divmod(start, n)
         seed = tf.constant(self.seed, tf.int64)
@@ -129,38 +205,65 @@ class Reader:
         stream = tf.data.Dataset.zip(tf.data.Dataset.range(start, ENDLESS), order.skip(offset))
 
         def example(position, index):
-            image = augment(load(index), tf.stack([tf.cast(self.seed, tf.int64), position]), self.cfg.augment)
-            return image, labels[index]
+            seeds = draws(tf.stack([seed, position]))
+            return augment(crop(index, seeds), seeds, self.cfg.augment), labels[index]
 
         return (stream.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
                 .batch(self.cfg.batch_size, drop_remainder=True).prefetch(AUTOTUNE))
 
     def test(self, images: ImageList) -> tf.data.Dataset:
         """Every example exactly once, in list order, the last partial batch included."""
-        load = self._loader(images)
+        load = self._test_loader(images)
         labels = tf.constant(images.labels, tf.int32)
         batch = self.cfg.test_batch_size or self.cfg.batch_size
         return (tf.data.Dataset.range(len(images))
                 .map(lambda i: (load(i), labels[i]), num_parallel_calls=AUTOTUNE)
                 .batch(batch).prefetch(AUTOTUNE))
 
-    def _loader(self, images: ImageList):
+    def window(self, shape: tf.Tensor, seeds: tf.Tensor, view: Window) -> tf.Tensor:
+        """The training crop window of an image of `shape`; `view` gives the part of it a test would see."""
+        a = self.cfg.augment
+        if a.crop == "random_resized":
+            return crops.random_resized(shape, a.crop_scale, a.crop_ratio, seeds)
+        return crops.zoom(view(shape), a.zoom, seeds)
+
+    def _test_loader(self, images: ImageList):
         """index -> float image in [0, 255] at image_size: read from disk, or gathered from memory with cache."""
+        if self.cfg.cache:
+            cached = self._cache(images)
+            return lambda i: tf.cast(cached[i], tf.float32)
         paths = tf.constant(images.paths)
-        if not self.cfg.cache:
-            return lambda i: self._read(paths[i])
-        cached = tf.Variable(self._read_all(images.paths), trainable=False, name="image_cache")
-        return lambda i: tf.cast(cached[i], tf.float32)
+        return lambda i: resize(decode(tf.io.read_file(paths[i])), self.cfg)
 
-    def _read(self, path: tf.Tensor) -> tf.Tensor:
-        return resize(decode(tf.io.read_file(path)), self.size)
+    def _train_loader(self, images: ImageList):
+        """(index, seeds) -> the example's crop window resized to image_size, float in [0, 255].
 
-    def _read_all(self, paths: List[str]) -> np.ndarray:
-        log.info("caching %d images of %d px in memory", len(paths), self.size)
-        images = (tf.data.Dataset.from_tensor_slices(paths)
-                  .map(lambda p: tf.cast(tf.round(self._read(p)), tf.uint8), num_parallel_calls=AUTOTUNE)
-                  .batch(256))
-        return np.concatenate(list(images.as_numpy_iterator()))
+        From a file, the window is drawn in the decoded image (zoom within what `resize`
+        shows) and only it is decoded; from the cache, in the cached image, which `resize`
+        already made.
+        """
+        if self.cfg.cache:
+            cached = self._cache(images)
+
+            def from_memory(i, seeds):
+                image = cached[i]
+                return scale(cut(image, self.window(tf.shape(image)[:2], seeds, crops.whole)), self.size)
+            return from_memory
+        paths = tf.constant(images.paths)
+
+        def from_file(i, seeds):
+            window = lambda shape: self.window(shape, seeds, lambda s: shown(s, self.cfg))  # noqa: E731
+            return scale(decode_window(tf.io.read_file(paths[i]), window, self.size), self.size)
+        return from_file
+
+    def _cache(self, images: ImageList) -> tf.Variable:
+        """Every image as `resize` gives it, rounded to uint8, in memory."""
+        log.info("caching %d images of %d px in memory", len(images), self.size)
+        batches = (tf.data.Dataset.from_tensor_slices(images.paths)
+                   .map(lambda p: tf.cast(tf.round(resize(decode(tf.io.read_file(p)), self.cfg)), tf.uint8),
+                        num_parallel_calls=AUTOTUNE)
+                   .batch(256))
+        return tf.Variable(np.concatenate(list(batches.as_numpy_iterator())), trainable=False, name="image_cache")
 
 
 def find_undecodable(paths: List[str]) -> List[str]:

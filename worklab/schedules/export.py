@@ -67,7 +67,10 @@ def _check_step(run_dir: Path, step) -> None:
 def _write(parts, step: int, folder: Path) -> Dict:
     cfg, s = parts.cfg, parts.cfg.schedule
     r = cfg.reader
-    classifier = export.Classifier(parts.model, parts.classes, r.image_size, cfg.top_k)
+    classifier = export.Classifier(parts.model, parts.classes, r, cfg.top_k)
+    resizing = ("antialiased bilinear, as reader.resize" if r.resize == "squash" else
+                f"the centred square of {r.crop_fraction:g} of the shorter side, then antialiased bilinear, "
+                "as reader.resize=crop")
     notes = {}
     saved_model = folder / "saved_model"
     # The SavedModel is written whatever formats says: TFLite is converted from it; when not
@@ -76,7 +79,7 @@ def _write(parts, step: int, folder: Path) -> Dict:
     if "keras" in s.formats:
         export.keras_model(parts.model, r.image_size).save(folder / "model.keras")
         notes["keras"] = (f"float32 [N, {r.image_size}, {r.image_size}, 3] RGB 0-255, already resized to "
-                          f"{r.image_size}x{r.image_size} (antialiased bilinear, as reader.resize); "
+                          f"{r.image_size}x{r.image_size} ({resizing}); "
                           "output: softmax probabilities")
     if "tflite" in s.formats:
         files = [("model.tflite", False)] + ([("model_dynamic.tflite", True)] if s.quantize == "dynamic" else [])
@@ -84,8 +87,8 @@ def _write(parts, step: int, folder: Path) -> Dict:
             data, ops = export.tflite(saved_model, quantize)
             (folder / name).write_bytes(data)
         notes["tflite"] = (f"signature {export.TFLITE_SIGNATURE}: float32 [N, {r.image_size}, {r.image_size}, 3] "
-                           "RGB 0-255, already resized; TFLite has no kernel for decoding files nor for the "
-                           f"antialiased resize, so those stay the caller's job (ops: {ops})")
+                           f"RGB 0-255, already resized ({resizing}); TFLite has no kernel for decoding files nor "
+                           f"for the antialiased resize, so those stay the caller's job (ops: {ops})")
     if "saved_model" not in s.formats:
         shutil.rmtree(saved_model)
     info = {
@@ -93,6 +96,7 @@ def _write(parts, step: int, folder: Path) -> Dict:
         "step": step,
         "classes": list(parts.classes),
         "image_size": r.image_size,
+        "resize": {"mode": r.resize, **({"crop_fraction": r.crop_fraction} if r.resize == "crop" else {})},
         "preprocessing": parts.model.get_layer("preprocess").spec(),
         "top_k": classifier.k,
         "test": _test_statistics(parts.run_dir, step),

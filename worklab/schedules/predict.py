@@ -111,7 +111,7 @@ def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
 
     r = cfg.reader
     k = min(parts.cfg.top_k, len(target.classes))
-    classifier = Classifier(target.model, target.classes, r.image_size, k)
+    classifier = Classifier(target.model, target.classes, r, k)
     log.info("classifier: %s step %d, %d classes, top %d, %d px", run, step, len(target.classes), k, r.image_size)
 
     def classify(images):

@@ -1,11 +1,11 @@
 """A trained network as models to deploy: a SavedModel module, a Keras file of built-in layers, TFLite.
 
 `Classifier` wraps the network with the reader's own decoding and resizing
-(`reader.decode`, `reader.resize`: the functions the Tester's input pipeline calls, not
-copies); the scaling the network expects is the network's own first layer
-(worklab.model.preprocessing). So a SavedModel that takes encoded image files or 0-255
-pixels of any size answers as the Tester does. Its class names and k are constants
-inside the graph.
+(`reader.decode`, `reader.resize` with the run's reader.resize and crop_fraction: the
+functions the Tester's input pipeline calls, not copies); the scaling the network
+expects is the network's own first layer (worklab.model.preprocessing). So a SavedModel
+that takes encoded image files or 0-255 pixels of any size answers as the Tester does.
+Its class names and k are constants inside the graph.
 
 `keras_model` turns the network into a Keras model that `keras.saving.load_model(path,
 safe_mode=True)` loads with nothing but Keras: worklab's ResNet is made of its own layer
@@ -24,6 +24,7 @@ from typing import Dict, Iterator, List
 import keras
 import tensorflow as tf
 
+from worklab.config import ReaderConfig
 from worklab.data import reader
 
 PIXELS = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
@@ -37,7 +38,8 @@ class Classifier(tf.Module):
     "labels": string [N, k], "scores": float32 [N, k]}, k = min(top_k, number of classes).
     """
 
-    def __init__(self, model: keras.Model, classes: List[str], image_size: int, top_k: int):
+    def __init__(self, model: keras.Model, classes: List[str], reading: ReaderConfig, top_k: int):
+        """`reading`: the run's reader config, whose image_size, resize and crop_fraction the signatures apply."""
         super().__init__(name="classifier")
         self._network = _Untracked(model)
         # The tf.Variables under Keras' variables are what the SavedModel saves: tracked
@@ -45,7 +47,8 @@ class Classifier(tf.Module):
         # keep them as variables (NaN outputs) instead of folding them into constants.
         self.network_variables = [v.value for v in model.variables]
         self.class_names = [str(c) for c in classes]
-        self.image_size = int(image_size)
+        self._reading = _Untracked(reading)
+        self.image_size = int(reading.image_size)
         self.k = min(int(top_k), len(self.class_names))
         # Built here because its input shape holds image_size (TFLite needs the static size).
         self.from_resized = tf.function(self._from_resized, input_signature=[
@@ -53,24 +56,24 @@ class Classifier(tf.Module):
 
     @property
     def model(self) -> keras.Model:
-        return self._network.model
+        return self._network.value
 
     @tf.function(input_signature=[ENCODED])
     def from_bytes(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Encoded JPEG, PNG, BMP, GIF or WebP files (EXIF orientation applied) -> predictions."""
-        pixels = tf.map_fn(lambda contents: reader.resize(reader.decode(contents), self.image_size), images,
+        pixels = tf.map_fn(lambda contents: reader.resize(reader.decode(contents), self._reading.value), images,
                            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.float32))
         return self._classify(pixels)
 
     @tf.function(input_signature=[PIXELS])
     def from_pixels(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Decoded RGB images, 0-255 values, any height and width (resized here as the reader does) -> predictions."""
-        return self._classify(reader.resize(images, self.image_size))
+        return self._classify(reader.resize(images, self._reading.value))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def from_uint8(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """from_pixels for uint8 images."""
-        return self._classify(reader.resize(images, self.image_size))
+        return self._classify(reader.resize(images, self._reading.value))
 
     def _from_resized(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """0-255 images already at image_size x image_size (the caller resized them) -> predictions.
@@ -100,8 +103,8 @@ class Classifier(tf.Module):
 class _Untracked:
     """Holds an object out of TensorFlow's tracking (a tf.Module saves what its attributes track)."""
 
-    def __init__(self, model):
-        self.model = model
+    def __init__(self, value):
+        self.value = value
 
 
 def keras_model(model: keras.Model, image_size: int) -> keras.Model:
