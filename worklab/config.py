@@ -28,6 +28,7 @@ NETWORK_LAYOUTS = ("resnet", "slim")
 MAX_FOLDER_NAME = 200  # file systems allow 255 bytes
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SOURCES = ("demo", "json", "folder")
+DEMO_VARIANTS = ("shapes", "hard")  # worklab.data.demo.VARIANTS
 PRECISIONS = ("float32", "mixed_bfloat16")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
@@ -85,14 +86,17 @@ class AugmentConfig:
 
 @dataclass
 class DemoConfig:
-    """Size of the built-in demo set written under data_dir on first use."""
+    """Kind and size of the built-in demo set written under data_dir on first use."""
 
+    variant: str = "shapes"  # shapes: 10 clear classes | hard: 22 confusable classes in clutter and noise
     image_size: int = 48
     train_per_class: int = 100
     test_per_class: int = 30
     seed: int = 0  # the drawing's seed, apart from the run's seed so a seed sweep keeps the data
 
     def __post_init__(self) -> None:
+        _require(self.variant in DEMO_VARIANTS,
+                 f"reader.demo.variant={self.variant!r} is not one of {', '.join(DEMO_VARIANTS)}.")
         for key in ("image_size", "train_per_class", "test_per_class"):
             _positive(f"reader.demo.{key}", getattr(self, key))
 
