@@ -283,11 +283,12 @@ def test_hard_images_are_cluttered_and_noisy_not_two_colours(tmp_path):
             assert len(image.getcolors(24 * 24)) > 50, rel
 
 
-def test_hard_is_harder_than_shapes_but_learnable(tmp_path):
-    """The nearest-centroid classifier of the shapes test: far from shapes' accuracy, far above chance."""
-    shapes, _ = nearest_centroid(tmp_path / "shapes", "shapes")
-    hard, per_class = nearest_centroid(tmp_path / "hard", "hard")
-    assert 4 / len(VARIANTS["hard"].classes) < hard < shapes - 0.2, per_class
+def test_hard_classes_stay_distinguishable_among_the_distractors(tmp_path):
+    """The shapes test's nearest-centroid classifier: far above chance (1 in 22) for every class, confusable
+    pairs included, so the variant is a learning task and not label noise."""
+    accuracy, per_class = nearest_centroid(tmp_path, "hard")
+    assert accuracy >= 0.6, per_class
+    assert min(per_class.values()) >= 0.2, per_class
 
 
 @pytest.mark.parametrize("variant", DEMO_VARIANTS)

@@ -9,7 +9,7 @@ demo set is drawn with PIL instead of downloaded (the class shapes are in
   clearly different brightness: varied enough to be a real learning task, distinct
   enough for a small CNN at 32 px.
 - hard: twenty-two classes, the ten and twelve that are each close to one of them.
-  The object is smaller, has less contrast, and sits among distractors (thin lines and
+  The object is smaller, has less contrast, and sits among up to two distractors (thin lines and
   smaller shapes of other classes in other colours), with pixel noise on top: a small
   CNN at 32 px does not saturate it, so training recipes can be told apart.
 
@@ -41,11 +41,11 @@ _MIN_IMAGE_SIZE = 16
 _MIN_CONTRAST = 100  # luminance difference (0-255) between foreground and background
 _LUMINANCE = np.array([0.299, 0.587, 0.114])
 # The hard variant. Every colour's luminance differs from the background's by this range:
-_HARD_CONTRAST = (40, 100)
-_HARD_OBJECT = (0.4, 0.7)  # the object's box side, as a fraction of the image side
-_HARD_DISTRACTOR = (0.1, 0.22)  # a distractor shape's box side, likewise
-_HARD_DISTRACTORS = (1, 3)  # distractors per image, lowest and highest
-_HARD_NOISE = 6.0  # standard deviation of the Gaussian pixel noise, in 0-255 units
+_HARD_CONTRAST = (50, 120)
+_HARD_OBJECT = (0.4, 0.75)  # the object's box side, as a fraction of the image side
+_HARD_DISTRACTOR = (0.1, 0.18)  # a distractor shape's box side, likewise
+_HARD_DISTRACTORS = (0, 2)  # distractors per image, lowest and highest
+_HARD_NOISE = 5.0  # standard deviation of the Gaussian pixel noise, in 0-255 units
 
 
 def _gap(a, b):
