@@ -41,11 +41,11 @@ _MIN_IMAGE_SIZE = 16
 _MIN_CONTRAST = 100  # luminance difference (0-255) between foreground and background
 _LUMINANCE = np.array([0.299, 0.587, 0.114])
 # The hard variant. Every colour's luminance differs from the background's by this range:
-_HARD_CONTRAST = (50, 120)
-_HARD_OBJECT = (0.4, 0.75)  # the object's box side, as a fraction of the image side
+_HARD_CONTRAST = (80, 160)
+_HARD_OBJECT = (0.45, 0.8)  # the object's box side, as a fraction of the image side
 _HARD_DISTRACTOR = (0.1, 0.18)  # a distractor shape's box side, likewise
 _HARD_DISTRACTORS = (0, 2)  # distractors per image, lowest and highest
-_HARD_NOISE = 5.0  # standard deviation of the Gaussian pixel noise, in 0-255 units
+_HARD_NOISE = 3.0  # standard deviation of the Gaussian pixel noise, in 0-255 units
 
 
 def _gap(a, b):
