@@ -9,9 +9,10 @@ demo set is drawn with PIL instead of downloaded (the class shapes are in
   clearly different brightness: varied enough to be a real learning task, distinct
   enough for a small CNN at 32 px.
 - hard: twenty-two classes, the ten and twelve that are each close to one of them.
-  The object is smaller, has less contrast, and sits among up to two distractors (thin lines and
-  smaller shapes of other classes in other colours), with pixel noise on top: a small
-  CNN at 32 px does not saturate it, so training recipes can be told apart.
+  The object is smaller, its contrast is held to a band (_HARD_CONTRAST), and it sits
+  among up to two distractors (thin lines and smaller shapes of other classes in other
+  colours), with pixel noise on top: a small CNN at 32 px does not saturate it, so
+  training recipes can be told apart.
 
 Every image gets its own random generator seeded from (seed, split, class, index),
 so the same arguments give byte-identical files and train and test are different
