@@ -192,7 +192,7 @@ def tree_state() -> str:
     commit = git("rev-parse", "--short", "HEAD") or "?"
     changed = git("status", "--porcelain", "--", "worklab", "conf", "run.py")
     return f"commit {commit}" + (f" with {len(changed.splitlines())} uncommitted change(s) in worklab/, conf/, run.py"
-                                 if changed else "")
+                                 if changed else ", worklab/, conf/ and run.py clean")
 
 
 def demo_set(image_size: int = 48, train_per_class: int = 100, test_per_class: int = 30, seed: int = 0):

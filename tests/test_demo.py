@@ -1,5 +1,6 @@
-"""Tests for the built-in demo image set: layout, determinism, idempotence, race safety, learnability."""
+"""Tests for the built-in demo image set: layout, determinism, idempotence, race safety, learnability, variants."""
 
+import hashlib
 import json
 import logging
 import os
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from worklab.config import DEMO_VARIANTS, DemoConfig
 from worklab.data import demo
-from worklab.data.demo import CLASSES, ensure_demo
+from worklab.data.demo import CLASSES, VARIANTS, ensure_demo
 from worklab.errors import UserError
 
 SMALL = dict(image_size=24, train_per_class=3, test_per_class=2)
@@ -165,30 +167,32 @@ def test_failed_build_leaves_nothing_behind(tmp_path, monkeypatch):
     def broken(draw, w, h, rng):
         raise RuntimeError("drawing failed")
 
-    monkeypatch.setitem(demo._DRAW, CLASSES[-1], broken)
+    monkeypatch.setitem(demo.DRAW, CLASSES[-1], broken)
     with pytest.raises(RuntimeError, match="drawing failed"):
         ensure_demo(tmp_path, **SMALL)
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(
-    "kwargs, key",
-    [({"image_size": 8}, "image_size"), ({"train_per_class": 0}, "train_per_class"), ({"test_per_class": 0}, "test_per_class")],
-)
+@pytest.mark.parametrize("kwargs, key", [
+    ({"image_size": 8}, "image_size"), ({"train_per_class": 0}, "train_per_class"),
+    ({"test_per_class": 0}, "test_per_class"), ({"variant": "blobs"}, "reader.demo.variant='blobs'"),
+])
 def test_rejects_unusable_arguments(tmp_path, kwargs, key):
     with pytest.raises(UserError, match=key):
         ensure_demo(tmp_path, **{**SMALL, **kwargs})
     assert list(tmp_path.iterdir()) == []
 
 
-def test_classes_are_distinguishable_by_a_translation_invariant_nearest_centroid(tmp_path):
-    """Each class must have its own look wherever it is drawn and whatever its colours.
+def nearest_centroid(tmp_path, variant):
+    """Test accuracy overall and per class of a translation-invariant nearest-centroid classifier.
 
     Features: magnitude of the 2-D Fourier transform of the standardised grey image, which ignores
-    position and colour polarity. Class centroids come from train; test images are classified by the
-    nearest centroid. Chance is 1 in len(CLASSES); a broken or duplicated class drags its row down.
+    position and colour polarity. Class centroids come from train (20 per class at 32 px); test
+    images (10 per class) are classified by the nearest centroid.
     """
-    train_json, test_json = ensure_demo(tmp_path, image_size=32, train_per_class=20, test_per_class=10)
+    classes = VARIANTS[variant].classes
+    train_json, test_json = ensure_demo(tmp_path, image_size=32, train_per_class=20, test_per_class=10,
+                                        variant=variant)
 
     def features(json_path):
         rows, names = [], []
@@ -202,8 +206,97 @@ def test_classes_are_distinguishable_by_a_translation_invariant_nearest_centroid
 
     train_x, train_y = features(train_json)
     test_x, test_y = features(test_json)
-    centroids = np.array([train_x[train_y == name].mean(axis=0) for name in CLASSES])
-    predicted = np.array(CLASSES)[np.argmax(test_x @ (centroids / np.linalg.norm(centroids, axis=1, keepdims=True)).T, axis=1)]
-    per_class = {name: np.mean(predicted[test_y == name] == name) for name in CLASSES}
-    assert np.mean(predicted == test_y) >= 0.75, per_class
+    centroids = np.array([train_x[train_y == name].mean(axis=0) for name in classes])
+    unit = centroids / np.linalg.norm(centroids, axis=1, keepdims=True)
+    predicted = np.array(classes)[np.argmax(test_x @ unit.T, axis=1)]
+    per_class = {name: np.mean(predicted[test_y == name] == name) for name in classes}
+    return np.mean(predicted == test_y), per_class
+
+
+def test_classes_are_distinguishable_by_a_translation_invariant_nearest_centroid(tmp_path):
+    """Each class must have its own look wherever it is drawn and whatever its colours.
+
+    Chance is 1 in len(CLASSES); a broken or duplicated class drags its row down.
+    """
+    accuracy, per_class = nearest_centroid(tmp_path, "shapes")
+    assert accuracy >= 0.75, per_class
     assert min(per_class.values()) >= 0.5, per_class
+
+
+# The hard variant ---------------------------------------------------------------------------------
+
+def pixels(json_path):
+    """A digest of the decoded pixels of every listed image, in label-file order (PNG encoder independent)."""
+    digest = hashlib.sha1()
+    for rel in labels(json_path):
+        with Image.open(json_path.parent / rel) as image:
+            digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def test_the_shapes_variant_is_the_default_set_unchanged(tmp_path):
+    default = ensure_demo(tmp_path / "default", **SMALL)
+    shapes = ensure_demo(tmp_path / "shapes", variant="shapes", **SMALL)
+    assert default[0].parent.name == shapes[0].parent.name == "demo-24px-3x2-seed0"
+    assert files(default[0].parent) == files(shapes[0].parent)
+    assert VARIANTS["shapes"].classes == CLASSES
+    # The shapes set's pixels are fixed: runs and benchmarks on it stay comparable.
+    assert pixels(shapes[0]) == "e1a2a9967fa012261c54e2f81f9cdaaaf39ef554"
+    assert pixels(shapes[1]) == "16ca1cb3797f97bad782fdf879e6585526abacd7"
+
+
+def test_hard_has_twenty_or_more_classes_including_the_ten_listed_equally(tmp_path):
+    classes = VARIANTS["hard"].classes
+    assert len(classes) >= 20 and len(set(classes)) == len(classes)
+    assert set(CLASSES) < set(classes)
+    train_json, test_json = ensure_demo(tmp_path, variant="hard", **SMALL)
+    for json_path, per_class in ((train_json, 3), (test_json, 2)):
+        assert sorted(labels(json_path).values()) == sorted(classes * per_class)
+    with Image.open(train_json.parent / next(iter(labels(train_json)))) as image:
+        assert image.mode == "RGB" and image.size == (24, 24)
+
+
+def test_hard_same_arguments_give_byte_identical_files_and_every_image_is_a_different_draw(tmp_path):
+    one, one_test = ensure_demo(tmp_path / "one", variant="hard", **SMALL)
+    two, _ = ensure_demo(tmp_path / "two", variant="hard", **SMALL)
+    assert one.parent.name == two.parent.name
+    assert files(one.parent) == files(two.parent)
+    drawn = images(one) + images(one_test)
+    assert len(set(drawn)) == len(drawn)
+    seed1, _ = ensure_demo(tmp_path / "one", variant="hard", seed=1, **SMALL)
+    assert all(a != b for a, b in zip(images(one), images(seed1)))
+
+
+def test_the_two_variants_live_in_different_folders_of_one_data_dir(tmp_path):
+    shapes, _ = ensure_demo(tmp_path, **SMALL)
+    hard, _ = ensure_demo(tmp_path, variant="hard", **SMALL)
+    assert shapes.parent != hard.parent
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([shapes.parent.name, hard.parent.name])
+    assert len(labels(shapes)) == 3 * len(CLASSES)
+    assert len(labels(hard)) == 3 * len(VARIANTS["hard"].classes)
+
+
+def test_hard_images_are_cluttered_and_noisy_not_two_colours(tmp_path):
+    train_json, _ = ensure_demo(tmp_path, variant="hard", **SMALL)
+    for rel in labels(train_json):
+        with Image.open(train_json.parent / rel) as image:
+            assert len(image.getcolors(24 * 24)) > 50, rel
+
+
+def test_hard_classes_stay_distinguishable_among_the_distractors(tmp_path):
+    """The shapes test's nearest-centroid classifier: far above chance (1 in 22) for every class, confusable
+    pairs included, so the variant is a learning task and not label noise."""
+    accuracy, per_class = nearest_centroid(tmp_path, "hard")
+    assert accuracy >= 0.6, per_class
+    assert min(per_class.values()) >= 0.2, per_class
+
+
+@pytest.mark.parametrize("variant", DEMO_VARIANTS)
+def test_every_variant_the_config_accepts_can_be_built(tmp_path, variant):
+    train_json, _ = ensure_demo(tmp_path, variant=variant, **SMALL)
+    assert len(labels(train_json)) == 3 * len(VARIANTS[variant].classes)
+
+
+def test_config_refuses_an_unknown_variant_naming_the_key():
+    with pytest.raises(UserError, match=r"reader\.demo\.variant='blobs' is not one of shapes, hard"):
+        DemoConfig(variant="blobs")

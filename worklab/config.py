@@ -31,6 +31,7 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 SOURCES = ("demo", "json", "folder")
 CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop window (worklab.data.crops)
 RESIZES = ("squash", "crop")  # reader.resize: how an image becomes image_size x image_size (worklab.data.reader)
+DEMO_VARIANTS = ("shapes", "hard")  # worklab.data.demo.VARIANTS
 PRECISIONS = ("float32", "mixed_bfloat16")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
@@ -132,14 +133,17 @@ class AugmentConfig:
 
 @dataclass
 class DemoConfig:
-    """Size of the built-in demo set written under data_dir on first use."""
+    """Kind and size of the built-in demo set written under data_dir on first use."""
 
+    variant: str = "shapes"  # shapes: 10 clear classes | hard: 22 confusable classes in clutter and noise
     image_size: int = 48
     train_per_class: int = 100
     test_per_class: int = 30
     seed: int = 0  # the drawing's seed, apart from the run's seed so a seed sweep keeps the data
 
     def __post_init__(self) -> None:
+        _require(self.variant in DEMO_VARIANTS,
+                 f"reader.demo.variant={self.variant!r} is not one of {', '.join(DEMO_VARIANTS)}.")
         for key in ("image_size", "train_per_class", "test_per_class"):
             _positive(f"reader.demo.{key}", getattr(self, key))
 

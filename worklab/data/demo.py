@@ -1,10 +1,18 @@
-"""The built-in demo image set: ten drawn shapes and patterns, generated on first use.
+"""The built-in demo image set, generated on first use, in two variants.
 
 `python run.py` has to work on a fresh machine with no data and no network, so the
-demo set is drawn with PIL instead of downloaded. Each image holds one shape or
-pattern at a random position and size, in a random foreground colour on a random
-background colour of clearly different brightness: varied enough to be a real
-learning task, distinct enough for a small CNN at 32 px.
+demo set is drawn with PIL instead of downloaded (the class shapes are in
+`worklab.data.shapes`).
+
+- shapes (the default): ten shapes and patterns. Each image holds one at a random
+  position and size, in a random foreground colour on a random background colour of
+  clearly different brightness: varied enough to be a real learning task, distinct
+  enough for a small CNN at 32 px.
+- hard: twenty-two classes, the ten and twelve that are each close to one of them.
+  The object is smaller, its contrast is held to a band (_HARD_CONTRAST), and it sits
+  among up to two distractors (thin lines and smaller shapes of other classes in other
+  colours), with pixel noise on top: a small CNN at 32 px does not saturate it, so
+  training recipes can be told apart.
 
 Every image gets its own random generator seeded from (seed, split, class, index),
 so the same arguments give byte-identical files and train and test are different
@@ -20,110 +28,34 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable, NamedTuple, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from worklab.data.shapes import BASIC, DRAW
 from worklab.errors import UserError
 
 log = logging.getLogger(__name__)
 
 _MIN_IMAGE_SIZE = 16
 _MIN_CONTRAST = 100  # luminance difference (0-255) between foreground and background
+_LUMINANCE = np.array([0.299, 0.587, 0.114])
+# The hard variant. Every colour's luminance differs from the background's by this range:
+_HARD_CONTRAST = (80, 160)
+_HARD_OBJECT = (0.45, 0.8)  # the object's box side, as a fraction of the image side
+_HARD_DISTRACTOR = (0.1, 0.18)  # a distractor shape's box side, likewise
+_HARD_DISTRACTORS = (0, 2)  # distractors per image, lowest and highest
+_HARD_NOISE = 3.0  # standard deviation of the Gaussian pixel noise, in 0-255 units
 
 
-def _period(w, h, rng):
-    """Pick a pattern period in pixels: 2.5 to 4 repeats across the box, never under 4 px."""
-    return max(4, round(min(w, h) / rng.uniform(2.5, 4.0)))
+def _gap(a, b):
+    """The luminance difference (0-255) between two RGB colours."""
+    return abs(_LUMINANCE @ (a - b))
 
 
-def _circle(draw, w, h, rng):
-    """Fill the box with an ellipse."""
-    draw.ellipse((0, 0, w - 1, h - 1), fill=255)
-
-
-def _square(draw, w, h, rng):
-    """Fill the whole box."""
-    draw.rectangle((0, 0, w - 1, h - 1), fill=255)
-
-
-def _triangle(draw, w, h, rng):
-    """Fill a triangle with its base on the top or bottom edge and its apex anywhere on the other."""
-    apex = int(rng.integers(w))
-    top, bottom = (0, h - 1) if rng.random() < 0.5 else (h - 1, 0)
-    draw.polygon([(apex, top), (0, bottom), (w - 1, bottom)], fill=255)
-
-
-def _cross(draw, w, h, rng):
-    """Draw a plus sign: one centred vertical and one centred horizontal bar."""
-    thickness = rng.uniform(0.2, 0.35)
-    bar_w, bar_h = max(2, round(w * thickness)), max(2, round(h * thickness))
-    draw.rectangle(((w - bar_w) // 2, 0, (w - bar_w) // 2 + bar_w - 1, h - 1), fill=255)
-    draw.rectangle((0, (h - bar_h) // 2, w - 1, (h - bar_h) // 2 + bar_h - 1), fill=255)
-
-
-def _ring(draw, w, h, rng):
-    """Draw a thick elliptical outline: a circle with a hole."""
-    width = max(2, round(min(w, h) * rng.uniform(0.12, 0.22)))
-    draw.ellipse((0, 0, w - 1, h - 1), outline=255, width=width)
-
-
-def _hstripes(draw, w, h, rng):
-    """Draw horizontal bars, half a period thick, at a random phase."""
-    period = _period(w, h, rng)
-    for y in range(-int(rng.integers(period)), h, period):
-        draw.rectangle((0, y, w - 1, y + period // 2 - 1), fill=255)
-
-
-def _vstripes(draw, w, h, rng):
-    """Draw vertical bars, half a period thick, at a random phase."""
-    period = _period(w, h, rng)
-    for x in range(-int(rng.integers(period)), w, period):
-        draw.rectangle((x, 0, x + period // 2 - 1, h - 1), fill=255)
-
-
-def _checker(draw, w, h, rng):
-    """Draw a checkerboard of period-sized cells at a random phase (smaller cells blur at 32 px)."""
-    cell = _period(w, h, rng)
-    x0, y0 = -int(rng.integers(2 * cell)), -int(rng.integers(2 * cell))
-    for row, y in enumerate(range(y0, h, cell)):
-        for col, x in enumerate(range(x0, w, cell)):
-            if (row + col) % 2 == 0:
-                draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=255)
-
-
-def _diagonal(draw, w, h, rng):
-    """Draw 45-degree bars leaning left or right, half a period wide, at a random phase."""
-    period = _period(w, h, rng)
-    mirror = rng.random() < 0.5
-    for x in range(-h - int(rng.integers(period)), w, period):
-        bar = [(x, 0), (x + period // 2, 0), (x + period // 2 + h, h), (x + h, h)]
-        draw.polygon([(w - 1 - px if mirror else px, py) for px, py in bar], fill=255)
-
-
-def _dots(draw, w, h, rng):
-    """Draw a square grid of small round dots at a random phase."""
-    period = _period(w, h, rng)
-    radius = max(1.5, period * rng.uniform(0.22, 0.32))
-    x0, y0 = int(rng.integers(period)), int(rng.integers(period))
-    for cy in range(y0, h, period):
-        for cx in range(x0, w, period):
-            draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=255)
-
-
-_DRAW = {
-    "circle": _circle,
-    "square": _square,
-    "triangle": _triangle,
-    "cross": _cross,
-    "ring": _ring,
-    "hstripes": _hstripes,
-    "vstripes": _vstripes,
-    "checker": _checker,
-    "diagonal": _diagonal,
-    "dots": _dots,
-}
-CLASSES = tuple(_DRAW)
+def _rgb(colour):
+    return tuple(int(c) for c in colour)
 
 
 def _colours(rng):
@@ -131,47 +63,111 @@ def _colours(rng):
 
     Rejection sampling keeps the full range of hues while guaranteeing the shape stays visible.
     """
-    weights = np.array([0.299, 0.587, 0.114])
     while True:
         fg, bg = rng.integers(0, 256, size=(2, 3))
-        if abs(weights @ (fg - bg)) >= _MIN_CONTRAST:
-            return tuple(int(c) for c in fg), tuple(int(c) for c in bg)
+        if _gap(fg, bg) >= _MIN_CONTRAST:
+            return _rgb(fg), _rgb(bg)
+
+
+def _contrasting(rng, bg):
+    """Pick a random RGB colour whose brightness differs from `bg`'s by _HARD_CONTRAST (rejection sampling)."""
+    low, high = _HARD_CONTRAST
+    while True:
+        colour = rng.integers(0, 256, size=3)
+        if low <= _gap(colour, bg) <= high:
+            return _rgb(colour)
+
+
+def _box_size(size, sides, rng):
+    """A random (w, h) box, each side a fraction in `sides` (lowest, highest) of the image side, 3 px or more."""
+    low, high = sides
+    return (int(s) for s in rng.integers(max(3, round(low * size)), round(high * size) + 1, size=2))
+
+
+def _shape_mask(name, size, box, rng):
+    """A `size` x `size` mask holding class `name` drawn into a box of `box` = (w, h) at a random position."""
+    w, h = box
+    drawn = Image.new("L", (w, h), 0)
+    DRAW[name](ImageDraw.Draw(drawn), w, h, rng)
+    mask = Image.new("L", (size, size), 0)
+    mask.paste(drawn, (int(rng.integers(size - w + 1)), int(rng.integers(size - h + 1))))
+    return mask
+
+
+def _line_mask(size, rng):
+    """A `size` x `size` mask holding one straight line, 1 or 2 px wide, between two random points."""
+    mask = Image.new("L", (size, size), 0)
+    ends = [int(v) for v in rng.integers(size, size=4)]
+    ImageDraw.Draw(mask).line(ends, fill=255, width=int(rng.integers(1, 3)))
+    return mask
 
 
 def _draw_image(name, size, rng):
-    """Draw one `size` x `size` RGB image of class `name`.
+    """Draw one `size` x `size` RGB image of class `name` for the shapes variant.
 
     The class function draws a mask into a box of random size (half to 0.9 of the image
     per side); the box is pasted at a random position and coloured through the mask.
     """
     fg, bg = _colours(rng)
-    w, h = (int(s) for s in rng.integers(round(0.5 * size), round(0.9 * size) + 1, size=2))
-    box = Image.new("L", (w, h), 0)
-    _DRAW[name](ImageDraw.Draw(box), w, h, rng)
-    mask = Image.new("L", (size, size), 0)
-    mask.paste(box, (int(rng.integers(size - w + 1)), int(rng.integers(size - h + 1))))
+    mask = _shape_mask(name, size, _box_size(size, (0.5, 0.9), rng), rng)
     return Image.composite(Image.new("RGB", mask.size, fg), Image.new("RGB", mask.size, bg), mask)
 
 
-def _write_split(folder, split, split_id, per_class, size, seed):
+def _draw_hard(name, size, rng):
+    """Draw one `size` x `size` RGB image of class `name` for the hard variant.
+
+    On a random background: distractors first (each a line or a smaller shape of another
+    class, in its own colour), then the object on top, every colour of low contrast to
+    the background; then Gaussian noise over every pixel.
+    """
+    bg = rng.integers(0, 256, size=3)
+    image = Image.new("RGB", (size, size), _rgb(bg))
+    others = [other for other in DRAW if other != name]
+    for _ in range(int(rng.integers(_HARD_DISTRACTORS[0], _HARD_DISTRACTORS[1] + 1))):
+        colour = _contrasting(rng, bg)
+        if rng.random() < 0.5:
+            mask = _line_mask(size, rng)
+        else:
+            other = others[int(rng.integers(len(others)))]
+            mask = _shape_mask(other, size, _box_size(size, _HARD_DISTRACTOR, rng), rng)
+        image.paste(colour, mask=mask)
+    image.paste(_contrasting(rng, bg), mask=_shape_mask(name, size, _box_size(size, _HARD_OBJECT, rng), rng))
+    pixels = np.asarray(image, dtype=float) + rng.normal(0.0, _HARD_NOISE, size=(size, size, 3))
+    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
+
+
+class Variant(NamedTuple):
+    """A kind of demo set: its classes, in label order, and how one image of a class is drawn."""
+
+    classes: Tuple[str, ...]
+    draw: Callable  # (class name, image size, random generator) -> PIL RGB image
+
+
+VARIANTS = {"shapes": Variant(BASIC, _draw_image), "hard": Variant(tuple(DRAW), _draw_hard)}
+CLASSES = VARIANTS["shapes"].classes
+
+
+def _write_split(folder, split, split_id, per_class, size, seed, variant):
     """Write `per_class` images of every class under folder/split and the label file folder/split.json.
 
     Returns the number of images written.
     """
     labels = {}
-    for class_id, name in enumerate(CLASSES):
+    for class_id, name in enumerate(variant.classes):
         (folder / split / name).mkdir(parents=True)
         for index in range(per_class):
             rng = np.random.default_rng([seed, split_id, class_id, index])
             path = f"{split}/{name}/{index:05d}.png"
-            _draw_image(name, size, rng).save(folder / path, format="PNG")
+            variant.draw(name, size, rng).save(folder / path, format="PNG")
             labels[path] = name
     (folder / f"{split}.json").write_text(json.dumps(labels, indent=2, sort_keys=True) + "\n")
     return len(labels)
 
 
-def _check(image_size, train_per_class, test_per_class):
-    """Reject arguments that would give unreadable images or an empty split, naming the config key."""
+def _check(image_size, train_per_class, test_per_class, variant):
+    """Reject arguments that would give unreadable images, an empty split or no such set, naming the config key."""
+    if variant not in VARIANTS:
+        raise UserError(f"reader.demo.variant={variant!r} is not one of {', '.join(VARIANTS)}.")
     for key, value, least in (
         ("image_size", image_size, _MIN_IMAGE_SIZE),
         ("train_per_class", train_per_class, 1),
@@ -181,30 +177,32 @@ def _check(image_size, train_per_class, test_per_class):
             raise UserError(f"reader.demo.{key}={value} must be at least {least}.")
 
 
-def ensure_demo(root, image_size=48, train_per_class=100, test_per_class=30, seed=0):
+def ensure_demo(root, image_size=48, train_per_class=100, test_per_class=30, seed=0, variant="shapes"):
     """Write the demo set under `root` if it is not there yet; return (train_json, test_json).
 
-    The set lives in its own folder named after all the arguments, so different arguments
-    never clash, and a folder that exists is complete (it only appears by an atomic rename),
-    so it is returned as is. Otherwise the set is built in a temporary sibling folder and
-    renamed into place; if another caller renamed the same set first, ours is discarded.
-    The label files map paths relative to their own folder to class names.
+    The set lives in its own folder named after all the arguments (demo-48px-100x30-seed0
+    for the shapes variant, demo-hard-48px-100x30-seed0 for the hard one), so different
+    arguments never clash, and a folder that exists is complete (it only appears by an
+    atomic rename), so it is returned as is. Otherwise the set is built in a temporary
+    sibling folder and renamed into place; if another caller renamed the same set first,
+    ours is discarded. The label files map paths relative to their own folder to class names.
     """
-    _check(image_size, train_per_class, test_per_class)
+    _check(image_size, train_per_class, test_per_class, variant)
     root = Path(root)
-    set_dir = root / f"demo-{image_size}px-{train_per_class}x{test_per_class}-seed{seed}"
+    prefix = "demo" if variant == "shapes" else f"demo-{variant}"
+    set_dir = root / f"{prefix}-{image_size}px-{train_per_class}x{test_per_class}-seed{seed}"
     if not set_dir.is_dir():
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".demo-"))
         try:
-            count = _write_split(tmp, "train", 0, train_per_class, image_size, seed)
-            count += _write_split(tmp, "test", 1, test_per_class, image_size, seed)
+            count = _write_split(tmp, "train", 0, train_per_class, image_size, seed, VARIANTS[variant])
+            count += _write_split(tmp, "test", 1, test_per_class, image_size, seed, VARIANTS[variant])
             os.rename(tmp, set_dir)
         except OSError:
             if not set_dir.is_dir():
                 raise
         else:
-            log.info("wrote %d demo images (%d classes) to %s", count, len(CLASSES), set_dir)
+            log.info("wrote %d demo images (%d classes) to %s", count, len(VARIANTS[variant].classes), set_dir)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return set_dir / "train.json", set_dir / "test.json"

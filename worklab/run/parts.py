@@ -72,7 +72,8 @@ class Parts:
         r = self.cfg.reader
         if r.source == "demo":
             train, test = demo.ensure_demo(Path(self.cfg.data_dir), r.demo.image_size,
-                                           r.demo.train_per_class, r.demo.test_per_class, r.demo.seed)
+                                           r.demo.train_per_class, r.demo.test_per_class, r.demo.seed,
+                                           r.demo.variant)
             return str(train), str(test), "json"
         for key in ("train", "test"):
             if not getattr(r, key):
