@@ -68,6 +68,7 @@ def test_every_training_schedule_gets_exactly_the_steps_asked_for():
     plain = recipes.compose(["schedule=cosine", *recipes.length_overrides(cosine, 200)]).schedule
     assert (plain.steps, plain.warmup_steps) == (200, 20)
     assert recipes.length_overrides(config.TrainSchedule(), 200) == ["schedule.steps=200"]
+    assert recipes.length_overrides(config.BitSchedule(), 200) == ["schedule.steps=200"]  # the rule's steps overridden
     assert recipes.length_overrides(config.PatienceSchedule(), 200) == ["schedule.max_steps=200"]
     with pytest.raises(ValueError, match="TestSchedule"):
         recipes.length_overrides(config.TestSchedule(), 200)
