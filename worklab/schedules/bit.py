@@ -14,6 +14,7 @@ fixed schedule of those stages, tested after each stage.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import replace
@@ -80,14 +81,15 @@ def settle(cfg: Config, stop) -> Config:
         chosen = {"train_images": len(images), "median_area": area, **hyperrule(len(images), area)}
         if holds_lock(cfg.run_dir):
             write_json(record, chosen)
-    settings = {k: getattr(s, k) if getattr(s, k, None) is not None else chosen[k]
+    settings = {k: chosen[k] if getattr(s, k) is None else getattr(s, k)
                 for k in ("steps", "warmup_steps", "crop", "resize")}
     plan = stages(cfg.optimizer.lr, settings["steps"])
     warmup = min(settings["warmup_steps"], plan[0].steps)
+    drops = list(itertools.accumulate(stage.steps for stage in plan))[:-1]
     log.info("BiT HyperRule for %d training images of median area %.0f px: %d steps (rate / 10 at %s), warmup %d, "
              "crops of %d px from %d px, mixup %g (%s)", chosen["train_images"], chosen["median_area"],
-             settings["steps"], ", ".join(str(sum(st.steps for st in plan[:i + 1])) for i in range(len(plan) - 1)),
-             warmup, settings["crop"], settings["resize"], chosen["mixup"], record)
+             settings["steps"], ", ".join(map(str, drops)), warmup, settings["crop"], settings["resize"],
+             chosen["mixup"], record)
     scale = (settings["crop"] / settings["resize"]) ** 2
     augment = replace(cfg.reader.augment, crop="random_resized", crop_scale=[scale, scale], crop_ratio=[1.0, 1.0],
                       mixup=chosen["mixup"])
