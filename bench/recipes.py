@@ -3,6 +3,7 @@
     python bench/recipes.py                                  # every recipe on both demo sets, seeds 0 1 2
     python bench/recipes.py --datasets hard --seeds 0 --steps 200
     python bench/recipes.py --recipes default= cosine=schedule=cosine,optimizer.lr=0.05
+    python bench/recipes.py --pretrain shapes --datasets hard   # fine-tuning: every run starts from a shapes model
 
 Each (dataset, recipe, seed) is one `python run.py` in a subprocess, one after the other,
 with a validation set held out of the training list (reader.val_split=0.1). Every run
@@ -18,7 +19,12 @@ From each run folder's summary.json it reads the accuracy of the run's best chec
 on the validation set, the one the run chose by, and the test accuracy of that
 checkpoint, reported apart from the choice. The table gives both as mean ± standard
 deviation over the seeds, and the wall seconds of one run (the subprocess, start-up
-included). Run folders go to --out (default bench/.runs/DATE-TIME, git-ignored), the demo
+included).
+
+With --pretrain DATASET the grid measures fine-tuning, the use the presets are written
+for: the default recipe first trains one model on DATASET (seed 0, --steps), and every run
+of the grid starts from its last checkpoint (restore.path); a head for another class count
+starts fresh. Run folders go to --out (default bench/.runs/DATE-TIME, git-ignored), the demo
 sets to bench/.data.
 """
 from __future__ import annotations
@@ -99,6 +105,8 @@ def arguments(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--recipes", nargs="+", default=None, metavar="NAME=OVERRIDES",
                         help="replace the recipe table: NAME=OVERRIDE,OVERRIDE ...")
+    parser.add_argument("--pretrain", choices=list(DATASETS), default=None,
+                        help="first train the default recipe on this set; every run starts from that model")
     parser.add_argument("--out", type=Path, default=None, help="folder for the run folders (default bench/.runs/DATE)")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -178,6 +186,21 @@ def plan(dataset: List[str], recipe: List[str], steps: int, data_dir: Path = DAT
 
 # Runs and results ------------------------------------------------------------------------------
 
+def pretrain(dataset: str, steps: int, out: Path, data_dir: Path = DATA) -> List[str]:
+    """Train the default recipe on `dataset` into out/pretrain-DATASET; the override that starts a run from it."""
+    overrides, why = plan(DATASETS[dataset], RECIPES["default"], steps, data_dir)
+    if overrides is None:
+        raise SystemExit(f"--pretrain {dataset}: worklab refuses the default recipe ({why})")
+    run_dir = out / f"pretrain-{dataset}"
+    summary, wall, error = run_once(overrides, 0, run_dir)
+    if summary is None:
+        raise SystemExit(f"--pretrain {dataset}: the run failed after {wall:.0f} s\n{error}")
+    val, test = accuracies(summary)
+    print(f"  pretrained on {dataset}: val {val:.3f}, test {test:.3f}, {wall:.0f} s; "
+          f"every run starts from {run_dir / 'checkpoints'}", flush=True)
+    return [f"restore.path={run_dir / 'checkpoints'}"]
+
+
 def run_once(overrides: List[str], seed: int, run_dir: Path) -> Tuple[Optional[Dict], float, str]:
     """Run `python run.py` into `run_dir`; (the summary, or None if it failed, wall seconds, error tail)."""
     from worklab.run.summary import read_summary
@@ -222,14 +245,15 @@ def main() -> None:
     print("# Training recipes on the demo sets\n")
     print(f"machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, TensorFlow {m['tensorflow']}")
     print(f"tree: {tree_state()}")
-    print(f"settings: steps={args.steps}, seeds={args.seeds}, datasets={args.datasets}, "
+    print(f"settings: steps={args.steps}, seeds={args.seeds}, datasets={args.datasets}, pretrain={args.pretrain}, "
           f"reader.val_split={VAL_SPLIT}, run folders in {args.out}")
     print("recipes: " + "; ".join(f"{name}: {' '.join(o) or '(defaults)'}" for name, o in args.recipes.items()),
           flush=True)
+    start = pretrain(args.pretrain, args.steps, args.out) if args.pretrain else []
     rows = []
     for dataset in args.datasets:
         for name, recipe in args.recipes.items():
-            overrides, why = plan(DATASETS[dataset], recipe, args.steps)
+            overrides, why = plan(DATASETS[dataset], [*recipe, *start], args.steps)
             if overrides is None:
                 print(f"skipped {dataset} / {name}: worklab refuses the config ({why})", flush=True)
                 continue
@@ -247,7 +271,8 @@ def main() -> None:
             rows.append([dataset, name, f"{len(vals)}/{len(args.seeds)}", mean_pm_std(vals), mean_pm_std(tests),
                          f"{statistics.fmean(seconds):.0f}"])
     text = table(["dataset", "recipe", "runs", "val accuracy", "test accuracy", "s / run"], rows,
-                 title=f"{args.steps} steps, seeds {' '.join(map(str, args.seeds))}")
+                 title=f"{args.steps} steps, seeds {' '.join(map(str, args.seeds))}"
+                 + (f", from a model pretrained on {args.pretrain}" if args.pretrain else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text(text + "\n")
 

@@ -96,3 +96,26 @@ def test_mean_and_sample_deviation_over_seeds():
     assert recipes.mean_pm_std([0.5, 0.7, 0.9]) == "0.700 ± 0.200"
     assert recipes.mean_pm_std([0.5]) == "0.500" and math.isnan(recipes.mean_std([0.5])[1])
     assert recipes.mean_pm_std([]) == "-"
+
+
+def test_pretrain_trains_the_default_recipe_once_and_every_run_starts_from_it(tmp_path, monkeypatch):
+    calls = []
+
+    def run_once(overrides, seed, run_dir):
+        calls.append((overrides, seed, run_dir))
+        return {"status": "finished", "best": {"split": "val", "accuracy": 0.9},
+                "test": {"accuracy": 0.8}}, 1.0, ""
+
+    monkeypatch.setattr(recipes, "run_once", run_once)
+    start = recipes.pretrain("shapes", 30, tmp_path / "out", tmp_path / "data")
+    assert start == [f"restore.path={tmp_path / 'out' / 'pretrain-shapes' / 'checkpoints'}"]
+    [(overrides, seed, run_dir)] = calls
+    assert seed == 0 and run_dir == tmp_path / "out" / "pretrain-shapes"
+    assert "reader.demo.variant=shapes" in overrides and not any(o.startswith("experiment=") for o in overrides)
+    assert recipes.arguments(["--pretrain", "shapes"]).pretrain == "shapes"
+
+
+def test_a_failed_pretraining_stops_the_grid_with_its_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(recipes, "run_once", lambda overrides, seed, run_dir: (None, 3.0, "boom"))
+    with pytest.raises(SystemExit, match="--pretrain hard: the run failed after 3 s\nboom"):
+        recipes.pretrain("hard", 30, tmp_path, tmp_path)
