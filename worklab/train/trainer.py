@@ -15,6 +15,11 @@ compile with XLA), seeded by the stream position the `examples` variable holds a
 step's start; the objective, the reported loss and the accuracy are then taken against
 the mixed target: `weights` of each example's label and the rest of its partner's. With
 network.ema, the weight average (worklab.train.averaging) follows every applied step.
+
+Under a strategy of several replicas (worklab.distribute) each replica takes its slice of
+the global batch; the losses and gradients are summed across replicas in replica
+context, and the finite-loss decision, the update and the average are made once, in
+cross-replica context, with the same result on every replica.
 """
 from __future__ import annotations
 
@@ -86,11 +91,25 @@ class OptimizerGroups:
         return [(v, r) for v, r in chosen if r > 0]
 
     def apply(self, gradients: List[tf.Tensor]) -> None:
+        """Update every group from `gradients` (all-reduced; per replica under a strategy of several).
+
+        Runs in cross-replica context, where the Trainer decides whether a step applies at all.
+        Keras' own `optimizer.apply` cannot be called there: under a strategy it all-reduces
+        and then needs a replica context to merge from, and in replica context it cannot sit
+        inside the `tf.cond` of that decision (see Trainer). So each group's variables are
+        updated as Keras' TensorFlow optimizer does it inside its merge, through the strategy's
+        `extended.update` (one update per device, each with its own replica's gradient) and
+        the optimizer's `update_step`, and its iteration count follows.
+        """
+        strategy = tf.distribute.get_strategy()
         start = 0
         for (optimizer, variables, mult), decoupled in zip(self.groups, self._decoupled):
             for variable, rate in decoupled:
                 variable.assign_sub(self.lr * (mult * rate) * variable)
-            optimizer.apply(gradients[start:start + len(variables)], variables)
+            update = _update_step(optimizer, optimizer.learning_rate)
+            for gradient, variable in zip(gradients[start:start + len(variables)], variables):
+                strategy.extended.update(variable.value, update, args=(gradient,), group=False)
+            optimizer.iterations.assign_add(1)
             start += len(variables)
 
     def state(self) -> Dict[str, Dict[str, tf.Variable]]:
@@ -101,6 +120,11 @@ class OptimizerGroups:
         """
         return {f"group{i}": {v.path.removeprefix(f"{opt.name}/"): v for v in opt.variables}
                 for i, (opt, _, _) in enumerate(self.groups)}
+
+
+def _update_step(optimizer: keras.optimizers.Optimizer, learning_rate: tf.Tensor):
+    """(variable, gradient) -> the optimizer's update of one variable at `learning_rate`."""
+    return lambda variable, gradient: optimizer.update_step(gradient, variable, learning_rate)
 
 
 class Trainer:
@@ -130,7 +154,12 @@ class Trainer:
         with strategy.scope():
             self._sums = tf.Variable(tf.zeros(3), trainable=False, name="train_sums")  # loss, correct, count
             self.bad_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="bad_step")
-        self._replica_step = tf.function(self._replica_step_fn, jit_compile=xla)
+        # With several replicas the forward pass all-reduces (synchronized batch norm), which
+        # TensorFlow cannot do inside a tf.function nested in the step: the replica step is
+        # then traced into the step itself, and runtime.xla is refused (worklab.distribute).
+        several = strategy.num_replicas_in_sync > 1
+        self._replica_step = self._replica_step_fn if several else tf.function(self._replica_step_fn,
+                                                                              jit_compile=xla)
         self._step = tf.function(self._step_fn)
 
     def train(self, num_steps: int, on_step: Optional[Callable[[int], bool]] = None) -> Scalars:
@@ -156,17 +185,38 @@ class Trainer:
                 "steps": done, "step": int(self.step.numpy())}
 
     def _step_fn(self, iterator) -> None:
+        """One step in cross-replica context: every replica's gradient, all-reduced, then one decision.
+
+        Whether the step applies (a finite loss) is decided here, once for all replicas, in a
+        `tf.cond` outside replica context: a cond around a replica's update would hold the
+        merge_call that the update's all-reduce needs, which TensorFlow refuses, and Keras
+        3.14/3.15 with TensorFlow 2.21 also fail on a stateful optimizer's update in such a
+        cond ("You must feed a value for placeholder tensor 'cond/...'", keras-team/keras#23085).
+        """
         images, labels = next(iterator)
         if self.bn_momentum:
             self.bn_momentum.follow(self.step)
         batch = (images, labels)
         if self.mixing:
             batch = self.strategy.run(self._mix, args=batch)
-        sums = self.strategy.reduce(tf.distribute.ReduceOp.SUM,
-                                    self.strategy.run(self._replica_step, args=batch), axis=None)
-        self._sums.assign_add(sums)
+        # Read before the forward pass moves them (ops on one variable run in program order).
+        statistics = [tf.identity(v.value) for v in self._statistics]
+        sums, gradients = self.strategy.run(self._all_reduced_step, args=batch)
+        sums = self.strategy.experimental_local_results(sums)[0]  # all-reduced: the same on every replica
+        tf.cond(tf.math.is_finite(sums[1]), lambda: self._apply(gradients), lambda: self._mark_bad(statistics))
+        self._sums.assign_add(tf.gather(sums, [0, 2, 3]))
         self.step.assign_add(1)
-        self.examples.assign_add(tf.cast(sums[2], tf.int64))
+        self.examples.assign_add(tf.cast(sums[3], tf.int64))
+
+    def _all_reduced_step(self, *batch: tf.Tensor):
+        """In replica context: this replica's step, then the sums and gradients of all replicas, clipped to
+        one global norm (optimizer.clip_norm) over every multiplier group."""
+        sums, gradients = self._replica_step(*batch)
+        sums, gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
+                                                                         (sums, gradients))
+        if self.clip_norm:
+            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
+        return sums, gradients
 
     def _mix(self, images: tf.Tensor, labels: tf.Tensor):
         """This replica's batch mixed; its first example's stream position is the examples before the step
@@ -174,11 +224,13 @@ class Trainer:
         replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
         return self.mixing(images, labels, self.examples.read_value() + replica * tf.cast(tf.size(labels), tf.int64))
 
-    def _replica_step_fn(self, images: tf.Tensor, labels: tf.Tensor, *mixed: tf.Tensor) -> tf.Tensor:
-        """One update; the target is `labels`, or with `mixed` = (partners, weights) `weights` of labels and
-        the rest of partners."""
-        # Read before the forward pass moves them (ops on one variable run in program order).
-        statistics = [tf.identity(v.value) for v in self._statistics]
+    def _replica_step_fn(self, images: tf.Tensor, labels: tf.Tensor, *mixed: tf.Tensor):
+        """This replica's share of the step: (reported loss, minimised loss, correct, count) and the gradients.
+
+        The target is `labels`, or with `mixed` = (partners, weights) `weights` of labels and
+        the rest of partners. Losses are this replica's share of the global batch mean
+        (tf.nn.compute_average_loss), so the sums over replicas are the batch's means.
+        """
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(images, training=True), tf.float32)
 
@@ -187,16 +239,14 @@ class Trainer:
                 return cross_entropy, self.objective(target, logits, cross_entropy)
 
             reported, minimised = against_target(losses, labels, *mixed)
-            data_loss = tf.nn.compute_average_loss(reported)  # summed over replicas: the batch mean
+            data_loss = tf.nn.compute_average_loss(reported)
             loss = tf.nn.compute_average_loss(minimised) + tf.nn.scale_regularization_loss(self._decay())
         gradients = tape.gradient(loss, self.optimizers.variables)
-        finite = tf.math.is_finite(loss)
-        tf.cond(finite, lambda: self._apply(gradients), lambda: self._mark_bad(statistics))
         predicted = tf.argmax(logits, -1, output_type=tf.int32)
         correct = tf.reduce_sum(against_target(lambda target: tf.cast(tf.equal(predicted, target), tf.float32),
                                                labels, *mixed))
         count = tf.cast(tf.size(labels), tf.float32)
-        return tf.stack([data_loss, correct, count])
+        return tf.stack([data_loss, loss, correct, count]), gradients
 
     def _decay(self) -> tf.Tensor:
         """Half the L2 norm times the decay, so the gradient is `decay * w` as in the seed."""
@@ -204,10 +254,6 @@ class Trainer:
         return tf.add_n(terms) if terms else tf.constant(0.0)
 
     def _apply(self, gradients) -> tf.Tensor:
-        if self.clip_norm:
-            # One norm over the gradients of every multiplier group. This is each replica's
-            # gradient: under a strategy of several replicas it is not yet the all-reduced one.
-            gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
         self.optimizers.apply(gradients)
         if self.average:
             self.average.update(self.step)
