@@ -2,6 +2,11 @@
 
 A model that blew up (NaN or infinite outputs) is tested like any other: the statistics
 describe it (a non-finite loss, its examples counted wrong), so the schedule decides.
+
+Under a strategy of several replicas each batch is split across them. A batch that does
+not divide (the last one) is padded to a multiple of the replica count with examples
+labelled PADDING, which are dropped from the gathered results, so every example is
+counted exactly once.
 """
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ import tensorflow as tf
 
 from worklab.train.stats import evaluation_statistics
 
+PADDING = -1  # the label of the examples that fill a last batch up to a multiple of the replicas
+
 
 class IncompleteTestPass(RuntimeError):
     """The test pass saw a different number of examples than the test list holds."""
@@ -23,13 +30,18 @@ class Tester:
     """Runs the model in inference mode over one pass of the test set."""
 
     def __init__(self, model: keras.Model, dataset: tf.data.Dataset, count: int, batch_size: int,
-                 top_k: int, xla: bool = False):
+                 top_k: int, xla: bool = False, strategy: Optional[tf.distribute.Strategy] = None):
+        """`strategy` defaults to the one in scope."""
         self.model = model
-        self.dataset = dataset
+        self.strategy = strategy or tf.distribute.get_strategy()
+        replicas = self.strategy.num_replicas_in_sync
+        self.dataset = self.strategy.experimental_distribute_dataset(
+            dataset.map(lambda images, labels: padded(images, labels, replicas)))
         self.count = count
         self.batches = math.ceil(count / batch_size)
         self.top_k = top_k
         self._predict = tf.function(self._predict_fn, jit_compile=xla, reduce_retracing=True)
+        self._step = tf.function(self._step_fn, reduce_retracing=True)
 
     def evaluate(self, on_batch: Optional[Callable[[int], None]] = None) -> Dict:
         """Loss, top-1 and top-k accuracy, confusion matrix, recall, macro F1 (and AUC for two classes).
@@ -37,11 +49,12 @@ class Tester:
         Raises IncompleteTestPass when the pass yields another number of examples than `count`.
         """
         labels, probs, losses = [], [], []
-        for i, (images, batch_labels) in enumerate(self.dataset):
-            batch_probs, batch_losses = self._predict(images, batch_labels)
-            labels.append(batch_labels.numpy())
-            probs.append(batch_probs.numpy())
-            losses.append(batch_losses.numpy())
+        for i, batch in enumerate(self.dataset):
+            batch_labels, batch_probs, batch_losses = (t.numpy() for t in self._step(*batch))
+            kept = batch_labels != PADDING
+            labels.append(batch_labels[kept])
+            probs.append(batch_probs[kept])
+            losses.append(batch_losses[kept])
             if on_batch:
                 on_batch(i + 1)
         tested = sum(len(batch) for batch in labels)
@@ -52,7 +65,19 @@ class Tester:
         labels, probs, losses = (np.concatenate(x) for x in (labels, probs, losses))
         return evaluation_statistics(labels, probs, losses, top_k=self.top_k)
 
+    def _step_fn(self, images, labels):
+        """(labels, probabilities, losses) of one batch, every replica's slice gathered in batch order."""
+        probs, losses = self.strategy.run(self._predict, args=(images, labels))
+        return tuple(self.strategy.gather(x, axis=0) for x in (labels, probs, losses))
+
     def _predict_fn(self, images: tf.Tensor, labels: tf.Tensor):
         logits = tf.cast(self.model(images, training=False), tf.float32)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), logits)  # PADDING as 0
         return tf.nn.softmax(logits), losses
+
+
+def padded(images: tf.Tensor, labels: tf.Tensor, multiple: int):
+    """A batch filled up to a multiple of `multiple` examples with zero images labelled PADDING."""
+    missing = -tf.shape(labels)[0] % multiple
+    images = tf.concat([images, tf.zeros(tf.concat([[missing], tf.shape(images)[1:]], 0), images.dtype)], 0)
+    return images, tf.concat([labels, tf.fill([missing], tf.constant(PADDING, labels.dtype))], 0)
