@@ -38,12 +38,15 @@ def run(cfg: Config) -> Dict:
         runfolder.lock(cfg.run_dir)
         runfolder.check_writable(cfg.run_dir)
     tf = runtime.configure(cfg.runtime, cfg.seed)
+    from worklab import distribute
     from worklab.run.parts import Parts
+
+    strategy = distribute.build(cfg.runtime, cfg.reader.batch_size)
 
     name = SCHEDULES[type(cfg.schedule)]
     schedule = importlib.import_module(f"worklab.schedules.{name}")
     log.info("run folder: %s", cfg.run_dir)
-    with StopRequest() as stop:
+    with StopRequest() as stop, strategy.scope():  # every part is built and run under the strategy
         if hasattr(schedule, "settle"):  # a schedule that chooses settings from the data (bit)
             cfg = schedule.settle(cfg, stop)
         parts = Parts(cfg, stop)

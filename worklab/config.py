@@ -33,6 +33,7 @@ CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop win
 RESIZES = ("squash", "crop")  # reader.resize: how an image becomes image_size x image_size (worklab.data.reader)
 DEMO_VARIANTS = ("shapes", "hard")  # worklab.data.demo.VARIANTS
 PRECISIONS = ("float32", "mixed_bfloat16")
+STRATEGIES = ("default", "mirrored")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
 # How a network scales the reader's 0-255 RGB images (worklab.model.preprocessing has the numbers).
@@ -608,10 +609,22 @@ class RuntimeConfig:
     intra_op_threads: int = 0  # 0: TensorFlow's choice (all cores)
     inter_op_threads: int = 0
     deterministic: bool = False  # deterministic kernels (slower); for exact reruns
+    strategy: str = "default"  # default: one device | mirrored: the devices of this machine (worklab.distribute)
+    devices: List[str] = field(default_factory=list)  # mirrored's devices, e.g. [GPU:0, GPU:1]; [] all GPUs
 
     def __post_init__(self) -> None:
         _require(self.precision in PRECISIONS,
                  f"runtime.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}.")
+        _require(self.strategy in STRATEGIES,
+                 f"runtime.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}.")
+        _require(not self.devices or self.strategy == "mirrored",
+                 f"runtime.devices={list(self.devices)} needs runtime.strategy=mirrored "
+                 f"(runtime.strategy={self.strategy} runs on one device).")
+        for device in self.devices:
+            _require(bool(re.fullmatch(r"(CPU|GPU):\d+", str(device))),
+                     f"runtime.devices: {device!r} is not a device name such as GPU:0 or CPU:1.")
+        _require(len(set(self.devices)) == len(self.devices),
+                 f"runtime.devices={list(self.devices)} names a device twice.")
         for key in ("intra_op_threads", "inter_op_threads"):
             _require(getattr(self, key) >= 0, f"runtime.{key} must be 0 (automatic) or positive.")
 
@@ -665,6 +678,11 @@ class Config:
         _require(not (self.network.ema and recalibrates),
                  f"network.ema={self.network.ema} with {recalibrates}: batch-norm statistics would be re-estimated "
                  "for the trained weights, but tests and exports use the averaged ones: leave one of them out.")
+        devices = self.runtime.devices
+        _require(not devices or self.reader.batch_size % len(devices) == 0,
+                 f"reader.batch_size={self.reader.batch_size} does not divide by the {len(devices)} devices of "
+                 f"runtime.devices={list(devices)}: it is the global batch, split evenly across them. Use a "
+                 f"multiple of {len(devices)}.")
         mode = input_preprocessing(self)
         if mode != "mean_std":
             _inert("reader", f"network.preprocessing={mode} (reader.mean and reader.std feed mean_std only)",

@@ -2,8 +2,8 @@
 
 oneDNN is chosen through an environment variable that TensorFlow reads at import, so
 `configure` must run before the first `import tensorflow` of the process; the other
-settings (threads, GPU memory growth, precision, determinism) must run before the
-first op. app.run calls it first.
+settings (threads, logical CPU devices, GPU memory growth, precision, determinism)
+must run before the first op. app.run calls it first.
 """
 from __future__ import annotations
 
@@ -22,6 +22,9 @@ def configure(cfg: RuntimeConfig, seed: int):
     import tensorflow as tf
     import keras
 
+    from worklab import distribute
+
+    distribute.split_cpu(cfg)
     for name in ("tensorflow", "absl"):  # TensorFlow's own INFO lines would crowd the run log
         logging.getLogger(name).setLevel(logging.WARNING)
     if cfg.intra_op_threads:

@@ -55,12 +55,17 @@ class Momentum:
         self.variable.assign(tf.where(step < self.warmup_steps, self.warmup, self.target))
 
 
-def prepare(model: keras.Model, rules: Sequence[LrRule], momentum: Momentum) -> List[str]:
-    """Point every batch-norm layer at the shared momentum and freeze those the rules freeze; return those."""
+def prepare(model: keras.Model, rules: Sequence[LrRule], momentum: Momentum, replicas: int = 1) -> List[str]:
+    """Point every batch-norm layer at the shared momentum and freeze those the rules freeze; return those.
+
+    With several replicas the layers that train normalise with the statistics of the whole
+    global batch (Keras' `synchronized`), so every replica moves the same moving statistics.
+    """
     layers = batch_norm_layers(model)
     frozen = set(frozen_batch_norm([layer_path(layer) for layer in layers], rules))
     for layer in layers:
         layer.momentum = momentum.variable
+        layer.synchronized = replicas > 1
         if layer_path(layer) in frozen:
             layer.trainable = False
             setattr(layer, _FROZEN_STATISTICS, True)

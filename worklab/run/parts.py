@@ -179,7 +179,7 @@ class Parts:
     def model(self):
         with self.strategy.scope():
             model = networks.build(self.cfg, len(self.classes))
-        frozen = batchnorm.prepare(model, self._rules(model), self.bn_momentum)
+        frozen = batchnorm.prepare(model, self._rules(model), self.bn_momentum, self.strategy.num_replicas_in_sync)
         log.info("network: %s, %d classes, %.2fM parameters, %d frozen batch-norm layer(s)",
                  model.name, len(self.classes), model.count_params() / 1e6, len(frozen))
         return model
@@ -303,4 +303,4 @@ class Parts:
     def _tester(self, images: ImageList) -> Tester:
         r = self.cfg.reader
         return Tester(self.model, self.reader.test(images), len(images), r.test_batch_size or r.batch_size,
-                      self.cfg.top_k, xla=self.cfg.runtime.xla)
+                      self.cfg.top_k, xla=self.cfg.runtime.xla, strategy=self.strategy)

@@ -1,0 +1,131 @@
+"""runtime.strategy=mirrored on two logical CPU devices: the same training and test results as one device.
+
+TensorFlow fixes its devices at the first op, and this test process has long passed it,
+so every case with two devices runs in a process of its own (run.py, or a short script).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, TINY, compose, run_py
+from worklab.errors import UserError
+
+TWO_CPUS = ["runtime.strategy=mirrored", "runtime.devices=[CPU:0,CPU:1]"]
+# Every cross-replica path of the step: batch norm (synchronized), two learning-rate groups,
+# decoupled decay, clipping of the all-reduced gradient and the weight average.
+# Tests after steps 4 and 6, in batches of 9 that two replicas split only with padding.
+RECIPE = [*TINY, "optimizer=adamw", "optimizer.clip_norm=0.5", "network.ema=0.5",
+          "network.lr_mult=[{pattern: '^head/', mult: 10}]", "reader.test_batch_size=9",
+          "schedule.stages=[{lr: 0.01, steps: 4}, {lr: 0.001, steps: 2}]"]
+# float32 sums taken in another order (each replica's half, then across replicas; the
+# batch norm's moments as means of the replicas' means) differ in the last bits, about
+# 1e-7 relative per operation; six steps of this tiny network keep them below 1e-4.
+TOLERANCE = 1e-4
+
+
+def checkpoint_values(run_dir) -> dict:
+    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
+    return {key: np.asarray(reader.get_tensor(key)) for key in reader.get_variable_to_shape_map()
+            if not key.startswith("_CHECKPOINTABLE")}
+
+
+def test_two_devices_train_and_test_as_one_device_with_the_same_global_batch(tmp_path, data_dir):
+    runs = {}
+    for name, extra in (("one", []), ("two", TWO_CPUS)):
+        runs[name] = tmp_path / name
+        done = run_py([*RECIPE, *extra, f"data_dir={data_dir}", f"hydra.run.dir={runs[name]}"], tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 replicas of 4 images each" in (runs["two"] / "run.log").read_text()
+    one, two = checkpoint_values(runs["one"]), checkpoint_values(runs["two"])
+    assert one.keys() == two.keys()
+    moving = [key for key in one if "moving_variance" in key and not key.startswith("average")]
+    assert moving and any(np.abs(one[key] - 1).max() > 1e-2 for key in moving)  # the statistics did move
+    for key in one:
+        if one[key].dtype.kind == "f":
+            np.testing.assert_allclose(two[key], one[key], rtol=TOLERANCE, atol=TOLERANCE, err_msg=key)
+        else:
+            assert (two[key] == one[key]).all(), key
+    for step in (4, 6):
+        one_test, two_test = (json.loads((runs[name] / "evaluations" / f"step-{step:06d}.json").read_text())
+                              for name in ("one", "two"))
+        assert two_test["count"] == np.sum(two_test["confusion"]) == 30  # every test image once
+        assert two_test["confusion"] == one_test["confusion"]
+        assert two_test["loss"] == pytest.approx(one_test["loss"], rel=TOLERANCE)
+
+
+TESTER_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import keras, numpy as np, tensorflow as tf
+    from worklab.train.tester import Tester
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(23, 4)).astype("float32")
+    labels = rng.integers(0, 4, 23).astype("int32")
+    results = {}
+    for name, strategy in (("one", tf.distribute.get_strategy()),
+                           ("two", tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"]))):
+        with strategy.scope():
+            inputs = keras.Input((4,))
+            model = keras.Model(inputs, keras.layers.Dense(4, use_bias=False, kernel_initializer="identity")(inputs))
+            dataset = tf.data.Dataset.from_tensor_slices((logits, labels)).batch(5)
+            stats = Tester(model, dataset, 23, 5, top_k=2, strategy=strategy).evaluate()
+        results[name] = {k: np.asarray(v).tolist() for k, v in stats.items()}
+    json.dump(results, sys.stdout)
+""")
+
+
+def test_the_tester_counts_every_example_once_across_two_replicas():
+    # 23 examples in batches of 5: every batch is odd, so each is padded for two replicas.
+    done = subprocess.run([sys.executable, "-c", TESTER_SCRIPT], capture_output=True, text=True, cwd=ROOT,
+                          env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sum(map(sum, results["two"]["confusion"])) == 23
+    assert results["two"] == pytest.approx(results["one"])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["runtime.strategy=ring"], "runtime.strategy='ring' is not one of default, mirrored"),
+    (["runtime.devices=[CPU:0,CPU:1]"], "runtime.devices=['CPU:0', 'CPU:1'] needs runtime.strategy=mirrored"),
+    (["runtime.strategy=mirrored", "runtime.devices=[gpu0]"], "'gpu0' is not a device name such as GPU:0"),
+    (["runtime.strategy=mirrored", "runtime.devices=[CPU:0,CPU:0]"], "names a device twice"),
+    ([*TWO_CPUS, "reader.batch_size=7"], "reader.batch_size=7 does not divide by the 2 devices"),
+])
+def test_bad_strategy_settings_name_the_key(tmp_path, data_dir, overrides, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        compose(overrides, tmp_path / "run", data_dir)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """A run folder of two default steps."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    done = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "schedule=train", "schedule.steps=2"],
+                  run.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["runtime.strategy=mirrored", "runtime.devices=[GPU:99]"], "runtime.devices: this machine has no GPU:99"),
+    (["runtime.strategy=mirrored"], "runtime.strategy=mirrored found no GPU on this machine"),
+    ([*TWO_CPUS, "runtime.xla=true"], "runtime.xla=true with runtime.strategy=mirrored over 2 devices"),
+])
+def test_devices_the_machine_lacks_are_refused_and_the_run_is_left_as_it_was(trained, monkeypatch, overrides,
+                                                                            message):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")  # no GPU, on any machine
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    refused = run_py([f"resume={trained}", *overrides], trained.parent)
+    assert refused.returncode == 2
+    output = refused.stdout + refused.stderr
+    assert message in output and "Traceback" not in output
+    assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
