@@ -32,7 +32,7 @@ SOURCES = ("demo", "json", "folder")
 CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop window (worklab.data.crops)
 RESIZES = ("squash", "crop")  # reader.resize: how an image becomes image_size x image_size (worklab.data.reader)
 DEMO_VARIANTS = ("shapes", "hard")  # worklab.data.demo.VARIANTS
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
@@ -604,7 +604,7 @@ class RuntimeConfig:
 
     onednn: bool = True  # oneDNN CPU kernels (TensorFlow enables them only on newer CPUs by default)
     xla: bool = False  # compile the train and test steps with XLA
-    precision: str = "float32"  # float32 | mixed_bfloat16
+    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 (GPUs, with loss scaling)
     memory_growth: bool = True  # allocate GPU memory as needed, so processes can share a GPU
     intra_op_threads: int = 0  # 0: TensorFlow's choice (all cores)
     inter_op_threads: int = 0

@@ -36,6 +36,7 @@ from worklab.run.session import Session, listed_steps
 from worklab.run.summary import Summary
 from worklab.run.writer import Writer
 from worklab.train.averaging import WeightAverage, changing_variables
+from worklab.train.loss_scale import LossScale
 from worklab.train.losses import Objective, class_weights
 from worklab.train.mixing import batch_mixing
 from worklab.train.tester import Tester
@@ -217,6 +218,14 @@ class Parts:
                  len(average.variables), average.decay)
         return average
 
+    @cached_property
+    def loss_scale(self) -> Optional[LossScale]:
+        """float16's dynamic loss scale (runtime.precision=mixed_float16), one for every learning-rate group."""
+        if self.cfg.runtime.precision != "mixed_float16":
+            return None
+        with self.strategy.scope():
+            return LossScale()
+
     def evaluation_weights(self):
         """A context in which the model holds the weights to evaluate: the average with network.ema."""
         return self.average.swapped() if self.average else contextlib.nullcontext()
@@ -230,7 +239,8 @@ class Parts:
             warn_if_disk_low(self.run_dir, sum(tf.as_dtype(v.dtype).size * int(np.prod(v.shape)) for v in variables))
             return Session(self.run_dir, self.model, state, self.step, self.examples, self.lr,
                            getattr(self.cfg.schedule, "keep", 0), self.cfg.restore,
-                           networks.pretrained_weights(self.model, self.cfg), averages=self._averages)
+                           networks.pretrained_weights(self.model, self.cfg), averages=self._averages,
+                           loss_scale=self.loss_scale and self.loss_scale.state())
         return Session(self.run_dir, self.model, None, self.step, self.examples, self.lr, None,
                        averages=self._averages)
 
@@ -289,7 +299,7 @@ class Parts:
         return Trainer(self.model, self.optimizers, dataset, self.step, self.examples, self.lr,
                        self.cfg.network.weight_decay, self.strategy, xla=self.cfg.runtime.xla,
                        bn_momentum=self.bn_momentum, objective=objective, clip_norm=clip_norm, mixing=mixing,
-                       average=self.average)
+                       average=self.average, loss_scale=self.loss_scale)
 
     @cached_property
     def tester(self) -> Tester:

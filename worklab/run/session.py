@@ -49,7 +49,8 @@ class Session:
     def __init__(self, run_dir: Path, model: keras.Model, optimizer_state: Optional[Dict], step: tf.Variable,
                  examples: tf.Variable, lr: tf.Variable, keep: Optional[int],
                  pretrained: Optional[RestoreConfig] = None, network_weights: Optional[Callable[[], str]] = None,
-                 averages: Optional[Dict[str, tf.Variable]] = None):
+                 averages: Optional[Dict[str, tf.Variable]] = None,
+                 loss_scale: Optional[Dict[str, tf.Variable]] = None):
         self.run_dir = Path(run_dir)
         self.folder = CheckpointFolder(self.run_dir / "checkpoints")
         self.directory = self.folder.directory
@@ -68,6 +69,11 @@ class Session:
             self._weights = tf.train.Checkpoint(optimizer=optimizer_state, **weights)
         self.checkpoint = tf.train.Checkpoint(**objects)
         self.checkpoint.save_counter  # created now, so `write` saves it and a restore matches every object
+        # float16's loss scale is written with the rest but read on its own, without the check that every
+        # object is in the file: a checkpoint written in float32 has none, and the scale starts afresh.
+        self._loss_scale = tf.train.Checkpoint(loss_scale=loss_scale) if loss_scale else None
+        self._written = tf.train.Checkpoint(**objects, loss_scale=loss_scale) if loss_scale else self.checkpoint
+        self._written.save_counter
 
     @property
     def writable(self) -> bool:
@@ -126,6 +132,8 @@ class Session:
                             "started with (its .hydra/config.yaml).")
         try:
             checkpoint.restore(str(path)).assert_existing_objects_matched().expect_partial()
+            if self._loss_scale:
+                self._loss_scale.restore(str(path)).expect_partial()
         except AssertionError as error:
             raise UserError(f"Checkpoint {path} does not fit the configured optimizer (was optimizer.name or "
                             f"network.lr_mult changed?): {_first_line(error)[:300]}") from None
@@ -198,7 +206,7 @@ class Session:
 
     def _write(self, name: str) -> str:
         try:
-            return self.checkpoint.write(str(self.folder.path(name)))
+            return self._written.write(str(self.folder.path(name)))
         except (OSError, tf.errors.OpError) as error:
             for file in self.directory.glob(f"{name}.*"):
                 file.unlink(missing_ok=True)

@@ -5,8 +5,10 @@ change the learning rate (a variable, so a change never retraces). lr_mult rules
 here: each distinct multiplier gets its own Keras optimizer whose rate is `lr * mult`
 (exact for every optimizer, Adam included), and variables with multiplier 0 are left
 out of the gradient altogether, so they stay bit-identical and cost no backward work.
-A non-finite loss skips its update and is reported, and the batch-norm statistics the
-forward pass already moved are put back, so every variable keeps its last good value.
+A non-finite loss or gradient skips its update and is reported, and the batch-norm
+statistics the forward pass already moved are put back, so every variable keeps its last
+good value. Under float16 (worklab.train.loss_scale) a gradient that overflows while the
+loss is finite skips the step the same way and halves the loss scale instead.
 The gradient comes from worklab.train.losses.Objective (label smoothing, class weights)
 and may be clipped to a global norm over all groups together; the loss reported is the
 plain cross-entropy, comparable to the test loss. With mixup or cutmix
@@ -35,6 +37,7 @@ from worklab.errors import UserError
 from worklab.model.batchnorm import Momentum, batch_norm_layers, training_variables
 from worklab.model.rules import Multipliers
 from worklab.train.averaging import WeightAverage
+from worklab.train.loss_scale import LossScale
 from worklab.train.losses import Objective
 from worklab.train.mixing import Mixing, against_target
 
@@ -135,8 +138,9 @@ class Trainer:
                  strategy: tf.distribute.Strategy, xla: bool = False,
                  bn_momentum: Optional[Momentum] = None, objective: Optional[Objective] = None,
                  clip_norm: Optional[float] = None, mixing: Optional[Mixing] = None,
-                 average: Optional[WeightAverage] = None):
-        """`objective` defaults to the plain cross-entropy; `mixing` None trains on the batches as they come."""
+                 average: Optional[WeightAverage] = None, loss_scale: Optional[LossScale] = None):
+        """`objective` defaults to the plain cross-entropy; `mixing` None trains on the batches as they come;
+        `loss_scale` is float16's (runtime.precision=mixed_float16)."""
         self.model = model
         self.optimizers = optimizers
         self.step = step
@@ -148,6 +152,7 @@ class Trainer:
         self.clip_norm = clip_norm
         self.mixing = mixing
         self.average = average  # network.ema: updated after every applied step
+        self.loss_scale = loss_scale
         self._decayed = optimizers.decayed(weight_decay)  # coupled: L2 in the loss
         self._statistics = [v for layer in batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
         self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
@@ -203,17 +208,23 @@ class Trainer:
         statistics = [tf.identity(v.value) for v in self._statistics]
         sums, gradients = self.strategy.run(self._all_reduced_step, args=batch)
         sums = self.strategy.experimental_local_results(sums)[0]  # all-reduced: the same on every replica
-        tf.cond(tf.math.is_finite(sums[1]), lambda: self._apply(gradients), lambda: self._mark_bad(statistics))
+        finite_loss = tf.math.is_finite(sums[1])
+        applies = finite_loss & tf.math.is_finite(sums[4])  # and every gradient (their global norm)
+        tf.cond(applies, lambda: self._apply(gradients), lambda: self._skip(statistics, finite_loss))
+        if self.loss_scale:
+            self.loss_scale.update(applies)
         self._sums.assign_add(tf.gather(sums, [0, 2, 3]))
         self.step.assign_add(1)
         self.examples.assign_add(tf.cast(sums[3], tf.int64))
 
     def _all_reduced_step(self, *batch: tf.Tensor):
-        """In replica context: this replica's step, then the sums and gradients of all replicas, clipped to
-        one global norm (optimizer.clip_norm) over every multiplier group."""
+        """In replica context: this replica's step, then the sums and gradients of all replicas, the sums
+        followed by the gradients' global norm, and the gradients clipped to one global norm
+        (optimizer.clip_norm) over every multiplier group."""
         sums, gradients = self._replica_step(*batch)
         sums, gradients = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
                                                                          (sums, gradients))
+        sums = tf.concat([sums, [tf.linalg.global_norm(gradients)]], 0)
         if self.clip_norm:
             gradients, _ = tf.clip_by_global_norm(gradients, self.clip_norm)
         return sums, gradients
@@ -241,7 +252,10 @@ class Trainer:
             reported, minimised = against_target(losses, labels, *mixed)
             data_loss = tf.nn.compute_average_loss(reported)
             loss = tf.nn.compute_average_loss(minimised) + tf.nn.scale_regularization_loss(self._decay())
-        gradients = tape.gradient(loss, self.optimizers.variables)
+            scaled = loss * self.loss_scale.scale if self.loss_scale else loss
+        gradients = tape.gradient(scaled, self.optimizers.variables)
+        if self.loss_scale:
+            gradients = [g / self.loss_scale.scale for g in gradients]
         predicted = tf.argmax(logits, -1, output_type=tf.int32)
         correct = tf.reduce_sum(against_target(lambda target: tf.cast(tf.equal(predicted, target), tf.float32),
                                                labels, *mixed))
@@ -259,9 +273,11 @@ class Trainer:
             self.average.update(self.step)
         return tf.constant(True)
 
-    def _mark_bad(self, statistics: List[tf.Tensor]) -> tf.Tensor:
+    def _skip(self, statistics: List[tf.Tensor], finite_loss: tf.Tensor) -> tf.Tensor:
+        """Put the batch-norm statistics back; report the step as bad unless it is a float16 overflow
+        (a finite loss under loss scaling), which the scale handles."""
         for variable, value in zip(self._statistics, statistics):
             variable.assign(value)
-        first = tf.where(self.bad_step < 0, self.step + 1, self.bad_step)
-        self.bad_step.assign(first)
+        bad = tf.logical_not(finite_loss) if self.loss_scale else tf.constant(True)
+        self.bad_step.assign(tf.where(bad & (self.bad_step < 0), self.step + 1, self.bad_step))
         return tf.constant(False)
