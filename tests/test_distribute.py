@@ -36,6 +36,17 @@ def checkpoint_values(run_dir) -> dict:
             if not key.startswith("_CHECKPOINTABLE")}
 
 
+def assert_same_state(found: dict, expected: dict) -> None:
+    """Every variable of two checkpoints: floats within TOLERANCE, counters equal (the saves' own count and the
+    schedule's state aside)."""
+    assert found.keys() == expected.keys()
+    for key in expected:
+        if expected[key].dtype.kind == "f":
+            np.testing.assert_allclose(found[key], expected[key], rtol=TOLERANCE, atol=TOLERANCE, err_msg=key)
+        elif not key.startswith(("save_counter", "schedule")):
+            assert (found[key] == expected[key]).all(), key
+
+
 def test_two_devices_train_and_test_as_one_device_with_the_same_global_batch(tmp_path, data_dir):
     runs = {}
     for name, extra in (("one", []), ("two", TWO_CPUS)):
@@ -44,20 +55,26 @@ def test_two_devices_train_and_test_as_one_device_with_the_same_global_batch(tmp
         assert done.returncode == 0, done.stderr[-3000:]
     assert "2 replicas of 4 images each" in (runs["two"] / "run.log").read_text()
     one, two = checkpoint_values(runs["one"]), checkpoint_values(runs["two"])
-    assert one.keys() == two.keys()
     moving = [key for key in one if "moving_variance" in key and not key.startswith("average")]
     assert moving and any(np.abs(one[key] - 1).max() > 1e-2 for key in moving)  # the statistics did move
-    for key in one:
-        if one[key].dtype.kind == "f":
-            np.testing.assert_allclose(two[key], one[key], rtol=TOLERANCE, atol=TOLERANCE, err_msg=key)
-        else:
-            assert (two[key] == one[key]).all(), key
+    assert_same_state(two, one)
     for step in (4, 6):
         one_test, two_test = (json.loads((runs[name] / "evaluations" / f"step-{step:06d}.json").read_text())
                               for name in ("one", "two"))
         assert two_test["count"] == np.sum(two_test["confusion"]) == 30  # every test image once
         assert two_test["confusion"] == one_test["confusion"]
         assert two_test["loss"] == pytest.approx(one_test["loss"], rel=TOLERANCE)
+
+
+@pytest.mark.slow
+def test_a_run_started_on_one_device_resumes_on_two_as_if_uninterrupted(tmp_path, data_dir):
+    runs = {"whole": [[]], "split": [["schedule.stages=[{lr: 0.01, steps: 4}]"], TWO_CPUS]}
+    for name, commands in runs.items():
+        for extra in commands:
+            done = run_py([*RECIPE, *extra, f"data_dir={data_dir}", f"hydra.run.dir={tmp_path / name}"], tmp_path)
+            assert done.returncode == 0, done.stderr[-3000:]
+    assert "restored" in (tmp_path / "split" / "run.log").read_text()
+    assert_same_state(checkpoint_values(tmp_path / "split"), checkpoint_values(tmp_path / "whole"))
 
 
 TESTER_SCRIPT = textwrap.dedent("""
