@@ -42,6 +42,9 @@ from worklab.train.losses import Objective
 from worklab.train.mixing import Mixing, against_target
 
 Scalars = Dict[str, float]
+# A step's sums over the replicas, in this order: the reported and the minimised loss (each the
+# batch mean), the correct and all examples, then the all-reduced gradients' global norm.
+REPORTED, MINIMISED, CORRECT, COUNT, NORM = range(5)
 
 
 def make_optimizer(cfg: OptimizerConfig, learning_rate: Callable[[], tf.Tensor]) -> keras.optimizers.Optimizer:
@@ -192,11 +195,11 @@ class Trainer:
     def _step_fn(self, iterator) -> None:
         """One step in cross-replica context: every replica's gradient, all-reduced, then one decision.
 
-        Whether the step applies (a finite loss) is decided here, once for all replicas, in a
-        `tf.cond` outside replica context: a cond around a replica's update would hold the
-        merge_call that the update's all-reduce needs, which TensorFlow refuses, and Keras
-        3.14/3.15 with TensorFlow 2.21 also fail on a stateful optimizer's update in such a
-        cond ("You must feed a value for placeholder tensor 'cond/...'", keras-team/keras#23085).
+        Whether the step applies (a finite loss and gradient) is decided here, once for all
+        replicas, in a `tf.cond` outside replica context: a cond around a replica's update would
+        hold the merge_call that the update's all-reduce needs, which TensorFlow refuses, and
+        keras-team/keras#23085 reports Keras 3.14/3.15 with TensorFlow 2.21 failing on a stateful
+        optimizer's update in such a cond ("You must feed a value for placeholder tensor 'cond/...'").
         """
         images, labels = next(iterator)
         if self.bn_momentum:
@@ -208,14 +211,14 @@ class Trainer:
         statistics = [tf.identity(v.value) for v in self._statistics]
         sums, gradients = self.strategy.run(self._all_reduced_step, args=batch)
         sums = self.strategy.experimental_local_results(sums)[0]  # all-reduced: the same on every replica
-        finite_loss = tf.math.is_finite(sums[1])
-        applies = finite_loss & tf.math.is_finite(sums[4])  # and every gradient (their global norm)
+        finite_loss = tf.math.is_finite(sums[MINIMISED])
+        applies = finite_loss & tf.math.is_finite(sums[NORM])  # and every gradient
         tf.cond(applies, lambda: self._apply(gradients), lambda: self._skip(statistics, finite_loss))
         if self.loss_scale:
             self.loss_scale.update(applies)
-        self._sums.assign_add(tf.gather(sums, [0, 2, 3]))
+        self._sums.assign_add(tf.gather(sums, [REPORTED, CORRECT, COUNT]))
         self.step.assign_add(1)
-        self.examples.assign_add(tf.cast(sums[3], tf.int64))
+        self.examples.assign_add(tf.cast(sums[COUNT], tf.int64))
 
     def _all_reduced_step(self, *batch: tf.Tensor):
         """In replica context: this replica's step, then the sums and gradients of all replicas, the sums
