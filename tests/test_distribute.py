@@ -135,7 +135,7 @@ def trained(tmp_path_factory, data_dir):
 @pytest.mark.parametrize("overrides, message", [
     (["runtime.strategy=mirrored", "runtime.devices=[GPU:99]"], "runtime.devices: this machine has no GPU:99"),
     (["runtime.strategy=mirrored"], "runtime.strategy=mirrored found no GPU on this machine"),
-    ([*TWO_CPUS, "runtime.xla=true"], "runtime.xla=true with runtime.strategy=mirrored over 2 devices"),
+    ([*TWO_CPUS, "runtime.xla=true"], "runtime.xla=true with runtime.strategy=mirrored over 2 replicas"),
 ])
 def test_devices_the_machine_lacks_are_refused_and_the_run_is_left_as_it_was(trained, monkeypatch, overrides,
                                                                             message):

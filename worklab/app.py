@@ -5,6 +5,8 @@ TensorFlow is configured (threads, oneDNN, precision) before it is first importe
 the modules that import it are imported inside `run`. A schedule that writes the run
 folder (train, fixed, patience, hyper, recalibrate) holds its lock for the run; test,
 watch, inspect, export and predict only read. Only the schedule that runs is imported.
+In a multi-worker cluster the chief holds the lock and writes; the other workers train
+beside it, and a schedule that reads a run runs on the chief alone.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import importlib
 import logging
 from typing import Dict
 
-from worklab import runtime
+from worklab import cluster, runtime
 from worklab.command import saved_overrides
 from worklab.config import (WRITERS, BitSchedule, Config, CosineSchedule, ExportSchedule, FixedSchedule,
                             HyperSchedule, InspectSchedule, PatienceSchedule, PredictSchedule, RecalibrateSchedule,
@@ -34,23 +36,29 @@ SUMMARISED = (TrainSchedule, FixedSchedule, CosineSchedule, PatienceSchedule, Hy
 
 def run(cfg: Config) -> Dict:
     """Run the configured schedule in cfg.run_dir and return its final metrics."""
-    if isinstance(cfg.schedule, WRITERS):
+    trains, chief = isinstance(cfg.schedule, WRITERS), cluster.is_chief(cfg.runtime.strategy)
+    if not (trains or chief):
+        log.info("%s: schedule=%s reads a run on the chief alone; nothing to do here", cluster.task().describe(),
+                 SCHEDULES[type(cfg.schedule)])
+        return {}
+    if trains and chief:
         runfolder.lock(cfg.run_dir)
         runfolder.check_writable(cfg.run_dir)
     tf = runtime.configure(cfg.runtime, cfg.seed)
     from worklab import distribute
     from worklab.run.parts import Parts
 
-    strategy = distribute.build(cfg.runtime, cfg.reader.batch_size)
+    strategy = distribute.build(cfg.runtime, cfg.reader.batch_size, trains)
 
     name = SCHEDULES[type(cfg.schedule)]
     schedule = importlib.import_module(f"worklab.schedules.{name}")
     log.info("run folder: %s", cfg.run_dir)
-    with StopRequest() as stop, strategy.scope():  # every part is built and run under the strategy
+    with StopRequest() as signals, strategy.scope():  # every part is built and run under the strategy
+        stop = distribute.agreed(signals, strategy)
         if hasattr(schedule, "settle"):  # a schedule that chooses settings from the data (bit)
             cfg = schedule.settle(cfg, stop)
         parts = Parts(cfg, stop)
-        if isinstance(cfg.schedule, SUMMARISED):
+        if isinstance(cfg.schedule, SUMMARISED) and parts.chief:
             parts.summary = Summary(parts.run_dir, name, saved_overrides(parts.run_dir))
         with tracked(parts.summary):
             if parts.summary:
@@ -61,6 +69,12 @@ def run(cfg: Config) -> Dict:
                 raise RunFailed(f"out of memory at reader.image_size={cfg.reader.image_size} and "
                                 f"reader.batch_size={cfg.reader.batch_size}: lower one of them "
                                 f"({str(error).strip().splitlines()[0][:200]})") from None
+            except (tf.errors.UnavailableError, tf.errors.DeadlineExceededError) as error:
+                if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+                    raise
+                raise RunFailed(f"lost contact with another worker of the cluster ({type(error).__name__}). Start "
+                                "every worker again with the same command: the run resumes from its last "
+                                f"checkpoint in {cfg.run_dir}/checkpoints.") from None
             except tf.errors.InvalidArgumentError as error:
                 _name_bad_images(parts, error)
                 raise

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, NetworkConfig, PredictSchedule,
                             RecalibrateSchedule, TestSchedule, WatchSchedule, older_worklab_overrides, saved_config,
                             to_plain)
+from worklab import cluster
 from worklab.errors import UserError
 from worklab.run import runfolder
 
@@ -74,6 +75,9 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
                         f"into a folder of its own: drop resume=, e.g. schedule.run={folder}.")
     if isinstance(plain.schedule, WRITERS) and not (folder and any((folder / "checkpoints").glob("ckpt-*.index"))):
         check_network_files(plain.network, plain.reader.image_size)
+    chief = cluster.is_chief(plain.runtime.strategy)
+    if plain.runtime.strategy == "multi_worker" and isinstance(plain.schedule, WRITERS):
+        argv = argv + worker_arguments(folder, chief)
     if folder is None:
         return Prepared(argv)
     run_config = folder / ".hydra" / "config.yaml"
@@ -83,11 +87,26 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
             check_same_split(folder, cfg)
     if isinstance(plain.schedule, READERS) and _resumes(overrides):
         argv = argv + ["hydra.output_subdir=null"]
-    if not isinstance(plain.schedule, WRITERS):
+    if not (isinstance(plain.schedule, WRITERS) and chief):
         return Prepared(argv)
     snapshot = runfolder.Snapshot.take(folder)
     runfolder.lock(folder)
     return Prepared(argv, snapshot)
+
+
+def worker_arguments(folder: Optional[Path], chief: bool) -> List[str]:
+    """Hydra's settings for a process of a multi-worker cluster: the command must name the run folder, which
+    every worker shares; only the chief saves the config there, the others log to workers/<task>.log."""
+    if folder is None:
+        raise UserError("runtime.strategy=multi_worker: name the run folder every worker shares, with "
+                        "hydra.run.dir=/shared/runs/NAME, run_name=NAME or resume=PATH (a dated folder would differ "
+                        "between the workers).")
+    if chief:
+        return []
+    task = cluster.task()
+    logs = folder.resolve() / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    return ["hydra.output_subdir=null", f"hydra.job_logging.handlers.file.filename={logs}/{task.kind}-{task.index}.log"]
 
 
 def target_folder(overrides: List[str]) -> Optional[Path]:

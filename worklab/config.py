@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from worklab import cluster
 from worklab.errors import UserError
 from worklab.model import architectures
 
@@ -33,7 +34,7 @@ CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop win
 RESIZES = ("squash", "crop")  # reader.resize: how an image becomes image_size x image_size (worklab.data.reader)
 DEMO_VARIANTS = ("shapes", "hard")  # worklab.data.demo.VARIANTS
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
-STRATEGIES = ("default", "mirrored")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
 # How a network scales the reader's 0-255 RGB images (worklab.model.preprocessing has the numbers).
@@ -609,7 +610,7 @@ class RuntimeConfig:
     intra_op_threads: int = 0  # 0: TensorFlow's choice (all cores)
     inter_op_threads: int = 0
     deterministic: bool = False  # deterministic kernels (slower); for exact reruns
-    strategy: str = "default"  # default: one device | mirrored: the devices of this machine (worklab.distribute)
+    strategy: str = "default"  # default: one device | mirrored: this machine's devices | multi_worker: a cluster
     devices: List[str] = field(default_factory=list)  # mirrored's devices, e.g. [GPU:0, GPU:1]; [] all GPUs
 
     def __post_init__(self) -> None:
@@ -683,10 +684,22 @@ class Config:
                  f"reader.batch_size={self.reader.batch_size} does not divide by the {len(devices)} devices of "
                  f"runtime.devices={list(devices)}: it is the global batch, split evenly across them. Use a "
                  f"multiple of {len(devices)}.")
+        if self.runtime.strategy == "multi_worker":
+            _check_multi_worker(self.schedule)
         mode = input_preprocessing(self)
         if mode != "mean_std":
             _inert("reader", f"network.preprocessing={mode} (reader.mean and reader.std feed mean_std only)",
                    self.reader, ReaderConfig(), ["mean", "std"])
+
+
+def _check_multi_worker(schedule: ScheduleConfig) -> None:
+    """A cluster trains with the schedules of one run; a schedule that reads a run runs on the chief alone."""
+    _require(not isinstance(schedule, (HyperSchedule, RecalibrateSchedule)),
+             f"runtime.strategy=multi_worker runs schedule=train, fixed, cosine, bit or patience: "
+             f"schedule={'hyper' if isinstance(schedule, HyperSchedule) else 'recalibrate'} runs in one process "
+             "(runtime.strategy=default, or mirrored over this machine's devices).")
+    if isinstance(schedule, TrainingSchedule):
+        cluster.task()  # refuses a missing or bad TF_CONFIG now, before anything is written
 
 
 def input_preprocessing(cfg: Config) -> str:

@@ -21,7 +21,7 @@ image_size on each side.
 from __future__ import annotations
 
 import logging
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -192,8 +192,15 @@ class Reader:
         self.seed = seed
         self.size = cfg.image_size
 
-    def train(self, images: ImageList, start: int = 0) -> tf.data.Dataset:
-        """Endless augmented batches (drop_remainder, so every step has the same shape) from example `start`."""
+    def train(self, images: ImageList, start: int = 0, pipeline: Tuple[int, int] = (0, 1),
+              batch: Optional[int] = None) -> tf.data.Dataset:
+        """Endless augmented batches (drop_remainder, so every step has the same shape) from example `start`.
+
+        With `pipeline` (i, n), the stream keeps only the i-th of n equal, contiguous parts of
+        each global batch (reader.batch_size), chosen by position before any file is read:
+        one input pipeline per worker of a cluster, each reading its own slice of the same
+        global order. `batch` (default: the global batch) is a replica's share.
+        """
         n = len(images)
         crop = self._train_loader(images)
         labels = tf.constant(images.labels, tf.int32)
@@ -203,13 +210,17 @@ class Reader:
             lambda epoch: tf.data.Dataset.from_tensor_slices(
                 tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([seed, epoch]))))
         stream = tf.data.Dataset.zip(tf.data.Dataset.range(start, ENDLESS), order.skip(offset))
+        part, parts = pipeline
+        if parts > 1:
+            share = self.cfg.batch_size // parts
+            stream = stream.filter(lambda position, _: (position - start) % self.cfg.batch_size // share == part)
 
         def example(position, index):
             seeds = draws(tf.stack([seed, position]))
             return augment(crop(index, seeds), seeds, self.cfg.augment), labels[index]
 
         return (stream.map(example, num_parallel_calls=AUTOTUNE, deterministic=True)
-                .batch(self.cfg.batch_size, drop_remainder=True).prefetch(AUTOTUNE))
+                .batch(batch or self.cfg.batch_size, drop_remainder=True).prefetch(AUTOTUNE))
 
     def test(self, images: ImageList) -> tf.data.Dataset:
         """Every example exactly once, in list order, the last partial batch included."""

@@ -174,10 +174,11 @@ def _squeezed(found, ours) -> List[int]:
     return found
 
 
-def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Path) -> None:
+def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Optional[Path]) -> None:
     """Restore `variables` from cfg.path under the rules and write the report; stop on problems when strict.
 
-    Every row is logged and saved; the message names every offender.
+    Every row is logged and saved (unless `report` is None: a worker that is not the chief);
+    the message names every offender.
     """
     source = open_checkpoint(cfg.path)
     rows = plan(variables, source, cfg)
@@ -186,7 +187,8 @@ def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Path)
         for row in problems:
             row.status = f"fresh ({row.status})"
     unused = sorted(set(source.shapes) - {r.key for r in rows if r.status == "restored"})
-    write_json(report, {"path": cfg.path, "variables": [asdict(r) for r in rows], "unused_keys": unused})
+    if report:
+        write_json(report, {"path": cfg.path, "variables": [asdict(r) for r in rows], "unused_keys": unused})
     log.info("restore from %s:\n%s", cfg.path, format_rows(rows))
     for row in rows:
         if row.status == "skipped" and row.reason:
@@ -194,7 +196,8 @@ def restore(variables: Dict[str, tf.Variable], cfg: RestoreConfig, report: Path)
                      row.found, row.shape)
     if problems and cfg.strict:
         raise UserError(f"restore.path={cfg.path}: {len(problems)} variable(s) cannot be restored "
-                        f"(all in {report}; restore.strict=false starts them fresh): " + describe(problems))
+                        f"({f'all in {report}; ' if report else ''}restore.strict=false starts them fresh): "
+                        + describe(problems))
     for row in rows:
         if row.status == "restored":
             variables[row.variable].assign(np.reshape(source.get(row.key), row.shape))

@@ -34,7 +34,7 @@ from worklab.model.rules import freeze_rules, lr_multipliers
 from worklab.run.runfolder import holds_lock, warn_if_disk_low
 from worklab.run.session import Session, listed_steps
 from worklab.run.summary import Summary
-from worklab.run.writer import Writer
+from worklab.run.writer import Writer, WorkerWriter
 from worklab.train.averaging import WeightAverage, changing_variables
 from worklab.train.loss_scale import LossScale
 from worklab.train.losses import Objective, class_weights
@@ -55,8 +55,9 @@ class Parts:
         self.run_dir = Path(cfg.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.strategy = tf.distribute.get_strategy()
+        self.chief = self.strategy.extended.should_checkpoint  # False for a cluster's other workers only
         self.reader = Reader(cfg.reader, cfg.seed)
-        self.writer = Writer(results_dir or self.run_dir)
+        self.writer = (Writer if self.chief else WorkerWriter)(results_dir or self.run_dir)
         self.summary: Optional[Summary] = None  # summary.json, for the schedules that train
         self.position: Optional[int] = None  # the input position, set by restore()
         with self.strategy.scope():
@@ -93,7 +94,8 @@ class Parts:
         if not binding:
             train, _, kind = self.sources
             classes = build_classes(read_entries(train, kind), train)
-            save_classes(self.class_map, classes)
+            if self.chief:
+                save_classes(self.class_map, classes)
             log.info("classes: %d (%s)", len(classes), ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else ""))
         return classes
 
@@ -232,15 +234,16 @@ class Parts:
 
     @cached_property
     def session(self) -> Session:
-        """A writing session for the process that holds the run folder's lock, else a reading one."""
-        if holds_lock(self.run_dir):
+        """A writing session for the process that holds the run folder's lock (or its scratch twin on a cluster's
+        other workers), else a reading one."""
+        if holds_lock(self.run_dir) or not self.chief:
             state = self.optimizers.state()
             variables = [*self.model.variables, *(v for group in state.values() for v in group.values())]
             warn_if_disk_low(self.run_dir, sum(tf.as_dtype(v.dtype).size * int(np.prod(v.shape)) for v in variables))
             return Session(self.run_dir, self.model, state, self.step, self.examples, self.lr,
                            getattr(self.cfg.schedule, "keep", 0), self.cfg.restore,
                            networks.pretrained_weights(self.model, self.cfg), averages=self._averages,
-                           loss_scale=self.loss_scale and self.loss_scale.state())
+                           loss_scale=self.loss_scale and self.loss_scale.state(), scratch=not self.chief)
         return Session(self.run_dir, self.model, None, self.step, self.examples, self.lr, None,
                        averages=self._averages)
 
@@ -280,12 +283,16 @@ class Parts:
         mixes them, go to TensorBoard."""
         if self.position is None:
             raise RuntimeError("Parts.restore() must run before the trainer is built")
-        dataset = self.reader.train(self.train_images, start=self.position)
+        batch = self.cfg.reader.batch_size
+        dataset = self.strategy.distribute_datasets_from_function(lambda context: self.reader.train(
+            self.train_images, self.position, (context.input_pipeline_id, context.num_input_pipelines),
+            context.get_per_replica_batch_size(batch)))
         mixing = batch_mixing(self.cfg.reader.augment, self.cfg.seed)
-        images, labels = next(iter(dataset))
-        if mixing:
-            images = mixing(images, labels, self.position)[0]  # as the first step will see them
-        self.writer.input_images(int(self.step.numpy()), images.numpy())
+        if self.chief:
+            images, labels = next(iter(self.reader.train(self.train_images, start=self.position)))
+            if mixing:
+                images = mixing(images, labels, self.position)[0]  # as the first step will see them
+            self.writer.input_images(int(self.step.numpy()), images.numpy())
         loss, clip_norm = self.cfg.loss, self.cfg.optimizer.clip_norm
         objective = Objective(loss.label_smoothing,
                               class_weights(loss.class_weight, self.train_images.labels, len(self.classes)))

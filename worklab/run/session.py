@@ -14,12 +14,18 @@ older one used. Only a writing session (the process that holds the run folder's 
 saves and prunes: it deletes old checkpoints except the last `keep`, the steps a
 schedule protects (a best checkpoint) and those a running watcher has not tested yet.
 A reading session (test, watch) restores and never changes a file.
+
+In a multi-worker cluster every worker takes part in each save, as tf.distribute
+requires; a worker that is not the chief has a `scratch` session, which writes its copy
+to a temporary folder outside the run and removes it, and changes no file of the run.
 """
 from __future__ import annotations
 
 import errno
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Set
 
@@ -50,8 +56,9 @@ class Session:
                  examples: tf.Variable, lr: tf.Variable, keep: Optional[int],
                  pretrained: Optional[RestoreConfig] = None, network_weights: Optional[Callable[[], str]] = None,
                  averages: Optional[Dict[str, tf.Variable]] = None,
-                 loss_scale: Optional[Dict[str, tf.Variable]] = None):
+                 loss_scale: Optional[Dict[str, tf.Variable]] = None, scratch: bool = False):
         self.run_dir = Path(run_dir)
+        self.scratch = scratch
         self.folder = CheckpointFolder(self.run_dir / "checkpoints")
         self.directory = self.folder.directory
         self.step = step
@@ -61,7 +68,7 @@ class Session:
         self.network_weights = network_weights  # loads network.weights (a Keras Application's) and says what
         self.warm_start: Optional[Path] = None  # a checkpoint to take matching weights from on a fresh start
         self._model = {v.path: v for v in model.variables}
-        self.schedule_state = tf.Variable("{}", dtype=tf.string, trainable=False, name="schedule_state")
+        self.schedule_state = _text_variable("{}", "schedule_state")
         weights = dict(model=self._model, **({"average": averages} if averages else {}))
         objects = dict(step=step, examples=examples, lr=lr, schedule=self.schedule_state, **weights)
         if optimizer_state is not None:
@@ -90,14 +97,14 @@ class Session:
         """
         if self._restore_newest_readable():
             if self.pretrained and self.pretrained.anyway:
-                restore_pretrained(self._model, self.pretrained, self.run_dir / "restore_report.json")
+                restore_pretrained(self._model, self.pretrained, self._report)
             return "checkpoint"
         origin = "fresh"
         if self.network_weights:
             log.info("%s", self.network_weights())
             origin = "pretrained"
         if self.pretrained:
-            restore_pretrained(self._model, self.pretrained, self.run_dir / "restore_report.json")
+            restore_pretrained(self._model, self.pretrained, self._report)
             return "pretrained"
         if self.warm_start:
             self._warm_start(self.warm_start)
@@ -105,6 +112,10 @@ class Session:
         if origin == "fresh":
             log.info("no checkpoint in %s: starting from fresh weights", self.directory)
         return origin
+
+    @property
+    def _report(self) -> Optional[Path]:
+        return None if self.scratch else self.run_dir / "restore_report.json"
 
     def _restore_newest_readable(self) -> bool:
         """Restore the newest checkpoint that reads; one that cannot be read is named and moved aside."""
@@ -117,7 +128,7 @@ class Session:
                 self._read(names[step], self.checkpoint)
                 return True
             except DAMAGE as error:
-                where = self.folder.move_aside(names[step]) if self.writable else None
+                where = self.folder.move_aside(names[step]) if self.writable and not self.scratch else None
                 log.warning("checkpoint %s cannot be read (%s)%s; trying the one before it", names[step],
                             _first_line(error), f": moved to {where}" if where else "")
         return False
@@ -191,6 +202,10 @@ class Session:
             raise RuntimeError("a reading session (test, watch) never saves")
         if schedule_state is not None:
             self.schedule_state.assign(json.dumps(schedule_state, sort_keys=True))
+        if self.scratch:
+            with tempfile.TemporaryDirectory(prefix="worklab-worker-save-") as folder:
+                self._written.write(os.path.join(folder, "ckpt"))
+            return ""
         step = int(self.step.numpy())
         names = self.folder.names()
         name = self.folder.free_name(step)
@@ -241,6 +256,14 @@ class Session:
         if not self.keep:
             return set(steps)
         return set(steps[-self.keep:]) | self.protected() | untested_steps(self.run_dir, steps)
+
+
+def _text_variable(value: str, name: str) -> tf.Variable:
+    """A string variable outside the strategy in scope: MultiWorkerMirroredStrategy broadcasts each new variable's
+    initial value from the chief with collective ops, which take numbers only. Every worker sets it alike."""
+    from tensorflow.python.ops.resource_variable_ops import ResourceVariable  # not intercepted by the strategy
+
+    return ResourceVariable(value, dtype=tf.string, trainable=False, name=name)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:

@@ -114,6 +114,40 @@ class Writer:
         return (self.evaluations / "val" if split == "val" else self.evaluations) / f"step-{step:06d}.json"
 
 
+class WorkerWriter(Writer):
+    """The writer of a cluster's worker that is not the chief: the chief writes the run folder.
+
+    It writes nothing and keeps the evaluations it made, so its schedule reads back the
+    same results as the chief's does; evaluations from before this process started come
+    from the run folder, as the chief reads them too.
+    """
+
+    def __init__(self, run_dir: Path):
+        super().__init__(run_dir)
+        self._made: Dict = {}
+
+    def evaluation(self, stats: Dict, classes: List[str]) -> None:
+        self._made[stats["step"], stats.get("split", "test")] = {**stats, "classes": classes}
+
+    def evaluated(self, step: int, split: str = "test") -> Optional[Dict]:
+        return self._made.get((step, split)) or super().evaluated(step, split)
+
+    def train_scalars(self, step: int, scalars: Dict[str, float]) -> None:
+        pass
+
+    def input_images(self, step: int, images: np.ndarray) -> None:
+        pass
+
+    def hparams(self, values: Dict[str, Any]) -> None:
+        pass
+
+    def final(self, step: int, best: Dict[str, float]) -> None:
+        pass
+
+    def decision(self, step: int, message: str, scalars: Dict[str, float]) -> None:
+        pass
+
+
 def confusion_image(confusion: List[List[int]], size: int = 256) -> np.ndarray:
     """Rows (true class) normalised to [0, 1], drawn white to dark blue, each cell a square of pixels."""
     matrix = np.asarray(confusion, dtype=np.float64)

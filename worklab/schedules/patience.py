@@ -69,7 +69,8 @@ def run(parts) -> Dict:
     test = report_test(parts, state.best_step)
     if test is not None:
         best["test"] = {key: test[key] for key in ("loss", "accuracy", "top_k_accuracy", "count")}
-    write_json(parts.run_dir / "best.json", best)
+    if parts.chief:
+        write_json(parts.run_dir / "best.json", best)
     log.info("best: step %d, %s loss %.4f, accuracy %.3f", best["step"], parts.decision_split, best["loss"],
              best["accuracy"])
     return best
@@ -123,7 +124,8 @@ def apply_test(parts, state: PatienceState, result: Dict) -> None:
     if cfg.max_steps and step >= cfg.max_steps and not state.done:
         state.done = True
         log.info("reached schedule.max_steps=%d", cfg.max_steps)
-    write_json(parts.run_dir / "state.json", {"schedule": "patience", "step": step, **asdict(state)})
+    if parts.chief:  # the other workers of a cluster keep the same state without writing it
+        write_json(parts.run_dir / "state.json", {"schedule": "patience", "step": step, **asdict(state)})
 
 
 def decay_or_stop(parts, state: PatienceState, step: int) -> None:

@@ -3,7 +3,8 @@
 A model that blew up (NaN or infinite outputs) is tested like any other: the statistics
 describe it (a non-finite loss, its examples counted wrong), so the schedule decides.
 
-Under a strategy of several replicas each batch is split across them. A batch that does
+Under a strategy of several replicas each batch is split across them (across the
+workers of a cluster, each reads the whole batch and keeps its part). A batch that does
 not divide (the last one) is padded to a multiple of the replica count with examples
 labelled PADDING, which are dropped from the gathered results, so every example is
 counted exactly once.
@@ -35,8 +36,9 @@ class Tester:
         self.model = model
         self.strategy = strategy or tf.distribute.get_strategy()
         replicas = self.strategy.num_replicas_in_sync
-        self.dataset = self.strategy.experimental_distribute_dataset(
-            dataset.map(lambda images, labels: padded(images, labels, replicas)))
+        self.dataset = self.strategy.distribute_datasets_from_function(
+            lambda context: dataset.map(lambda images, labels: shares(*padded(images, labels, replicas), context,
+                                                                       replicas)).unbatch())
         self.count = count
         self.batches = math.ceil(count / batch_size)
         self.top_k = top_k
@@ -74,6 +76,19 @@ class Tester:
         logits = tf.cast(self.model(images, training=False), tf.float32)
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), logits)  # PADDING as 0
         return tf.nn.softmax(logits), losses
+
+
+def shares(images: tf.Tensor, labels: tf.Tensor, context: tf.distribute.InputContext, replicas: int):
+    """This input pipeline's part of a padded batch, as one share per replica it feeds: [local, n, ...].
+
+    The pipelines (one per worker) take consecutive parts, and their replicas consecutive
+    shares, so gathering the replicas' results in replica order gives the batch's order.
+    """
+    local = replicas // context.num_input_pipelines
+    share = tf.shape(labels)[0] // replicas
+    first = context.input_pipeline_id * local * share
+    return tuple(tf.reshape(x[first:first + local * share], tf.concat([[local, share], tf.shape(x)[1:]], 0))
+                 for x in (images, labels))
 
 
 def padded(images: tf.Tensor, labels: tf.Tensor, multiple: int):

@@ -136,14 +136,16 @@ def _update_step(optimizer: keras.optimizers.Optimizer, learning_rate: tf.Tensor
 class Trainer:
     """Runs training steps on an endless dataset and reports their mean loss, accuracy and speed."""
 
-    def __init__(self, model: keras.Model, optimizers: OptimizerGroups, dataset: tf.data.Dataset,
+    def __init__(self, model: keras.Model, optimizers: OptimizerGroups,
+                 dataset: tf.data.Dataset | tf.distribute.DistributedDataset,
                  step: tf.Variable, examples: tf.Variable, lr: tf.Variable, weight_decay: float,
                  strategy: tf.distribute.Strategy, xla: bool = False,
                  bn_momentum: Optional[Momentum] = None, objective: Optional[Objective] = None,
                  clip_norm: Optional[float] = None, mixing: Optional[Mixing] = None,
                  average: Optional[WeightAverage] = None, loss_scale: Optional[LossScale] = None):
         """`objective` defaults to the plain cross-entropy; `mixing` None trains on the batches as they come;
-        `loss_scale` is float16's (runtime.precision=mixed_float16)."""
+        `loss_scale` is float16's (runtime.precision=mixed_float16). `dataset` gives global batches, or is
+        already distributed (one input pipeline per worker, each replica's batch)."""
         self.model = model
         self.optimizers = optimizers
         self.step = step
@@ -158,7 +160,9 @@ class Trainer:
         self.loss_scale = loss_scale
         self._decayed = optimizers.decayed(weight_decay)  # coupled: L2 in the loss
         self._statistics = [v for layer in batch_norm_layers(model) for v in (layer.moving_mean, layer.moving_variance)]
-        self._iterator = iter(strategy.experimental_distribute_dataset(dataset))
+        if isinstance(dataset, tf.data.Dataset):  # the global batches, split across the replicas here
+            dataset = strategy.experimental_distribute_dataset(dataset)
+        self._iterator = iter(dataset)
         with strategy.scope():
             self._sums = tf.Variable(tf.zeros(3), trainable=False, name="train_sums")  # loss, correct, count
             self.bad_step = tf.Variable(-1, dtype=tf.int64, trainable=False, name="bad_step")
