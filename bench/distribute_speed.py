@@ -25,10 +25,8 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,7 @@ from typing import Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (also puts the repository root on sys.path)
+from worklab import cluster  # noqa: E402
 
 BASE = ["reader.image_size=48", "network.depth=18", "network.width=0.5", "schedule=train",
         "schedule.save_every=100000"]
@@ -52,25 +51,13 @@ CONTENDERS = {
 RATE = re.compile(r"train step (\d+)/\d+ .* images/s ([\d.]+)")
 
 
-def free_ports(count: int) -> List[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def one_round(contender: Dict, args: List[str], folder: Path) -> float:
     """Run the contender's job once; the median rate of its train lines after the first."""
-    ports = free_ports(contender["workers"])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    configs = cluster.loopback(contender["workers"]) if contender["workers"] > 1 else [None]
     processes = []
-    for index in range(contender["workers"]):
-        extra = {"TF_CONFIG": json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                          "task": {"type": "worker", "index": index}})} \
-            if contender["workers"] > 1 else {}
+    for tf_config in configs:
+        extra = {"TF_CONFIG": tf_config} if tf_config else {}
         processes.append(subprocess.Popen(
             [sys.executable, str(common.REPO / "run.py"), *BASE, *args, *contender["args"], f"hydra.run.dir={folder}"],
             cwd=common.REPO, env={**env, **extra}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))

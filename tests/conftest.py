@@ -38,6 +38,16 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir) -> Path:
+    """A run folder of two default steps, shared by a module's cases that refuse to touch it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    done = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "schedule=train", "schedule.steps=2"],
+                  run.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run
+
+
 def compose(overrides: List[str], run_dir: Path, data: Path):
     """The real config from conf/, with overrides, as the plain objects worklab takes."""
     from hydra import compose as hydra_compose

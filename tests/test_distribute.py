@@ -122,16 +122,6 @@ def test_bad_strategy_settings_name_the_key(tmp_path, data_dir, overrides, messa
         compose(overrides, tmp_path / "run", data_dir)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
-    """A run folder of two default steps."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    done = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "schedule=train", "schedule.steps=2"],
-                  run.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run
-
-
 @pytest.mark.parametrize("overrides, message", [
     (["runtime.strategy=mirrored", "runtime.devices=[GPU:99]"], "runtime.devices: this machine has no GPU:99"),
     (["runtime.strategy=mirrored"], "runtime.strategy=mirrored found no GPU on this machine"),

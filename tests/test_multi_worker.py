@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,24 +33,12 @@ def tf_config(ports: List[int], index: int) -> str:
                        "task": {"type": "worker", "index": index}})
 
 
-def free_ports(count: int) -> List[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def start_workers(args: List[str], cwd: Path, count: int = 2) -> List[subprocess.Popen]:
     """`python run.py ARGS` in `count` processes, one per worker of a loopback cluster."""
-    ports = free_ports(count)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     return [subprocess.Popen([sys.executable, str(ROOT / "run.py"), *MULTI, *args], cwd=cwd, text=True,
-                             env={**env, "TF_CONFIG": tf_config(ports, index)},
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            for index in range(count)]
+                             env={**env, "TF_CONFIG": config}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for config in cluster.loopback(count)]
 
 
 def finish(workers: List[subprocess.Popen], timeout: float = 600) -> List[subprocess.CompletedProcess]:
@@ -126,16 +113,6 @@ def test_slurm_variables_give_tensorflow_the_cluster_of_the_job_step(monkeypatch
 
 
 # Refused before anything is written ------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_dir):
-    """A run folder of two default steps."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    done = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "schedule=train", "schedule.steps=2"],
-                  run.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return run
-
 
 @pytest.mark.parametrize("env, overrides, message", [
     ({}, [], "runtime.strategy=multi_worker needs its cluster: set TF_CONFIG"),

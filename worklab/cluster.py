@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
+from typing import List
 
 from worklab.errors import UserError
 
@@ -91,3 +93,15 @@ def _from_slurm() -> Task:
 def is_chief(strategy_name: str) -> bool:
     """Does this process write the run folder? Every process but a cluster's other workers does."""
     return strategy_name != "multi_worker" or task().chief
+
+
+def loopback(count: int) -> List[str]:
+    """TF_CONFIG values for a cluster of `count` workers on free ports of this machine, one per worker: to try
+    runtime.strategy=multi_worker (and test and measure it) without a second machine."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}) for i in range(count)]
