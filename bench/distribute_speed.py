@@ -19,8 +19,8 @@ against one GPU, and multi_worker across machines against mirrored on one: see
 docs/performance.md.
 
 Run from the repository root:
-    python bench/distribute_speed.py              # about 6 minutes
-    python bench/distribute_speed.py --quick      # about 2 minutes
+    python bench/distribute_speed.py              # about 15 minutes
+    python bench/distribute_speed.py --quick      # 9 minutes
 """
 from __future__ import annotations
 

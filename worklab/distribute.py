@@ -115,6 +115,11 @@ class AgreedStop:
     save (tf.distribute needs every worker in it) and exit with the same code: SIGTERM's
     when any worker got it, else SIGINT's. The checks are the training loop's, which every
     worker makes in the same order.
+
+    tf.distribute's PreemptionCheckpointHandler shares a signal the same way but saves
+    through its own CheckpointManager, which would bypass the Session: its index that never
+    lists a partial checkpoint, its pruning that keeps a patience run's best step, and the
+    schedule's state in each checkpoint.
     """
 
     def __init__(self, local, strategy):
