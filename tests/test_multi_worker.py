@@ -133,6 +133,18 @@ def test_a_refused_cluster_leaves_the_run_as_it_was(trained, monkeypatch, env, o
     assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
 
 
+def test_a_batch_the_workers_cannot_share_is_refused_by_both_and_the_run_is_left_as_it_was(trained, tmp_path):
+    before = {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()}
+    refused = finish(start_workers([f"resume={trained}", "reader.batch_size=9"], tmp_path))
+    for worker in refused:
+        output = worker.stdout + worker.stderr
+        assert worker.returncode == 2, output[-3000:]
+        assert "reader.batch_size=9 does not divide by the 2 replicas of runtime.strategy=multi_worker" in output
+        assert "Traceback" not in output
+    assert {p: p.read_bytes() for p in trained.rglob("*") if p.is_file()} == before
+    assert not (trained / "workers").exists()
+
+
 def test_a_cluster_must_name_its_shared_run_folder(tmp_path, data_dir, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
     refused = run_py([*TINY, f"data_dir={data_dir}", *MULTI], tmp_path)

@@ -22,9 +22,9 @@ Sweeps (-m) are left to Hydra: each job takes its own folder's lock when it star
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
@@ -53,10 +53,16 @@ class Prepared:
 
     argv: List[str]
     snapshot: Optional[runfolder.Snapshot] = None
+    added: List[Path] = field(default_factory=list)  # a cluster's other worker: its new log and log folder
 
     def put_back(self) -> None:
         if self.snapshot and runfolder.holds_lock(self.snapshot.run_dir):
             self.snapshot.put_back()
+        for path in reversed(self.added):  # the log, then its folder if nothing else is in it
+            if not path.is_dir():
+                path.unlink(missing_ok=True)
+            elif not any(path.iterdir()):
+                path.rmdir()
 
 
 def prepare(argv: List[str], config_dir: Path) -> Prepared:
@@ -75,9 +81,9 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
                         f"into a folder of its own: drop resume=, e.g. schedule.run={folder}.")
     if isinstance(plain.schedule, WRITERS) and not (folder and any((folder / "checkpoints").glob("ckpt-*.index"))):
         check_network_files(plain.network, plain.reader.image_size)
-    chief = cluster.is_chief(plain.runtime.strategy)
+    chief, added = cluster.is_chief(plain.runtime.strategy), []
     if plain.runtime.strategy == "multi_worker" and isinstance(plain.schedule, WRITERS):
-        argv = argv + worker_arguments(folder, chief)
+        argv, added = worker_arguments(argv, folder, chief)
     if folder is None:
         return Prepared(argv)
     run_config = folder / ".hydra" / "config.yaml"
@@ -88,25 +94,30 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
     if isinstance(plain.schedule, READERS) and _resumes(overrides):
         argv = argv + ["hydra.output_subdir=null"]
     if not (isinstance(plain.schedule, WRITERS) and chief):
-        return Prepared(argv)
+        return Prepared(argv, added=added)
     snapshot = runfolder.Snapshot.take(folder)
     runfolder.lock(folder)
     return Prepared(argv, snapshot)
 
 
-def worker_arguments(folder: Optional[Path], chief: bool) -> List[str]:
-    """Hydra's settings for a process of a multi-worker cluster: the command must name the run folder, which
-    every worker shares; only the chief saves the config there, the others log to workers/<task>.log."""
+def worker_arguments(argv: List[str], folder: Optional[Path], chief: bool) -> Tuple[List[str], List[Path]]:
+    """Hydra's arguments for a process of a multi-worker cluster, and the paths it adds to the run folder.
+
+    The command must name the run folder, which every worker shares. Only the chief saves
+    the config there; the others log to workers/<task>.log, which they remove again if
+    their input is refused.
+    """
     if folder is None:
         raise UserError("runtime.strategy=multi_worker: name the run folder every worker shares, with "
                         "hydra.run.dir=/shared/runs/NAME, run_name=NAME or resume=PATH (a dated folder would differ "
                         "between the workers).")
     if chief:
-        return []
+        return argv, []
     task = cluster.task()
-    logs = folder.resolve() / "workers"
-    logs.mkdir(parents=True, exist_ok=True)
-    return ["hydra.output_subdir=null", f"hydra.job_logging.handlers.file.filename={logs}/{task.kind}-{task.index}.log"]
+    log_file = folder.resolve() / "workers" / f"{task.kind}-{task.index}.log"
+    added = [p for p in (log_file.parent, log_file) if not p.exists()]
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    return argv + ["hydra.output_subdir=null", f"hydra.job_logging.handlers.file.filename={log_file}"], added
 
 
 def target_folder(overrides: List[str]) -> Optional[Path]:
