@@ -228,3 +228,25 @@ def test_a_stopped_worker_and_a_relaunch_end_as_an_uninterrupted_run(tmp_path, d
     expected = [json.loads(line) for line in (whole / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["split"]) for r in rows] == [(r["step"], r["split"]) for r in expected]
     assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in expected], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_patience_decides_alike_on_two_workers_and_in_one_process(tmp_path, data_dir):
+    """Patience reads its evaluations back and reverts to its best checkpoint: the other worker reads the
+    chief's checkpoints and its own evaluations, and takes every decision the chief takes."""
+    plateau = [*TINY, f"data_dir={data_dir}", "schedule=patience", "optimizer.lr=0.5", "schedule.eval_every=4",
+               "schedule.save_every=4", "schedule.log_every=4", "schedule.patience=1", "schedule.max_decays=1"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    done = run_py([*plateau, f"hydra.run.dir={one}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    chief, worker = finish(start_workers([*plateau, f"hydra.run.dir={two}"], tmp_path))
+    assert chief.returncode == 0 and worker.returncode == 0, chief.stderr[-3000:] + worker.stderr[-3000:]
+
+    assert "reverting to step" in (one / "run.log").read_text()  # the case reverts at least once
+    expected, found = (json.loads((run / "best.json").read_text()) for run in (one, two))
+    assert found["step"] == expected["step"] and found["loss"] == pytest.approx(expected["loss"], rel=1e-4)
+    steps = [[(r["step"], r["split"]) for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+             for run in (one, two)]
+    assert steps[0] == steps[1]
+    assert "best: step" in (two / "workers" / "worker-1.log").read_text()
+    assert_same_state(checkpoint_values(two), checkpoint_values(one))
