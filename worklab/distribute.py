@@ -18,8 +18,8 @@ fixes its devices at the first op, so `split_cpu` runs from runtime.configure, b
 from __future__ import annotations
 
 import logging
-import signal
 import re
+import signal
 from typing import List
 
 from worklab import cluster
@@ -49,9 +49,8 @@ def build(cfg: RuntimeConfig, batch_size: int, trains: bool = True):
     if cfg.strategy == "default" or (cfg.strategy == "multi_worker" and not trains):
         return tf.distribute.get_strategy()
     if cfg.strategy == "multi_worker":
-        strategy, where = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=_resolver()), \
-            cluster.task().describe()
-        return _checked(strategy, cfg, batch_size, where)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=_resolver())
+        return _checked(strategy, cfg, batch_size, cluster.task().describe())
     present = _names(tf.config.list_logical_devices())
     devices = list(cfg.devices) or [d for d in present if d.startswith("GPU:")]
     missing = [d for d in devices if d not in present]
