@@ -153,6 +153,14 @@ def test_a_cluster_must_name_its_shared_run_folder(tmp_path, data_dir, monkeypat
     assert not (tmp_path / "outputs").exists()
 
 
+def test_a_run_of_a_cluster_is_read_without_one(trained, monkeypatch):
+    for name in ("TF_CONFIG", *cluster.SLURM_NEEDS):
+        monkeypatch.delenv(name, raising=False)
+    done = run_py([f"resume={trained}", *MULTI, "schedule=inspect"], trained.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stage1" in done.stdout + done.stderr  # the layer table of the run's network
+
+
 def test_a_schedule_that_reads_a_run_runs_on_the_chief_alone(trained, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", tf_config([1, 2], 1))
     done = run_py([f"resume={trained}", *MULTI, "schedule=inspect"], trained.parent)

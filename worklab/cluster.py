@@ -91,8 +91,14 @@ def _from_slurm() -> Task:
 
 
 def is_chief(strategy_name: str) -> bool:
-    """Does this process write the run folder? Every process but a cluster's other workers does."""
-    return strategy_name != "multi_worker" or task().chief
+    """Does this process write the run folder? Every process but a cluster's other workers does.
+
+    A multi_worker config without a cluster around it (a run trained on a cluster, tested
+    on a laptop with resume=) runs as one process, its own chief; a schedule that trains
+    is refused without one before it gets here (config.Config).
+    """
+    started = "TF_CONFIG" in os.environ or all(name in os.environ for name in SLURM_NEEDS)
+    return strategy_name != "multi_worker" or not started or task().chief
 
 
 def loopback(count: int) -> List[str]:
