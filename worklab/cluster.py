@@ -52,7 +52,8 @@ def task() -> Task:
     raise UserError("runtime.strategy=multi_worker needs its cluster: set TF_CONFIG in every process, e.g. "
                     "TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:2222\", \"host2:2222\"]}, \"task\": "
                     "{\"type\": \"worker\", \"index\": 0}}', or start it as the tasks of a SLURM job step "
-                    f"(srun, which sets {', '.join(SLURM_NEEDS)}).")
+                    f"(srun, which sets {', '.join(SLURM_NEEDS)}); or continue the run in this one process with "
+                    "runtime.strategy=default.")
 
 
 def _from_tf_config(text: str) -> Task:
