@@ -29,6 +29,7 @@ from worklab.errors import UserError
 log = logging.getLogger(__name__)
 
 LOCK = ".lock"
+OWNED_ELSEWHERE = ("watch", "workers")  # written by a watcher, and by a cluster's other workers
 SMALL = 1 << 20  # files up to this size are kept whole in a snapshot; larger ones only grow (logs)
 _held: Dict[Path, int] = {}  # run folder -> open lock file descriptor, for this process's lifetime
 
@@ -126,14 +127,15 @@ class Snapshot:
     def put_back(self) -> None:
         """Undo what the command wrote: changed files restored, grown logs cut back, new files removed.
 
-        Files the watcher of this run writes (watch/) are left alone: another process owns them. A
+        Files the watcher of this run writes (watch/) and the logs of a cluster's other workers
+        (workers/, which each removes itself) are left alone: other processes own them. A
         lock file this command created goes too, and with it the lock: call this just before exiting.
         """
         if LOCK not in self.sizes:
             release(self.run_dir)
         for path in _files(self.run_dir):
             relative = str(path.relative_to(self.run_dir))
-            if relative.startswith("watch/"):
+            if relative.split("/")[0] in OWNED_ELSEWHERE:
                 continue
             if relative not in self.sizes:
                 path.unlink()
@@ -147,7 +149,8 @@ class Snapshot:
                 (self.run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
                 (self.run_dir / relative).write_bytes(data)
         for folder in sorted(self.run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            if folder.is_dir() and str(folder.relative_to(self.run_dir)) not in self.folders \
+            relative = str(folder.relative_to(self.run_dir))
+            if folder.is_dir() and relative not in self.folders and relative.split("/")[0] not in OWNED_ELSEWHERE \
                     and not any(folder.iterdir()):
                 folder.rmdir()
 
