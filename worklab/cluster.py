@@ -44,10 +44,9 @@ class Task:
 
 def task() -> Task:
     """This process's task, from TF_CONFIG or else SLURM; a clear error naming the variable when neither works."""
-    text = os.environ.get("TF_CONFIG")
-    if text is not None:
-        return _from_tf_config(text)
-    if all(name in os.environ for name in SLURM_NEEDS):
+    if "TF_CONFIG" in os.environ:
+        return _from_tf_config(os.environ["TF_CONFIG"])
+    if _in_slurm_step():
         return _from_slurm()
     raise UserError("runtime.strategy=multi_worker needs its cluster: set TF_CONFIG in every process, e.g. "
                     "TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:2222\", \"host2:2222\"]}, \"task\": "
@@ -98,8 +97,12 @@ def is_chief(strategy_name: str) -> bool:
     on a laptop with resume=) runs as one process, its own chief; a schedule that trains
     is refused without one before it gets here (config.Config).
     """
-    started = "TF_CONFIG" in os.environ or all(name in os.environ for name in SLURM_NEEDS)
+    started = "TF_CONFIG" in os.environ or _in_slurm_step()
     return strategy_name != "multi_worker" or not started or task().chief
+
+
+def _in_slurm_step() -> bool:
+    return all(name in os.environ for name in SLURM_NEEDS)
 
 
 def loopback(count: int) -> List[str]:

@@ -28,10 +28,10 @@ from typing import List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
+from worklab import cluster
 from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, NetworkConfig, PredictSchedule,
                             RecalibrateSchedule, TestSchedule, WatchSchedule, older_worklab_overrides, saved_config,
                             to_plain)
-from worklab import cluster
 from worklab.errors import UserError
 from worklab.run import runfolder
 
