@@ -22,6 +22,7 @@ Sweeps (-m) are left to Hydra: each job takes its own folder's lock when it star
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -58,11 +59,9 @@ class Prepared:
     def put_back(self) -> None:
         if self.snapshot and runfolder.holds_lock(self.snapshot.run_dir):
             self.snapshot.put_back()
-        for path in reversed(self.added):  # the log, then its folder if nothing else is in it
-            if not path.is_dir():
-                path.unlink(missing_ok=True)
-            elif not any(path.iterdir()):
-                path.rmdir()
+        for path in reversed(self.added):  # the log, then its folder
+            with contextlib.suppress(OSError):  # already removed, or the folder holds another worker's log
+                path.rmdir() if path.is_dir() else path.unlink()
 
 
 def prepare(argv: List[str], config_dir: Path) -> Prepared:

@@ -22,7 +22,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Set
+from typing import Dict, List, Optional, Set, Tuple
 
 from worklab.errors import UserError
 
@@ -116,8 +116,9 @@ class Snapshot:
         run_dir = Path(run_dir)
         if not run_dir.is_dir():
             return None
-        snapshot = cls(run_dir, folders={str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_dir()})
-        for path in _files(run_dir):
+        folders, paths = _walk(run_dir)
+        snapshot = cls(run_dir, folders={str(p.relative_to(run_dir)) for p in folders})
+        for path in paths:
             relative, size = str(path.relative_to(run_dir)), path.stat().st_size
             snapshot.sizes[relative] = size
             if size <= SMALL:
@@ -128,15 +129,14 @@ class Snapshot:
         """Undo what the command wrote: changed files restored, grown logs cut back, new files removed.
 
         Files the watcher of this run writes (watch/) and the logs of a cluster's other workers
-        (workers/, which each removes itself) are left alone: other processes own them. A
-        lock file this command created goes too, and with it the lock: call this just before exiting.
+        (workers/, which each removes itself) are left alone and not even listed: other
+        processes own them and may remove them meanwhile. A lock file this command created
+        goes too, and with it the lock: call this just before exiting.
         """
         if LOCK not in self.sizes:
             release(self.run_dir)
-        for path in _files(self.run_dir):
+        for path in _walk(self.run_dir)[1]:
             relative = str(path.relative_to(self.run_dir))
-            if relative.split("/")[0] in OWNED_ELSEWHERE:
-                continue
             if relative not in self.sizes:
                 path.unlink()
             elif relative in self.contents:
@@ -148,13 +148,19 @@ class Snapshot:
             if not (self.run_dir / relative).exists():
                 (self.run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
                 (self.run_dir / relative).write_bytes(data)
-        for folder in sorted(self.run_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-            relative = str(folder.relative_to(self.run_dir))
-            if folder.is_dir() and relative not in self.folders and relative.split("/")[0] not in OWNED_ELSEWHERE \
-                    and not any(folder.iterdir()):
+        for folder in sorted(_walk(self.run_dir)[0], key=lambda p: len(p.parts), reverse=True):
+            if str(folder.relative_to(self.run_dir)) not in self.folders and not any(folder.iterdir()):
                 folder.rmdir()
 
 
-def _files(run_dir: Path):
-    return [p for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+def _walk(run_dir: Path) -> Tuple[List[Path], List[Path]]:
+    """The folders and regular files under `run_dir`, without descending into OWNED_ELSEWHERE."""
+    folders, files = [], []
+    for top, names, file_names in os.walk(run_dir):
+        top = Path(top)
+        if top == run_dir:
+            names[:] = [name for name in names if name not in OWNED_ELSEWHERE]
+        folders += [top / name for name in names if not (top / name).is_symlink()]
+        files += [top / name for name in file_names if (top / name).is_file() and not (top / name).is_symlink()]
+    return folders, files
 
