@@ -325,6 +325,20 @@ def test_resume_from_position_equals_tail_of_full_stream_with_augmentation(noise
     np.testing.assert_array_equal(tail, full[start:start + 2 * steps])
 
 
+@pytest.mark.parametrize("start", [0, 6])
+def test_each_pipeline_of_a_cluster_reads_its_own_part_of_every_global_batch(noise, start):
+    """Two workers, each with two replicas' share (2 of the global batch of 4): together, the one-process stream."""
+    cfg = config(batch_size=4, augment=ON)
+    full, full_y, _ = collect(Reader(cfg, seed=3).train(noise, start=start), steps=5)
+    parts = [collect(Reader(cfg, seed=3).train(noise, start=start, pipeline=(i, 2), batch=1), steps=10)
+             for i in range(2)]
+    for i, (x, y, sizes) in enumerate(parts):
+        assert sizes == [1] * 10
+        rows = [4 * step + 2 * i + k for step in range(5) for k in range(2)]
+        np.testing.assert_array_equal(y, full_y[rows])
+        np.testing.assert_array_equal(x, full[rows])
+
+
 def test_resume_with_identities_across_epoch_boundary(seven):
     cfg = config(batch_size=3)
     _, full, _ = collect(Reader(cfg, seed=2).train(seven), steps=10)  # 30 examples, > 4 epochs
