@@ -19,9 +19,11 @@ from worklab.errors import UserError
 
 TWO_CPUS = ["runtime.strategy=mirrored", "runtime.devices=[CPU:0,CPU:1]"]
 # Every cross-replica path of the step: batch norm (synchronized), two learning-rate groups,
-# decoupled decay, clipping of the all-reduced gradient and the weight average.
-# Tests after steps 4 and 6, in batches of 9 that two replicas split only with padding.
+# decoupled decay, clipping of the all-reduced gradient, the weight average, and mixup or
+# cutmix drawn for the global batch. Tests after steps 4 and 6, in batches of 9 that two
+# replicas split only with padding.
 RECIPE = [*TINY, "optimizer=adamw", "optimizer.clip_norm=0.5", "network.ema=0.5",
+          "reader.augment.mixup=0.4", "reader.augment.cutmix=1.0",
           "network.lr_mult=[{pattern: '^head/', mult: 10}]", "reader.test_batch_size=9",
           "schedule.stages=[{lr: 0.01, steps: 4}, {lr: 0.001, steps: 2}]"]
 # float32 sums taken in another order (each replica's half, then across replicas; the

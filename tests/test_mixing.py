@@ -27,6 +27,7 @@ def flat_images(batch=BATCH, size=SIZE):
 
 
 LABELS = tf.constant(np.arange(BATCH) % CLASSES, tf.int32)
+NEIGHBOURS = [1, 0, 3, 2, 5, 4]  # each example's partner in a batch of BATCH
 
 
 def mixed_at(cfg, position, seed=0, images=None):
@@ -37,18 +38,18 @@ def test_alpha_0_is_the_identity_with_weights_1_and_no_mixing_in_the_step():
     images = tf.random.stateless_uniform((BATCH, SIZE, SIZE, 3), [1, 2], 0, 255)
     out, labels, partners, weights = mix(images, LABELS, tf.constant([0, 0], tf.int64), AugmentConfig())
     assert np.array_equal(out, images) and np.array_equal(labels, LABELS)
-    assert np.array_equal(weights, np.ones(BATCH)) and np.array_equal(partners, LABELS.numpy()[::-1])
+    assert np.array_equal(weights, np.ones(BATCH)) and np.array_equal(partners, LABELS.numpy()[NEIGHBOURS])
     assert batch_mixing(AugmentConfig(), 0) is None and batch_mixing(AugmentConfig(cutmix=1.0), 0) is not None
 
 
-def test_mixup_blends_each_example_with_the_reversed_batch_by_its_weight():
+def test_mixup_blends_each_example_with_its_neighbour_by_its_weight():
     images = flat_images().numpy()
     blends = 0
     for position in range(0, 80, BATCH):
         out, labels, partners, weights = mixed_at(AugmentConfig(mixup=0.4), position)
-        assert np.array_equal(partners, LABELS.numpy()[::-1]) and np.all((weights >= 0) & (weights <= 1))
+        assert np.array_equal(partners, LABELS.numpy()[NEIGHBOURS]) and np.all((weights >= 0) & (weights <= 1))
         w = weights[:, None, None, None]
-        np.testing.assert_allclose(out, w * images + (1 - w) * images[::-1], rtol=1e-6)
+        np.testing.assert_allclose(out, w * images + (1 - w) * images[NEIGHBOURS], rtol=1e-6)
         blends += bool(np.all((weights > 0.01) & (weights < 0.99)))
     assert blends >= 3  # the weights are drawn, not stuck at 0 or 1
 
@@ -58,14 +59,35 @@ def test_cutmix_weight_is_the_fraction_of_pixels_kept_after_the_box_is_clipped()
     clipped = 0
     for position in range(0, 120, BATCH):
         out, _, _, weights = mixed_at(AugmentConfig(cutmix=1.0), position, images=tf.constant(images))
-        from_partner = np.mean(out[..., 0] == images[::-1, :1, :1, 0], axis=(1, 2))
+        from_partner = np.mean(out[..., 0] == images[NEIGHBOURS, :1, :1, 0], axis=(1, 2))
         kept = np.mean(out[..., 0] == images[:, :1, :1, 0], axis=(1, 2))
         assert np.all(kept + from_partner == 1)  # an even batch: no example is its own partner
         np.testing.assert_allclose(weights, kept, rtol=1e-6)
-        box = out[0, ..., 0] == images[-1, 0, 0, 0]
+        box = out[0, ..., 0] == images[1, 0, 0, 0]
         rows, cols = np.flatnonzero(box.any(axis=1)), np.flatnonzero(box.any(axis=0))
         clipped += bool(box.any()) and (rows[0] == 0 or rows[-1] == 12 or cols[0] == 0 or cols[-1] == 12)
     assert clipped >= 2  # some boxes met an edge, so the weight is not just the drawn one
+
+
+def test_an_odd_batch_leaves_its_last_example_as_it_is():
+    images = flat_images(batch=5)
+    out, labels, partners, weights = Mixing(BOTH, 0)(images, LABELS[:5], 12)
+    assert np.array_equal(partners, LABELS.numpy()[[1, 0, 3, 2, 4]])
+    np.testing.assert_array_equal(out[4], images[4])
+
+
+@pytest.mark.parametrize("cfg", [AugmentConfig(mixup=0.4), AugmentConfig(cutmix=1.0), BOTH])
+def test_replicas_with_even_shares_mix_the_global_batch_as_one_device(cfg):
+    """2, 3 or 6 replicas, each mixing its share with the global batch's position, give the whole batch's mix."""
+    images = tf.random.stateless_uniform((12, SIZE, SIZE, 3), [3, 4], 0, 255)
+    labels = tf.range(12) % CLASSES
+    for position in range(0, 120, 12):
+        whole = [t.numpy() for t in Mixing(cfg, 0)(images, labels, position)]
+        assert not np.array_equal(whole[0], images.numpy())
+        for size in (6, 4, 2):
+            parts = [Mixing(cfg, 0)(images[i:i + size], labels[i:i + size], position) for i in range(0, 12, size)]
+            for found, expected in zip(zip(*parts), whole):
+                np.testing.assert_array_equal(np.concatenate([t.numpy() for t in found]), expected)
 
 
 def test_the_same_seed_and_position_mix_alike_another_position_or_seed_differently():

@@ -99,7 +99,7 @@ class AugmentConfig:
     contrast: float = 0.1  # contrast factor drawn from [1 - contrast, 1 + contrast]
     rotate90: bool = False  # random multiple of 90 degrees
     flip: bool = True  # random left-right flip
-    # Batch mixing, done in the training step (worklab.train.mixing): each example with the batch's reversed one.
+    # Batch mixing, done in the training step (worklab.train.mixing): each example with its neighbour.
     mixup: float = 0.0  # blend the two images, the label weight drawn from Beta(mixup, mixup)
     cutmix: float = 0.0  # paste a box of the other image, its area drawn from Beta(cutmix, cutmix); with mixup
     #                      too, each batch uses one of the two, with even odds

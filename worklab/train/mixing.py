@@ -1,14 +1,16 @@
-"""Mixup and CutMix (reader.augment.mixup, cutmix, mix_prob): a training batch mixed with itself reversed.
+"""Mixup and CutMix (reader.augment.mixup, cutmix, mix_prob): a training batch mixed in pairs of neighbours.
 
-Each example is mixed with its partner, the example at the mirrored place of the batch
-(the batch reversed), and trained towards `weights` of its label and the rest of its
+Each example is mixed with its partner, its neighbour in the training stream (examples
+0 and 1 of a batch are partners, 2 and 3, and so on; the stream is shuffled, so these
+are random pairs), and trained towards `weights` of its label and the rest of its
 partner's. Mixup blends the two images with a weight drawn from Beta(alpha, alpha);
 CutMix pastes a box of the partner whose area is drawn the same way, clipped to the
 image, and the weight is the exact fraction of the image left. With both on, each batch
 uses one of the two, with even odds. Every draw is a stateless function of the run seed
-and the stream position of the batch's first example, so a resumed run mixes exactly
-as an uninterrupted one. Mixing acts on whole batches, so it runs in the training step,
-not in the reader.
+and the stream position of the global batch's first example, so a resumed run mixes
+exactly as an uninterrupted one, and replicas that each hold an even share of the
+global batch mix it exactly as one device does. Mixing acts on whole batches, so it
+runs in the training step, not in the reader.
 """
 from __future__ import annotations
 
@@ -26,16 +28,17 @@ Mixed = Tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]
 def mix(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfig) -> Mixed:
     """(images, labels, partners, weights) for a batch of float images (batch, height, width, channels).
 
-    `partners` are the labels reversed; `weights` (float32, one per example, in [0, 1]) is
-    the share of `labels` in each example's target. With mixup and cutmix both 0 the
-    images come back unchanged with weights 1.
+    `partners` are the labels of each example's neighbour (see `neighbours`); `weights`
+    (float32, one per example, in [0, 1]) is the share of `labels` in each example's
+    target. With mixup and cutmix both 0 the images come back unchanged with weights 1.
     """
-    partners = tf.reverse(labels, [0])
+    order = neighbours(tf.size(labels))
+    partners = tf.gather(labels, order)
     ones = tf.ones(tf.shape(labels), tf.float32)
     if not (cfg.mixup or cfg.cutmix):
         return images, labels, partners, ones
     seeds = tf.random.experimental.stateless_split(seed, num=5)
-    others = tf.reverse(images, [0])
+    others = tf.gather(images, order)
     kinds = [_mixup(images, others, _beta(cfg.mixup, seeds[1]))] if cfg.mixup else []
     kinds += [_cutmix(images, others, _beta(cfg.cutmix, seeds[1]), seeds[2:4])] if cfg.cutmix else []
     mixed, weight = kinds[0]
@@ -46,6 +49,11 @@ def mix(images: tf.Tensor, labels: tf.Tensor, seed: tf.Tensor, cfg: AugmentConfi
         chosen = tf.random.stateless_uniform([], seeds[4]) < cfg.mix_prob
         mixed, weight = tf.where(chosen, mixed, images), tf.where(chosen, weight, 1.0)
     return mixed, labels, partners, weight * ones
+
+
+def neighbours(size: tf.Tensor) -> tf.Tensor:
+    """Each example's partner in a batch of `size`: [1, 0, 3, 2, ...]; the last of an odd batch is its own."""
+    return tf.minimum(tf.bitwise.bitwise_xor(tf.range(size), 1), size - 1)
 
 
 def _beta(alpha: float, seed: tf.Tensor) -> tf.Tensor:
@@ -87,7 +95,8 @@ class Mixing:
         self.seed = seed
 
     def __call__(self, images: tf.Tensor, labels: tf.Tensor, position: tf.Tensor) -> Mixed:
-        """Mix a batch whose first example is at `position` of the training stream (see `mix`)."""
+        """Mix a batch, or a replica's share of it, whose global batch starts at `position` of the training
+        stream (see `mix`)."""
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(position, tf.int64)])
         return mix(images, labels, tf.random.experimental.stateless_fold_in(seed, MIX_STREAM), self.cfg)
 

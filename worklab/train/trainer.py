@@ -237,10 +237,9 @@ class Trainer:
         return sums, gradients
 
     def _mix(self, images: tf.Tensor, labels: tf.Tensor):
-        """This replica's batch mixed; its first example's stream position is the examples before the step
-        plus those of the replicas before it."""
-        replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
-        return self.mixing(images, labels, self.examples.read_value() + replica * tf.cast(tf.size(labels), tf.int64))
+        """This replica's share of the batch mixed, with the draws of the global batch, which starts after the
+        examples of the steps before."""
+        return self.mixing(images, labels, self.examples.read_value())
 
     def _replica_step_fn(self, images: tf.Tensor, labels: tf.Tensor, *mixed: tf.Tensor):
         """This replica's share of the step: (reported loss, minimised loss, correct, count) and the gradients.
