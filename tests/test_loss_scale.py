@@ -99,6 +99,30 @@ def test_a_non_finite_loss_under_float16_is_still_reported_as_a_blow_up():
     assert scale.scale.numpy() == pytest.approx(2.0 ** 15 / 2)
 
 
+@tf.custom_gradient
+def exploding(x):
+    """The identity, whose gradient is infinite: an overflow that no loss scale can avoid."""
+    return tf.identity(x), lambda upstream: upstream * float("inf")
+
+
+def test_an_overflow_at_a_scale_of_one_is_reported_as_a_blow_up():
+    """Skipped while halving the scale can help; at a scale of 1 the gradient is too large for float16 itself."""
+    tf.keras.utils.set_random_seed(1)
+    inputs = keras.Input((SIZE, SIZE, 3))
+    hidden = keras.layers.Lambda(exploding)(keras.layers.Dense(4, name="body")(keras.layers.Flatten()(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(CLASSES, name="head")(hidden))
+    lr = tf.Variable(0.01)
+    groups = OptimizerGroups(OptimizerConfig(name="sgd", lr=0.01), model,
+                             lr_multipliers([], [v.path for v in model.variables]), lr)
+    scale = LossScale(initial=4.0)
+    trainer = Trainer(model, groups, separable(), tf.Variable(0, dtype=tf.int64), tf.Variable(0, dtype=tf.int64), lr,
+                      0.0, tf.distribute.get_strategy(), loss_scale=scale)
+    trainer.train(2)
+    assert scale.scale.numpy() == 1.0 and int(trainer.bad_step.numpy()) == -1
+    trainer.train(1)
+    assert int(trainer.bad_step.numpy()) == 3
+
+
 @pytest.mark.slow  # float16 convolutions are slow on a CPU
 def test_a_float32_run_resumes_in_float16_and_its_checkpoints_keep_the_scale(tmp_path, data_dir):
     run = tmp_path / "run"

@@ -123,5 +123,5 @@ def _check_finite(parts, step: int) -> None:
         saved = parts.session.steps()
         last = f"the last good checkpoint is step {saved[-1]}" if saved else "there is no earlier checkpoint"
         rate = "the stage's lr in schedule.stages" if hasattr(parts.cfg.schedule, "stages") else "optimizer.lr"
-        raise NonFiniteLoss(f"The training loss became NaN or infinite at step {bad}. Nothing after it was "
-                            f"saved: {last}. Lower {rate} (or check the input images), then resume.", bad)
+        raise NonFiniteLoss(f"The training loss or its gradient became NaN or infinite at step {bad}. Nothing after "
+                            f"it was saved: {last}. Lower {rate} (or check the input images), then resume.", bad)

@@ -8,7 +8,8 @@ out of the gradient altogether, so they stay bit-identical and cost no backward 
 A non-finite loss or gradient skips its update and is reported, and the batch-norm
 statistics the forward pass already moved are put back, so every variable keeps its last
 good value. Under float16 (worklab.train.loss_scale) a gradient that overflows while the
-loss is finite skips the step the same way and halves the loss scale instead.
+loss is finite skips the step the same way and halves the loss scale instead (reported
+only once the scale is down to 1, where halving can no longer help).
 The gradient comes from worklab.train.losses.Objective (label smoothing, class weights)
 and may be clipped to a global norm over all groups together; the loss reported is the
 plain cross-entropy, comparable to the test loss. With mixup or cutmix
@@ -281,9 +282,12 @@ class Trainer:
 
     def _skip(self, statistics: List[tf.Tensor], finite_loss: tf.Tensor) -> tf.Tensor:
         """Put the batch-norm statistics back; report the step as bad unless it is a float16 overflow
-        (a finite loss under loss scaling), which the scale handles."""
+        (a finite loss under loss scaling) that halving the scale can still handle: at a scale of 1
+        the gradient itself is too large for float16, and every later step would be skipped too."""
         for variable, value in zip(self._statistics, statistics):
             variable.assign(value)
-        bad = tf.logical_not(finite_loss) if self.loss_scale else tf.constant(True)
+        bad = tf.constant(True)
+        if self.loss_scale:
+            bad = tf.logical_not(finite_loss) | (self.loss_scale.scale <= 1.0)
         self.bad_step.assign(tf.where(bad & (self.bad_step < 0), self.step + 1, self.bad_step))
         return tf.constant(False)
