@@ -97,8 +97,12 @@ def is_chief(strategy_name: str) -> bool:
     on a laptop with resume=) runs as one process, its own chief; a schedule that trains
     is refused without one before it gets here (config.Config).
     """
-    started = "TF_CONFIG" in os.environ or _in_slurm_step()
-    return strategy_name != "multi_worker" or not started or task().chief
+    return strategy_name != "multi_worker" or not _started() or task().chief
+
+
+def _started() -> bool:
+    """Was this process started as a task of a cluster (TF_CONFIG, or a SLURM step)?"""
+    return "TF_CONFIG" in os.environ or _in_slurm_step()
 
 
 def _in_slurm_step() -> bool:

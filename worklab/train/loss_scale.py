@@ -5,11 +5,12 @@ before the backward pass and the gradients divided by it after, so they keep the
 bits. When a gradient overflows (inf or NaN while the loss is finite) the step is
 skipped for every variable and the scale halves, down to 1; after `growth_steps` good
 steps in a row it doubles, as Keras' LossScaleOptimizer does. An overflow at a scale of 1
-stops the run like a non-finite loss (the Trainer reports it). Keras' wrapper scales one optimizer,
-and worklab has one per learning-rate multiplier (worklab.train.trainer.OptimizerGroups),
-so the scale lives here, with the Trainer's single decision for all of them. Its state is
-in the checkpoint (`loss_scale/...`); a checkpoint written without it (float32 or
-bfloat16) starts the scale afresh, since the weights themselves are float32 in both.
+stops the run like a non-finite loss (the Trainer reports it). Keras' wrapper scales one
+optimizer, and worklab has one per learning-rate multiplier
+(worklab.train.trainer.OptimizerGroups), so the scale lives here, with the Trainer's
+single decision for all of them. Its state is in the checkpoint (`loss_scale/...`); a
+checkpoint written without it (float32 or bfloat16) starts the scale afresh, since the
+weights themselves are float32 in both.
 """
 from __future__ import annotations
 
