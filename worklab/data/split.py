@@ -9,13 +9,10 @@ since grown.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import List, Optional, Set, Tuple
 
 import numpy as np
 
-from worklab.atomic import write_json
 from worklab.data.imagelist import ImageList
 from worklab.errors import UserError
 
@@ -47,18 +44,17 @@ def split(images: ImageList, held: Set[str]) -> Tuple[ImageList, ImageList]:
             ImageList(f"{images.source} (held out, reader.val_split)", *pick(out)))
 
 
-def load(run_dir: Path, fraction: float, seed: int) -> Optional[Set[str]]:
-    """The held-out paths saved in the run folder, or None; other split settings than the run's are refused."""
-    path = Path(run_dir) / FILE
-    if not path.is_file():
+def load(folder, fraction: float, seed: int) -> Optional[Set[str]]:
+    """The held-out paths saved in a RunFolder, or None; other split settings than the run's are refused."""
+    saved = folder.read(FILE, ("val_split", "val_seed", "val"))
+    if saved is None:
         return None
-    saved = json.loads(path.read_text())
     if (saved["val_split"], saved["val_seed"]) != (fraction, seed):
         raise UserError(f"reader.val_split={fraction} and reader.val_seed={seed}, but this run was validated on "
-                        f"the split of val_split={saved['val_split']}, val_seed={saved['val_seed']} ({path}): "
-                        "keep the run's settings, or start a new run folder.")
+                        f"the split of val_split={saved['val_split']}, val_seed={saved['val_seed']} "
+                        f"({folder.file(FILE)}): keep the run's settings, or start a new run folder.")
     return set(saved["val"])
 
 
-def save(run_dir: Path, fraction: float, seed: int, held: Set[str]) -> None:
-    write_json(Path(run_dir) / FILE, {"val_split": fraction, "val_seed": seed, "val": sorted(held)})
+def save(folder, fraction: float, seed: int, held: Set[str]) -> None:
+    folder.write(FILE, {"val_split": fraction, "val_seed": seed, "val": sorted(held)})

@@ -10,6 +10,9 @@
   it changed and removes the files it added, so the folder is byte for byte as it was.
 - The checks at start: the folder and its checkpoints folder are writable, and the disk
   has room for a checkpoint.
+- `RunFolder`: the path of every file a run holds, its JSON state files read through one
+  guard (a damaged or hand-edited file is one line naming it, not a traceback), and one
+  answer to "may this process write here?" (it holds the lock; only a chief takes it).
 """
 from __future__ import annotations
 
@@ -22,9 +25,11 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
+from worklab.atomic import write_json
 from worklab.errors import UserError
+from worklab.run.checkpoints import CheckpointFolder
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +169,165 @@ def _walk(run_dir: Path) -> Tuple[List[Path], List[Path]]:
         files += [top / name for name in file_names if (top / name).is_file() and not (top / name).is_symlink()]
     return folders, files
 
+
+
+class RunFolder:
+    """One run folder: where each of its files is, its state files read and written, and who may write it.
+
+    Layout (README, "The run folder", says who writes each):
+      .hydra/config.yaml, .hydra/overrides.yaml   the config the run was composed with (Hydra)
+      settled.json          settings the schedule decided at run time (BiT's crop), applied on every resume
+      lists.json            fingerprints of the training, validation and test lists the run was trained on
+      classes.json, split.json, checked_images.json, restore_report.json
+      checkpoints/          the checkpoints and their index (worklab.run.checkpoints)
+      evaluations/[val/]step-N.json, metrics.jsonl, tensorboard/   results (worklab.run.writer)
+      summary.json, best.json, state.json, bit.json, hyper.txt      the schedule's record
+      export/step-N/        exports; watch/ a watcher's ledger; workers/ a cluster's other workers' logs
+      superseded/           records of steps whose checkpoints were lost, moved aside when the run went back
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # Where each file is -----------------------------------------------------------------------
+
+    def file(self, name: str) -> Path:
+        """A file of the run folder by its name (one of FILES)."""
+        assert name in FILES, name
+        return self.path / name
+
+    @property
+    def saved_config(self) -> Path:
+        return self.path / ".hydra" / "config.yaml"
+
+    @property
+    def saved_overrides(self) -> Path:
+        return self.path / ".hydra" / "overrides.yaml"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.path / "evaluations"
+
+    def evaluation(self, step: int, split: str = "test") -> Path:
+        """evaluations/step-N.json (the test set) or evaluations/val/step-N.json (the validation set)."""
+        return (self.evaluations / "val" if split == "val" else self.evaluations) / f"step-{step:06d}.json"
+
+    def evaluated_steps(self, split: str = "test") -> List[int]:
+        """The steps that have an evaluation file on `split`, in order."""
+        folder = self.evaluations / "val" if split == "val" else self.evaluations
+        return sorted(int(p.stem[5:]) for p in folder.glob("step-*.json") if p.stem[5:].isdigit())
+
+    @property
+    def watch(self) -> Path:
+        return self.path / "watch"
+
+    @property
+    def workers(self) -> Path:
+        return self.path / "workers"
+
+    # State files ------------------------------------------------------------------------------
+
+    def read(self, name: str, keys: Iterable[str] = ()) -> Optional[Any]:
+        """The JSON state file `name` (None when there is none); a damaged one is refused with one line.
+
+        `keys` are the fields the file must have: a file that is not JSON, not an object,
+        or lacks one of them is refused, naming the file and what to do.
+        """
+        return read_state(self.file(name), keys)
+
+    def write(self, name: str, data: Any) -> None:
+        """Replace the JSON state file `name` atomically (only the lock holder writes a run's state)."""
+        assert self.writable, f"{self} is written only by the process that holds its lock"
+        write_json(self.file(name), data)
+
+    def best(self) -> Optional[Dict]:
+        """best.json: the step a patience or hyper run chose, with its results (None before it ends)."""
+        return self.read("best.json", ("step", "loss"))
+
+    def settled(self) -> Dict[str, Any]:
+        """settled.json's settings, `key: value` for dotted config keys ({} when nothing was settled)."""
+        data = self.read("settled.json", ("by", "settings"))
+        return dict(data["settings"]) if data else {}
+
+    def set_aside_after(self, step: int) -> List[Path]:
+        """Move the records that describe weights no checkpoint holds any more into superseded/; return them.
+
+        After the newest checkpoints were lost (damaged, deleted) a run goes on from an
+        older one, `step`: the evaluations of later steps, and a best.json naming a later
+        step or one whose checkpoint is gone, describe weights that no longer exist. Moved
+        aside (never deleted), they no longer count as done, so the steps are trained and
+        tested again and the record describes the model it has.
+        """
+        later = [self.evaluation(s, split) for split in ("test", "val") for s in self.evaluated_steps(split) if s > step]
+        best = read_state(self.file("best.json"))
+        kept = CheckpointFolder(self.checkpoints).steps()
+        if isinstance(best, dict) and (best.get("step", 0) > step or best.get("step") not in kept):
+            later.append(self.file("best.json"))
+        for path in later:
+            aside = self.path / "superseded" / path.relative_to(self.path)
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(aside)
+        return later
+
+    # Who may write ----------------------------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        """May this process write the run's records? Only the holder of its lock (a cluster's chief)."""
+        return holds_lock(self.path)
+
+    def lock(self) -> None:
+        lock(self.path)
+
+
+# The state files a run folder holds at its top level, and what writes each.
+FILES = {
+    "settled.json": "a schedule that settles settings at run time (bit)",
+    "lists.json": "every training schedule, from the lists it trains, validates and tests on",
+    "classes.json": "the first training session, from the training list",
+    "split.json": "the first training session with reader.val_split",
+    "checked_images.json": "every training session, from the image check",
+    "restore_report.json": "a fresh start from restore.path",
+    "summary.json": "train, fixed, cosine, bit, patience, hyper",
+    "best.json": "patience and hyper, when they end",
+    "state.json": "patience and hyper, after every test",
+    "bit.json": "bit, what its HyperRule chose",
+    "hyper.txt": "hyper, its table",
+    "metrics.jsonl": "every evaluation",
+}
+
+
+def read_state(path: Path, keys: Iterable[str] = ()) -> Optional[Any]:
+    """A JSON state file of a run folder (None when missing); refused, naming the file, when damaged."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({_first_line(error)}). {_what_to_do(path)}") from None
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise UserError(f"{path} is damaged: it has no {', '.join(missing)}. {_what_to_do(path)}")
+    return data
+
+
+def _what_to_do(path: Path) -> str:
+    return (f"worklab writes it; put back the file from a copy of the run, or remove {path.name} and resume the run "
+            "so that it is written again.")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

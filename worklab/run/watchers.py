@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Set
 
 from worklab.atomic import write_json
+from worklab.run.runfolder import RunFolder, read_state
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,12 @@ HEARTBEAT_TIMEOUT = 120.0  # seconds
 
 
 def folder(run_dir: Path) -> Path:
-    return Path(run_dir) / "watch"
+    return RunFolder(run_dir).watch
 
 
 def tested_steps(run_dir: Path) -> Set[int]:
-    path = folder(run_dir) / "ledger.json"
-    return set(json.loads(path.read_text())["tested"]) if path.is_file() else set()
+    ledger = read_state(folder(run_dir) / "ledger.json", ("tested",))
+    return set(ledger["tested"]) if ledger else set()
 
 
 def record_tested(run_dir: Path, step: int) -> None:

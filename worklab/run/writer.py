@@ -9,7 +9,6 @@ Layout in the run folder:
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from functools import cached_property
@@ -20,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from worklab.atomic import append_line, write_json
+from worklab.run.runfolder import RunFolder, read_state
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +30,27 @@ class Writer:
     """Writes train and test results of one run folder."""
 
     def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-        self.metrics_file = self.run_dir / "metrics.jsonl"
-        self.evaluations = self.run_dir / "evaluations"
+        self.folder = RunFolder(run_dir)
+        self.run_dir = self.folder.path
+        self.metrics_file = self.folder.file("metrics.jsonl")
 
     # Event files are created when first written, so a command refused before it writes a
     # result leaves no empty event file in the run folder.
     @cached_property
     def _train(self):
-        return tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "train"))
+        return tf.summary.create_file_writer(str(self.folder.tensorboard / "train"))
 
     @cached_property
     def _test(self):
-        return tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "test"))
+        return tf.summary.create_file_writer(str(self.folder.tensorboard / "test"))
 
     @cached_property
     def _val(self):
-        return tf.summary.create_file_writer(str(self.run_dir / "tensorboard" / "val"))
+        return tf.summary.create_file_writer(str(self.folder.tensorboard / "val"))
 
     @cached_property
     def _run(self):
-        return tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+        return tf.summary.create_file_writer(str(self.folder.tensorboard))
 
     def train_scalars(self, step: int, scalars: Dict[str, float]) -> None:
         with self._train.as_default(step=step):
@@ -69,7 +69,7 @@ class Writer:
         """Save one evaluation (statistics with step, split and lr): its JSON file, a metrics.jsonl line,
         TensorBoard scalars and the confusion matrix image."""
         step, split = stats["step"], stats.get("split", "test")
-        write_json(self._evaluation_file(step, split), {**stats, "classes": classes})
+        write_json(self.folder.evaluation(step, split), {**stats, "classes": classes})
         line = {"step": step, "split": split, "lr": stats["lr"], "time": round(time.time(), 3),
                 **{k: stats[k] for k in SUMMARY_KEYS if stats.get(k) is not None}}
         append_line(self.metrics_file, line)
@@ -107,11 +107,7 @@ class Writer:
 
     def evaluated(self, step: int, split: str = "test") -> Optional[Dict]:
         """The saved evaluation of `step` on `split`, or None if that step was not evaluated on it."""
-        path = self._evaluation_file(step, split)
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def _evaluation_file(self, step: int, split: str) -> Path:
-        return (self.evaluations / "val" if split == "val" else self.evaluations) / f"step-{step:06d}.json"
+        return read_state(self.folder.evaluation(step, split), ("step", "loss", "accuracy"))
 
 
 class WorkerWriter(Writer):

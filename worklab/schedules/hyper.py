@@ -11,16 +11,16 @@ checkpoint, and writes the same table.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import keras
 
-from worklab.atomic import write_json
+from worklab.atomic import write_text
 from worklab.config import hparams, with_value
 from worklab.run import runfolder
+from worklab.run.runfolder import RunFolder
 from worklab.run.session import checkpoint_path
 from worklab.run.summary import Summary, tracked
 from worklab.schedules import patience
@@ -52,7 +52,7 @@ def run(parts) -> Dict:
     best = min(rows, key=lambda row: row["loss"])
     log.info("best %s=%s: %s loss %.4f at step %d\n%s", s.param, best["value"], parts.decision_split, best["loss"],
              best["step"], format_table(s.param, rows, parts.decision_split))
-    result = json.loads((parts.run_dir / best["folder"] / "best.json").read_text())
+    result = RunFolder(parts.run_dir / best["folder"]).best()
     if parts.summary and result.get("test"):
         parts.summary.evaluated({**result["test"], "step": result["step"], "split": "test"}, decides=False)
     return result
@@ -60,9 +60,9 @@ def run(parts) -> Dict:
 
 def run_value(parts, variant, override: str, warm_start: Optional[Path]) -> Dict:
     """One value's patience run in its sub-folder, or its saved result if it finished before."""
-    finished = Path(variant.run_dir) / "best.json"
-    if finished.is_file():
-        return json.loads(finished.read_text())
+    finished = RunFolder(variant.run_dir).best()
+    if finished:
+        return finished
     from worklab.run.parts import Parts
 
     runfolder.lock(variant.run_dir)
@@ -83,9 +83,9 @@ def values_since_best(rows: List[Dict]) -> int:
 
 def write_table(parts, rows: List[Dict]) -> None:
     s = parts.cfg.schedule
-    write_json(parts.run_dir / "state.json", {"schedule": "hyper", "param": s.param, "values": list(s.values),
-                                              "results": rows, "values_since_best": values_since_best(rows)})
-    (parts.run_dir / "hyper.txt").write_text(format_table(s.param, rows, parts.decision_split) + "\n")
+    parts.folder.write("state.json", {"schedule": "hyper", "param": s.param, "values": list(s.values),
+                                      "results": rows, "values_since_best": values_since_best(rows)})
+    write_text(parts.folder.file("hyper.txt"), format_table(s.param, rows, parts.decision_split) + "\n")
 
 
 def format_table(param: str, rows: List[Dict], split: str = "test") -> str:

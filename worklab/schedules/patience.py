@@ -27,7 +27,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Tuple
 
-from worklab.atomic import write_json
 from worklab.errors import NonFiniteLoss, RunFailed
 from worklab.schedules.loop import evaluate, report_test, set_rate, train_until
 
@@ -69,8 +68,8 @@ def run(parts) -> Dict:
     test = report_test(parts, state.best_step)
     if test is not None:
         best["test"] = {key: test[key] for key in ("loss", "accuracy", "top_k_accuracy", "count")}
-    if parts.chief:
-        write_json(parts.run_dir / "best.json", best)
+    if parts.folder.writable:
+        parts.folder.write("best.json", best)
     log.info("best: step %d, %s loss %.4f, accuracy %.3f", best["step"], parts.decision_split, best["loss"],
              best["accuracy"])
     return best
@@ -124,8 +123,8 @@ def apply_test(parts, state: PatienceState, result: Dict) -> None:
     if cfg.max_steps and step >= cfg.max_steps and not state.done:
         state.done = True
         log.info("reached schedule.max_steps=%d", cfg.max_steps)
-    if parts.chief:  # the other workers of a cluster keep the same state without writing it
-        write_json(parts.run_dir / "state.json", {"schedule": "patience", "step": step, **asdict(state)})
+    if parts.folder.writable:  # the other workers of a cluster keep the same state without writing it
+        parts.folder.write("state.json", {"schedule": "patience", "step": step, **asdict(state)})
 
 
 def decay_or_stop(parts, state: PatienceState, step: int) -> None:
