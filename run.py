@@ -66,11 +66,14 @@ def ignore_stop_signals() -> None:
 
 
 def record_failure(error: UserError) -> None:
-    """Mark a new run folder failed when its input was refused (a failed sweep job shows in review)."""
-    run_dir = HydraConfig.get().runtime.output_dir
-    if read_summary(run_dir) is None and Path(run_dir).is_dir():
-        Summary(run_dir, HydraConfig.get().runtime.choices.get("schedule", "?"),
-                list(HydraConfig.get().overrides.task)).mark("failed", str(error))
+    """Mark a new run folder failed when its input was refused (a failed sweep job shows in review).
+
+    Only for the schedules that keep a summary: a schedule that reads a run has no run of its own to mark.
+    """
+    run_dir, name = HydraConfig.get().runtime.output_dir, HydraConfig.get().runtime.choices.get("schedule")
+    summarised = any(kind.name == name and kind.summarised for kind in config.SCHEDULES)
+    if summarised and read_summary(run_dir) is None and Path(run_dir).is_dir():
+        Summary(run_dir, name, list(HydraConfig.get().overrides.task)).mark("failed", str(error))
 
 
 if __name__ == "__main__":

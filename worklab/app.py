@@ -2,23 +2,26 @@
 
 `run(cfg)` is the whole program behind run.py and can be called without Hydra.
 TensorFlow is configured (threads, oneDNN, precision) before it is first imported, so
-the modules that import it are imported inside `run`. A schedule that writes the run
-folder (train, fixed, patience, hyper, recalibrate) holds its lock for the run; test,
-watch, inspect, export and predict only read. Only the schedule that runs is imported.
-In a multi-worker cluster the chief holds the lock and writes; the other workers train
-beside it, and a schedule that reads a run runs on the chief alone.
+the modules that import it are imported inside `run`. The schedule registry
+(config.SCHEDULES) says how each schedule treats a run folder: one that writes (train,
+fixed, cosine, bit, patience, hyper, recalibrate) holds its lock for the run; one that
+reads a run named by resume= (test, inspect, export) builds its parts on that run and
+writes its results into the job's own folder (cfg.run_dir), never over the run's
+records. Only the schedule that runs is imported. In a multi-worker cluster the chief
+holds the lock and writes; the other workers train beside it, and a schedule that reads
+a run runs on the chief alone.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
+from pathlib import Path
 from typing import Dict
 
 from worklab import cluster, runtime
 from worklab.command import saved_overrides
-from worklab.config import (WRITERS, BitSchedule, Config, CosineSchedule, ExportSchedule, FixedSchedule,
-                            HyperSchedule, InspectSchedule, PatienceSchedule, PredictSchedule, RecalibrateSchedule,
-                            TestSchedule, TrainSchedule, WatchSchedule, hparams)
+from worklab.config import Config, hparams, schedule_kind
 from worklab.errors import RunFailed
 from worklab.interrupt import StopRequest
 from worklab.run import runfolder
@@ -26,43 +29,37 @@ from worklab.run.summary import Summary, tracked
 
 log = logging.getLogger("worklab")
 
-SCHEDULES = {TrainSchedule: "train", TestSchedule: "test", FixedSchedule: "fixed", CosineSchedule: "cosine",
-             BitSchedule: "bit",
-             PatienceSchedule: "patience", HyperSchedule: "hyper", WatchSchedule: "watch", InspectSchedule: "inspect",
-             RecalibrateSchedule: "recalibrate", ExportSchedule: "export", PredictSchedule: "predict"}
-# They own summary.json (bit too: `settle` makes its schedule a fixed one).
-SUMMARISED = (TrainSchedule, FixedSchedule, CosineSchedule, PatienceSchedule, HyperSchedule)
-
 
 def run(cfg: Config) -> Dict:
-    """Run the configured schedule in cfg.run_dir and return its final metrics."""
-    trains, chief = isinstance(cfg.schedule, WRITERS), cluster.is_chief(cfg.runtime.strategy)
-    if not (trains or chief):
+    """Run the configured schedule and return its final metrics."""
+    kind, chief = schedule_kind(cfg.schedule), cluster.is_chief(cfg.runtime.strategy)
+    if not (kind.writes or chief):
         log.info("%s: schedule=%s reads a run on the chief alone; nothing to do here", cluster.task().describe(),
-                 SCHEDULES[type(cfg.schedule)])
+                 kind.name)
         return {}
-    if trains and chief:
+    results = Path(cfg.run_dir)
+    if kind.reads == "resume" and cfg.resume:  # the run read; its results go to the job's own folder
+        cfg = dataclasses.replace(cfg, run_dir=cfg.resume)
+    if kind.writes and chief:
         runfolder.lock(cfg.run_dir)
         runfolder.check_writable(cfg.run_dir)
     tf = runtime.configure(cfg.runtime, cfg.seed)
     from worklab import distribute
     from worklab.run.parts import Parts
 
-    strategy = distribute.build(cfg.runtime, cfg.reader.batch_size, trains)
-
-    name = SCHEDULES[type(cfg.schedule)]
-    schedule = importlib.import_module(f"worklab.schedules.{name}")
-    log.info("run folder: %s", cfg.run_dir)
+    strategy = distribute.build(cfg.runtime, cfg.reader.batch_size, kind.writes)
+    schedule = importlib.import_module(kind.module)
+    log.info("run folder: %s%s", cfg.run_dir, "" if results == Path(cfg.run_dir) else f"; results in {results}")
     with StopRequest() as signals, strategy.scope():  # every part is built and run under the strategy
         stop = distribute.agreed(signals, strategy)
         if hasattr(schedule, "settle"):  # a schedule that chooses settings from the data (bit)
             cfg = schedule.settle(cfg, stop)
-        parts = Parts(cfg, stop)
-        if isinstance(cfg.schedule, SUMMARISED) and parts.chief:
-            parts.summary = Summary(parts.run_dir, name, saved_overrides(parts.run_dir))
+        parts = Parts(cfg, stop, results_dir=results)
+        if kind.summarised and parts.chief:
+            parts.summary = Summary(parts.run_dir, kind.name, saved_overrides(parts.run_dir))
         with tracked(parts.summary):
             if parts.summary:
-                parts.writer.hparams({**hparams(cfg), "schedule": name})  # bit, not the fixed it runs as
+                parts.writer.hparams({**hparams(cfg), "schedule": kind.name})  # bit, not the fixed it runs as
             try:
                 result = schedule.run(parts)
             except tf.errors.ResourceExhaustedError as error:

@@ -9,12 +9,16 @@ leaves an existing run folder byte for byte as it was:
 - in a run folder that has checkpoints, the keys that decide what a checkpoint holds
   (the network, its lr_mult rules, the optimizer) must be the run's: each that differs
   is named with both values;
-- predict and watch, which write into a folder of their own, refuse `resume=`;
+- predict and watch, which name the run they read with schedule.run, refuse `resume=`;
 - a schedule that trains from scratch finds the network's files (a Keras model file,
   network.weights, a SavedModel folder) where the config says;
-- a schedule that trains takes the folder's lock now (worklab.run.runfolder); one that
-  only reads a run (test, inspect, recalibrate, export) runs with `hydra.output_subdir=null`,
-  so the run's saved config, and with it what a plain `resume=` does, stays the run's;
+- a schedule that reads a run (test, inspect, export; config.SCHEDULES says which) reads
+  it with its saved config (`resume=RUN`, also when the run was named by run_name= or
+  hydra.run.dir=) and runs in a job folder of its own (a new dated folder, unless
+  hydra.run.dir names one), so Hydra's config and log, and the schedule's results, never
+  land in the run; recalibrate, which adds a checkpoint to the run, keeps the run's saved
+  config (`hydra.output_subdir=null`);
+- a schedule that trains takes the folder's lock now (worklab.run.runfolder);
 - a snapshot of the folder is kept, so that bad input found after the job started
   (a list file that moved, say) can be undone before the process exits.
 
@@ -23,6 +27,7 @@ Sweeps (-m) are left to Hydra: each job takes its own folder's lock when it star
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -30,11 +35,11 @@ from typing import List, Optional, Tuple
 from omegaconf import OmegaConf
 
 from worklab import cluster
-from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, NetworkConfig, PredictSchedule,
-                            RecalibrateSchedule, TestSchedule, WatchSchedule, older_worklab_overrides, saved_config,
-                            to_plain)
+from worklab.config import NetworkConfig, older_worklab_overrides, saved_config, schedule_kind, to_plain
 from worklab.errors import UserError
 from worklab.run import runfolder
+from worklab.run.runfolder import RunFolder
+from worklab.run.summary import read_summary
 
 # The keys that decide which variables a checkpoint holds and in what shape.
 CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.arch", "network.arch_args",
@@ -42,8 +47,7 @@ CHECKPOINT_KEYS = ("network.kind", "network.path", "network.cut", "network.arch"
                    "network.freeze", "network.preprocessing", "network.ema", "optimizer.name")
 # The keys that decide the validation set, which every decision of a training run is made on.
 SPLIT_KEYS = ("reader.val", "reader.val_split", "reader.val_seed")
-READERS = (TestSchedule, InspectSchedule, RecalibrateSchedule, ExportSchedule)  # keep a run's saved config
-OWN_FOLDER = (PredictSchedule, WatchSchedule)  # read another run, write into a job folder of their own
+ONCE = ("reader.new_data",)  # saved overrides that a resumed command does not inherit
 INFO_FLAGS = ("--help", "-h", "--hydra-help", "--cfg", "-c", "--info", "-i", "--version", "--shell-completion",
               "-sc", "--resolve", "--package", "-p")
 
@@ -66,37 +70,50 @@ class Prepared:
 
 def prepare(argv: List[str], config_dir: Path) -> Prepared:
     """Check a command against its run folder before Hydra runs it; raise UserError to refuse it."""
-    argv = resume_argv(argv)
-    flags = [a for a in argv[1:] if a.startswith("-")]
+    merged = resume_argv(argv)
+    flags = [a for a in merged[1:] if a.startswith("-")]
     if any(f in ("-m", "--multirun") or f.split("=", 1)[0] in INFO_FLAGS for f in flags):
-        return Prepared(argv)
-    overrides = [a for a in argv[1:] if not a.startswith("-")]
+        return Prepared(merged)
+    overrides = [a for a in merged[1:] if not a.startswith("-")]
     folder = target_folder(overrides)
     cfg = _compose(overrides, config_dir, folder)
     plain = to_plain(cfg)
-    if isinstance(plain.schedule, OWN_FOLDER) and _resumes(overrides):
-        name = "predict" if isinstance(plain.schedule, PredictSchedule) else "watch"
-        raise UserError(f"schedule={name} reads the run named by schedule.run (or schedule.model) and writes "
+    kind = schedule_kind(plain.schedule)
+    if kind.reads == "schedule.run" and _resumes(overrides):
+        raise UserError(f"schedule={kind.name} reads the run named by schedule.run (or schedule.model) and writes "
                         f"into a folder of its own: drop resume=, e.g. schedule.run={folder}.")
-    if isinstance(plain.schedule, WRITERS) and not (folder and any((folder / "checkpoints").glob("ckpt-*.index"))):
+    if kind.reads == "resume" and folder is not None:
+        new = argv[1:]
+        if not _resumes(new):  # named by run_name= or hydra.run.dir=: read it with its saved config all the same
+            new = [o for o in new if override_key(o) not in ("run_name", "hydra.run.dir")] + [f"resume={folder}"]
+        if "hydra.run.dir" not in {override_key(o) for o in argv[1:]}:
+            new.append(f"hydra.run.dir={job_folder()}")
+        if new != argv[1:]:
+            return prepare(argv[:1] + new, config_dir)
+    if kind.writes and not (folder and any((folder / "checkpoints").glob("ckpt-*.index"))):
         check_network_files(plain.network, plain.reader.image_size)
     chief, added = cluster.is_chief(plain.runtime.strategy), []
-    if plain.runtime.strategy == "multi_worker" and isinstance(plain.schedule, WRITERS):
-        argv, added = worker_arguments(argv, folder, chief)
+    if plain.runtime.strategy == "multi_worker" and kind.writes:
+        merged, added = worker_arguments(merged, folder, chief)
     if folder is None:
-        return Prepared(argv)
-    run_config = folder / ".hydra" / "config.yaml"
-    if run_config.is_file() and any((folder / "checkpoints").glob("ckpt-*.index")):
+        return Prepared(merged)
+    if (folder / ".hydra" / "config.yaml").is_file() and any((folder / "checkpoints").glob("ckpt-*.index")):
         check_same_checkpoint_keys(folder, cfg)
-        if isinstance(plain.schedule, WRITERS):
+        if kind.trains:
             check_same_split(folder, cfg)
-    if isinstance(plain.schedule, READERS) and _resumes(overrides):
-        argv = argv + ["hydra.output_subdir=null"]
-    if not (isinstance(plain.schedule, WRITERS) and chief):
-        return Prepared(argv, added=added)
+            check_same_schedule(folder, kind.name)
+    if kind.writes and not kind.trains and _resumes(overrides):
+        merged = merged + ["hydra.output_subdir=null"]  # recalibrate: the run's saved config stays its own
+    if not (kind.writes and chief):
+        return Prepared(merged, added=added)
     snapshot = runfolder.Snapshot.take(folder)
     runfolder.lock(folder)
-    return Prepared(argv, snapshot)
+    return Prepared(merged, snapshot)
+
+
+def job_folder() -> str:
+    """The job folder of a schedule that reads a run: a new dated folder under outputs/, as a fresh run gets."""
+    return time.strftime("outputs/%Y-%m-%d/%H-%M-%S")
 
 
 def worker_arguments(argv: List[str], folder: Optional[Path], chief: bool) -> Tuple[List[str], List[Path]]:
@@ -148,6 +165,15 @@ def check_same_split(folder: Path, cfg) -> None:
                         "validation set it started with (drop those overrides), or start a new run folder.")
 
 
+def check_same_schedule(folder: Path, name: str) -> None:
+    """Refuse to go on training a run under another training schedule than the one it was trained with."""
+    before = (read_summary(folder) or {}).get("schedule")
+    if before and before != name:
+        raise UserError(f"{folder} was trained with schedule={before}; schedule={name} would go on from its "
+                        f"checkpoints under another plan. Continue it with schedule={before}, or start a new run "
+                        "folder (run_name=NEW, or hydra.run.dir=...).")
+
+
 def _changed(folder: Path, cfg, keys) -> str:
     """`key: before in the run, now now` for each of `keys` the command sets otherwise than the run ('' if none)."""
     run = saved_config(folder)
@@ -196,9 +222,18 @@ def resume_argv(argv: List[str]) -> List[str]:
     new_keys = {override_key(a) for a in given}
     replaced = lambda key: key in new_keys or key.split(".", 1)[0] in new_keys  # noqa: E731
     run = Path(resume[-1])
-    saved = [o for o in [*saved_overrides(run), *older_worklab_overrides(_saved_dict(run))]
-             if not replaced(override_key(o))]
+    saved = [o for o in [*saved_overrides(run), *older_worklab_overrides(_saved_dict(run)), *settled_overrides(run)]
+             if not replaced(override_key(o)) and override_key(o) not in ONCE]
     return argv[:1] + saved + argv[1:]
+
+
+def settled_overrides(run_dir: Path) -> List[str]:
+    """The settings the run's schedule settled at run time (settled.json), as overrides: part of its config."""
+    return [f"{key}={_override_value(value)}" for key, value in RunFolder(run_dir).settled().items()]
+
+
+def _override_value(value) -> str:
+    return f"[{','.join(map(str, value))}]" if isinstance(value, (list, tuple)) else str(value)
 
 
 def _saved_dict(run_dir: Path) -> dict:

@@ -164,6 +164,7 @@ class ReaderConfig:
     batch_size: int = 32
     test_batch_size: Optional[int] = None  # default: batch_size
     skip_bad: bool = False  # skip unreadable images instead of stopping
+    new_data: bool = False  # go on training a run on other lists than it was trained on (fine-tuning on more data)
     cache: bool = False  # keep decoded, resized images in memory
     resize: str = "squash"  # squash: to image_size x image_size, aspect ignored | crop: aspect kept, centre crop
     crop_fraction: float = 0.875  # resize=crop: the centre square's side as a fraction of the shorter side
@@ -562,11 +563,12 @@ class InspectSchedule(ScheduleConfig):
 
 @dataclass
 class ExportSchedule(ScheduleConfig):
-    """Write one checkpoint of a run as models to deploy, in RUN/export/step-N/ with export.json."""
+    """Write one checkpoint of a run as models to deploy, in RUN/export/step-N/ (or OUT/step-N) with export.json."""
 
     step: Optional[int] = None  # default: the run's best step (best.json) when it has one, else the latest
     formats: List[str] = field(default_factory=lambda: ["saved_model", "keras"])  # saved_model, keras, tflite
     quantize: Optional[str] = None  # dynamic: a dynamic-range quantized TFLite file beside the float one
+    out: Optional[str] = None  # the folder step-N is written into; default RUN/export
 
     def __post_init__(self) -> None:
         _require(len(self.formats) > 0, f"schedule.formats is empty: list some of {', '.join(EXPORT_FORMATS)}.")
@@ -595,8 +597,53 @@ class PredictSchedule(ScheduleConfig):
                                                             "an exported model has one step already.")
 
 
-# The schedules that write checkpoints into their run folder, so hold its lock; the others only read a run.
-WRITERS = (TrainingSchedule, RecalibrateSchedule)
+@dataclass(frozen=True)
+class ScheduleKind:
+    """One schedule: its name (schedule=NAME and the module worklab.schedules.NAME), its schema, and how it
+    treats a run folder.
+
+    `writes`: it holds the run folder's lock and writes into it (checkpoints). `reads`: how it
+    names the run it reads without writing it: `resume` (resume=RUN, with the run's saved
+    config) or `schedule.run` (a run named in its own keys); None for a schedule that writes.
+    A schedule that reads writes its results into a job folder of its own (Hydra's run folder
+    for the job), never over the run's records. `summarised`: it keeps summary.json.
+    """
+
+    name: str
+    schema: type
+    writes: bool = False
+    reads: Optional[str] = None
+    summarised: bool = False
+
+    @property
+    def module(self) -> str:
+        return f"worklab.schedules.{self.name}"
+
+    @property
+    def trains(self) -> bool:
+        return issubclass(self.schema, TrainingSchedule)
+
+
+# Every schedule, once: config, command, app and the tests read this table.
+SCHEDULES = (
+    ScheduleKind("train", TrainSchedule, writes=True, summarised=True),
+    ScheduleKind("fixed", FixedSchedule, writes=True, summarised=True),
+    ScheduleKind("cosine", CosineSchedule, writes=True, summarised=True),
+    ScheduleKind("bit", BitSchedule, writes=True, summarised=True),
+    ScheduleKind("patience", PatienceSchedule, writes=True, summarised=True),
+    ScheduleKind("hyper", HyperSchedule, writes=True, summarised=True),
+    ScheduleKind("recalibrate", RecalibrateSchedule, writes=True),  # adds a checkpoint to the run it reads
+    ScheduleKind("test", TestSchedule, reads="resume"),
+    ScheduleKind("inspect", InspectSchedule, reads="resume"),
+    ScheduleKind("export", ExportSchedule, reads="resume"),  # writes RUN/export/step-N, or into schedule.out
+    ScheduleKind("watch", WatchSchedule, reads="schedule.run"),  # and its ledger in RUN/watch/
+    ScheduleKind("predict", PredictSchedule, reads="schedule.run"),
+)
+
+
+def schedule_kind(schedule: Any) -> ScheduleKind:
+    """The registry entry of a schedule config (an instance of one of the schemas)."""
+    return next(kind for kind in SCHEDULES if type(schedule) is kind.schema)
 
 
 @dataclass
@@ -722,7 +769,7 @@ def input_preprocessing(cfg: Config) -> str:
 
 def hparams(cfg: Config) -> Dict[str, Any]:
     """The settings that tell runs apart, flattened to scalars for TensorBoard's HParams dashboard."""
-    values = {"seed": cfg.seed, "schedule": type(cfg.schedule).__name__.removesuffix("Schedule").lower(),
+    values = {"seed": cfg.seed, "schedule": schedule_kind(cfg.schedule).name,
               "reader.batch_size": cfg.reader.batch_size, "reader.image_size": cfg.reader.image_size}
     for section in ("network", "optimizer", "loss", "schedule"):
         for key, value in asdict(getattr(cfg, section)).items():
@@ -734,12 +781,8 @@ def register() -> None:
     """Store the schemas so conf/ files are checked against them."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
-    for name, node in (("train", TrainSchedule), ("test", TestSchedule), ("fixed", FixedSchedule),
-                       ("cosine", CosineSchedule), ("bit", BitSchedule),
-                       ("patience", PatienceSchedule), ("hyper", HyperSchedule), ("watch", WatchSchedule),
-                       ("inspect", InspectSchedule), ("recalibrate", RecalibrateSchedule),
-                       ("export", ExportSchedule), ("predict", PredictSchedule)):
-        cs.store(group="schema/schedule", name=name, node=node)
+    for kind in SCHEDULES:
+        cs.store(group="schema/schedule", name=kind.name, node=kind.schema)
 
 
 def to_plain(cfg: Any) -> Config:
@@ -790,7 +833,8 @@ def with_value(cfg: Config, key: str, value: Any) -> Config:
 
 
 def saved_config(run_dir: Path):
-    """The config a run folder was started with, on the schema, less its schedule and folder (a DictConfig).
+    """The config a run folder was started with, with what its schedule settled at run time (settled.json), on
+    the schema, less its schedule and folder (a DictConfig).
 
     Read without resolving: the saved `run_dir` refers to Hydra's runtime, which only the
     job that wrote it had.
@@ -803,6 +847,10 @@ def saved_config(run_dir: Path):
                            {k: v for k, v in saved.items() if k not in ("schedule", "run_dir")})
     for override in older_worklab_overrides(saved):
         key, value = override.split("=", 1)
+        OmegaConf.update(node, key, value)
+    from worklab.run.runfolder import RunFolder  # no TensorFlow
+
+    for key, value in RunFolder(run_dir).settled().items():  # what the schedule settled at run time
         OmegaConf.update(node, key, value)
     return node
 

@@ -3,15 +3,15 @@
     python run.py schedule=export resume=RUN [schedule.step=N] ['schedule.formats=[saved_model,keras,tflite]']
 
 The weights come through `Parts.restore_for_inference` (schedule.step, else the best
-step, else the latest). Everything is written into a temporary folder RUN/export/.step-N.*
-and renamed to step-N only when complete, so a kill leaves no partial step-N (at worst a
-dot-folder that may be deleted). Exporting a step again writes a new folder and then
+step, else the latest). The export goes to RUN/export/step-N, or with schedule.out=DIR to
+DIR/step-N (a read-only run folder is exported that way). Everything is written into a
+temporary folder .step-N.<pid>.* beside it and renamed to step-N only when complete, so a
+kill leaves no partial step-N; the next export removes what a killed one left. Exporting a step again writes a new folder and then
 replaces the old one: the old step-N is renamed aside, the new one renamed into place,
 and the old one deleted. No checkpoint, and nothing else of the run, is changed.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -25,6 +25,7 @@ import tensorflow as tf
 
 from worklab.atomic import umask, write_json
 from worklab.errors import UserError
+from worklab.run.runfolder import read_state
 from worklab.run.session import listed_steps
 from worklab.serve import export
 
@@ -37,12 +38,14 @@ def run(parts) -> Dict:
     """Restore the chosen checkpoint, write every format asked for, and return export.json's contents."""
     s = parts.cfg.schedule
     start = time.monotonic()
-    _check_step(parts.run_dir, s.step)
+    _check_step(parts, s.step)
+    root = Path(s.out) if s.out else parts.run_dir / "export"
+    _check_writable(root)
     step = parts.restore_for_inference(s.step)
-    root = parts.run_dir / "export"
-    root.mkdir(exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    _clear_stale(root)
     final = root / f"step-{step}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step}."))
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step}.{os.getpid()}."))
     try:
         info = _write(parts, step, tmp)
         _replace(tmp, final)
@@ -53,15 +56,42 @@ def run(parts) -> Dict:
     return info
 
 
-def _check_step(run_dir: Path, step) -> None:
+def _check_step(parts, step) -> None:
     """Refuse a run with no checkpoint, or a step it does not have, before anything is built."""
-    steps = listed_steps(run_dir / "checkpoints")
+    folder = parts.folder.checkpoints
+    steps = listed_steps(folder)
     if not steps:
-        raise UserError(f"No checkpoint in {run_dir / 'checkpoints'}: nothing to export. Pass resume= a run "
-                        "folder that has checkpoints.")
+        raise UserError(f"No checkpoint in {folder}: nothing to export. Pass resume= a run folder that has "
+                        "checkpoints.")
     if step is not None and step not in steps:
-        raise UserError(f"schedule.step={step}: no checkpoint of that step in {run_dir / 'checkpoints'}; "
-                        f"available: {steps}.")
+        raise UserError(f"schedule.step={step}: no checkpoint of that step in {folder}; available: {steps}.")
+
+
+def _check_writable(root: Path) -> None:
+    """Refuse an export folder that cannot be written (a read-only run), naming the key that moves it."""
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"Cannot write {root}: {existing} is read-only. Export into a folder you can write with "
+                        "schedule.out=DIR (the export goes to DIR/step-N).")
+
+
+def _clear_stale(root: Path) -> None:
+    """Remove what an export killed part-way left: its temporary folders (.step-N.<pid>.*, the pid gone)."""
+    for folder in root.glob(".step-*.*"):
+        pid = folder.name.split(".")[2]
+        if folder.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(folder, ignore_errors=True)
+            log.info("export: removed %s, left by an export that was stopped part-way", folder)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write(parts, step: int, folder: Path) -> Dict:
@@ -99,7 +129,7 @@ def _write(parts, step: int, folder: Path) -> Dict:
         "resize": {"mode": r.resize, **({"crop_fraction": r.crop_fraction} if r.resize == "crop" else {})},
         "preprocessing": parts.model.get_layer("preprocess").spec(),
         "top_k": classifier.k,
-        "test": _test_statistics(parts.run_dir, step),
+        "test": _test_statistics(parts, step),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "formats": list(s.formats),
@@ -119,13 +149,10 @@ def _write(parts, step: int, folder: Path) -> Dict:
     return info
 
 
-def _test_statistics(run_dir: Path, step: int):
+def _test_statistics(parts, step: int):
     """The checkpoint's test statistics from evaluations/step-N.json, or None when it was not tested."""
-    path = run_dir / "evaluations" / f"step-{step:06d}.json"
-    if not path.is_file():
-        return None
-    stats = json.loads(path.read_text())
-    return {k: stats[k] for k in TEST_KEYS if k in stats}
+    stats = read_state(parts.folder.evaluation(step, "test"), ("loss",))
+    return {k: stats[k] for k in TEST_KEYS if k in stats} if stats else None
 
 
 def _replace(tmp: Path, final: Path) -> None:
