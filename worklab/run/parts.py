@@ -10,7 +10,6 @@ that reads a run restores the checkpoint it tests through the session.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +20,7 @@ import tensorflow as tf
 
 from worklab.config import Config
 from worklab.data import demo
+from worklab.data.fingerprints import difference, fingerprint
 from worklab.data.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
                                     save_classes, to_image_list)
 from worklab.data.reader import Reader
@@ -31,7 +31,7 @@ from worklab.errors import UserError
 from worklab.interrupt import StopRequest
 from worklab.model import batchnorm, networks
 from worklab.model.rules import freeze_rules, lr_multipliers
-from worklab.run.runfolder import holds_lock, warn_if_disk_low
+from worklab.run.runfolder import RunFolder, warn_if_disk_low
 from worklab.run.session import Session, listed_steps
 from worklab.run.summary import Summary
 from worklab.run.writer import Writer, WorkerWriter
@@ -52,7 +52,8 @@ class Parts:
         """`results_dir` (default: the run folder) receives test results and TensorBoard events."""
         self.cfg = cfg
         self.stop = stop
-        self.run_dir = Path(cfg.run_dir)
+        self.folder = RunFolder(cfg.run_dir)
+        self.run_dir = self.folder.path
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.strategy = tf.distribute.get_strategy()
         self.chief = self.strategy.extended.should_checkpoint  # False for a cluster's other workers only
@@ -90,18 +91,18 @@ class Parts:
         by an attempt that saved nothing is built again from the current training list.
         """
         classes = load_classes(self.class_map)
-        binding = classes is not None and (listed_steps(self.run_dir / "checkpoints") or not holds_lock(self.run_dir))
+        binding = classes is not None and (listed_steps(self.folder.checkpoints) or not self.folder.writable)
         if not binding:
             train, _, kind = self.sources
             classes = build_classes(read_entries(train, kind), train)
-            if self.chief:
+            if self.folder.writable:
                 save_classes(self.class_map, classes)
             log.info("classes: %d (%s)", len(classes), ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else ""))
         return classes
 
     @property
     def class_map(self) -> Path:
-        return self.run_dir / "classes.json"
+        return self.folder.file("classes.json")
 
     @cached_property
     def train_images(self) -> ImageList:
@@ -143,10 +144,30 @@ class Parts:
             self.val_images
         if test:
             self.test_images
+        if self.folder.writable:
+            self._check_lists()
         if train and test and not self.has_validation:
             log.info("no validation set: the schedule's decisions (best step, rate drops, best value) are made on "
                      "the test set, so the test result is optimistic; reader.val_split=0.1 or reader.val=PATH "
                      "holds one out")
+
+    def _check_lists(self) -> None:
+        """Refuse to go on training on other lists than the run was trained on, unless reader.new_data=true;
+        then record the lists' fingerprints (lists.json)."""
+        loaded = {name: self.__dict__.get(key) for name, key in
+                  (("train", "train_images"), ("val", "val_images"), ("test", "test_images"))}
+        now = {name: fingerprint(images, self.classes, self.sources[2]) for name, images in loaded.items()
+               if images is not None}
+        recorded = self.folder.read("lists.json") or {}
+        changes = [change for name in now if (change := difference(name, recorded.get(name), now[name]))]
+        if changes and listed_steps(self.folder.checkpoints):
+            if not self.cfg.reader.new_data:
+                raise UserError(f"{self.run_dir} was trained on other data: {'; '.join(changes)}. Point those keys "
+                                "at the run's own lists, start a new run folder, or set reader.new_data=true to go "
+                                "on training this run on the new lists knowingly.")
+            log.warning("reader.new_data=true: training goes on on other data than before: %s", "; ".join(changes))
+        if now != {name: recorded.get(name) for name in now}:
+            self.folder.write("lists.json", {**recorded, **now})
 
     def loaded_image_lists(self) -> List[ImageList]:
         """The lists read so far (a failure in TensorFlow can only involve these)."""
@@ -161,16 +182,16 @@ class Parts:
     def _held_out(self) -> Set[str]:
         """The paths reader.val_split holds out: the run's saved split, else a new one (saved by a writer)."""
         r = self.cfg.reader
-        held = load_split(self.run_dir, r.val_split, r.val_seed)
+        held = load_split(self.folder, r.val_split, r.val_seed)
         if held is None:
             held = hold_out(self._listed_train, self.classes, r.val_split, r.val_seed)
-            if holds_lock(self.run_dir):
-                save_split(self.run_dir, r.val_split, r.val_seed, held)
+            if self.folder.writable:
+                save_split(self.folder, r.val_split, r.val_seed, held)
         return held
 
     def _image_list(self, source: str, name: str) -> ImageList:
         entries = read_entries(source, self.sources[2])
-        record = self.run_dir / "checked_images.json" if holds_lock(self.run_dir) else None
+        record = self.folder.file("checked_images.json") if self.folder.writable else None
         images = check_files(to_image_list(entries, self.classes, source, class_map=str(self.class_map)),
                              self.cfg.reader.skip_bad, record)
         log.info("%s: %d images from %s", name, len(images), source)
@@ -236,7 +257,7 @@ class Parts:
     def session(self) -> Session:
         """A writing session for the process that holds the run folder's lock (or its scratch twin on a cluster's
         other workers), else a reading one."""
-        if holds_lock(self.run_dir) or not self.chief:
+        if self.folder.writable or not self.chief:
             state = self.optimizers.state()
             variables = [*self.model.variables, *(v for group in state.values() for v in group.values())]
             warn_if_disk_low(self.run_dir, sum(tf.as_dtype(v.dtype).size * int(np.prod(v.shape)) for v in variables))
@@ -258,9 +279,13 @@ class Parts:
         patience and hyper), else its latest; with network.ema, its weight average, put
         into the model for good. Export and predict ask here.
         """
-        best = self.run_dir / "best.json"
-        if step is None and best.is_file():
-            step = json.loads(best.read_text())["step"]
+        best = self.folder.best() if step is None else None
+        if best:
+            step = best["step"]
+            if step not in self.session.steps():
+                raise UserError(f"{self.folder.file('best.json')} names step {step}, whose checkpoint is gone "
+                                f"(checkpoints: {self.session.steps()}). Resume the run to train and choose again, "
+                                "or pick a checkpoint with schedule.step=N.")
         restored = self.session.restore_step(step)
         if self.average:
             self.average.apply()
@@ -273,7 +298,21 @@ class Parts:
         if self.average and origin != "checkpoint":
             self.average.reset()  # the average starts at the starting weights
         self.position = int(self.examples.numpy())
+        if self.folder.writable:
+            self._forget_after(int(self.step.numpy()))
         return origin
+
+    def _forget_after(self, step: int) -> None:
+        """Set aside the records of steps after the restored one (their checkpoints are gone) and rewind the
+        summary, so the run trains and tests those steps again instead of taking itself for done."""
+        moved = self.folder.set_aside_after(step)
+        if not moved:
+            return
+        log.warning("%s describe(s) weights whose checkpoints are gone: moved to %s; the run goes on from step %d",
+                    ", ".join(str(p.relative_to(self.run_dir)) for p in moved), self.run_dir / "superseded", step)
+        if self.summary:
+            split = self.decision_split
+            self.summary.rewound(step, [self.writer.evaluated(s, split) for s in self.folder.evaluated_steps(split)])
 
     # Inner loops -----------------------------------------------------------------------------
 

@@ -63,6 +63,16 @@ class Summary:
             best = entry
         self._write(step=max(self.data["step"], result["step"]), best=best)
 
+    def rewound(self, step: int, results: List[Dict]) -> None:
+        """Go back to `step`, where training goes on after later checkpoints were lost: the best is chosen again
+        among `results`, the evaluations still on record on the set the run decides on."""
+        self.data.update(step=step, best=None)
+        if (self.data.get("test") or {}).get("step", 0) > step:
+            del self.data["test"]
+        for result in results:
+            self.evaluated(result)
+        self._write()
+
     def restore_earlier(self) -> bool:
         """Put back the summary an earlier session left (after bad input); False if there was none."""
         if not self._earlier:

@@ -9,24 +9,23 @@ From "Big Transfer (BiT): General Visual Representation Learning" (Kolesnikov et
   * mixup with alpha 0.1 from 20k training images on.
 `settle` reads the training list (after any validation split) before the run's parts
 are built, and records what the rule chose in bit.json, so a resumed run keeps it even if
-the list changed; a schedule.* value that is set wins over the rule. The run is then the
+the list changed; a schedule.* value that is set wins over the rule. The reader settings
+it decides (the crop size above all, which testing, export and predict use) are saved in
+settled.json, part of the run's config from then on. The run is then the
 fixed schedule of those stages, tested after each stage.
 """
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from dataclasses import replace
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 from PIL import Image
 
-from worklab.atomic import write_json
 from worklab.config import BitSchedule, Config, FixedSchedule, Stage
 from worklab.errors import UserError
-from worklab.run.runfolder import holds_lock
+from worklab.run.runfolder import RunFolder
 from worklab.schedules import fixed
 
 log = logging.getLogger("worklab")
@@ -66,12 +65,17 @@ def median_area(paths: Sequence[str]) -> float:
 
 
 def settle(cfg: Config, stop) -> Config:
-    """The run's config with the rule's choices in place: the fixed schedule of its stages and its crops."""
+    """The run's config with the rule's choices in place: the fixed schedule of its stages and its crops.
+
+    The reader settings it decides are the run's own from then on: saved in settled.json, they
+    are applied wherever the run's config is read again (test, export, predict, watch, resume).
+    A reader key the rule overrides is named in the log with the value that holds instead.
+    """
     from worklab.run.parts import Parts
 
     s: BitSchedule = cfg.schedule
-    record = Path(cfg.run_dir) / RECORD
-    chosen = _load(record)
+    folder = RunFolder(cfg.run_dir)
+    chosen = folder.read(RECORD, ("train_images", "median_area", "steps", "warmup_steps", "crop", "resize", "mixup"))
     if chosen is None:
         images = Parts(cfg, stop).train_images
         if len(images) < cfg.reader.batch_size:
@@ -79,8 +83,8 @@ def settle(cfg: Config, stop) -> Config:
                             f"(reader.batch_size={cfg.reader.batch_size}); the HyperRule needs at least a batch.")
         area = median_area(images.paths)
         chosen = {"train_images": len(images), "median_area": area, **hyperrule(len(images), area)}
-        if holds_lock(cfg.run_dir):
-            write_json(record, chosen)
+        if folder.writable:
+            folder.write(RECORD, chosen)
     settings = {k: chosen[k] if getattr(s, k) is None else getattr(s, k)
                 for k in ("steps", "warmup_steps", "crop", "resize")}
     plan = stages(cfg.optimizer.lr, settings["steps"])
@@ -89,8 +93,14 @@ def settle(cfg: Config, stop) -> Config:
     log.info("BiT HyperRule for %d training images of median area %.0f px: %d steps (rate / 10 at %s), warmup %d, "
              "crops of %d px from %d px, mixup %g (%s)", chosen["train_images"], chosen["median_area"],
              settings["steps"], ", ".join(map(str, drops)), warmup, settings["crop"], settings["resize"],
-             chosen["mixup"], record)
+             chosen["mixup"], folder.file(RECORD))
     scale = (settings["crop"] / settings["resize"]) ** 2
+    reader = {"reader.image_size": settings["crop"], "reader.augment.crop": "random_resized",
+              "reader.augment.crop_scale": [scale, scale], "reader.augment.crop_ratio": [1.0, 1.0],
+              "reader.augment.mixup": chosen["mixup"]}
+    _name_overridden(cfg, reader)
+    if folder.writable:
+        folder.write("settled.json", {"by": "schedule=bit: the HyperRule (bit.json)", "settings": reader})
     augment = replace(cfg.reader.augment, crop="random_resized", crop_scale=[scale, scale], crop_ratio=[1.0, 1.0],
                       mixup=chosen["mixup"])
     schedule = FixedSchedule(stages=plan, warmup_steps=warmup, log_every=s.log_every, save_every=s.save_every,
@@ -98,8 +108,15 @@ def settle(cfg: Config, stop) -> Config:
     return replace(cfg, schedule=schedule, reader=replace(cfg.reader, image_size=settings["crop"], augment=augment))
 
 
-def _load(record: Path) -> Optional[Dict]:
-    return json.loads(record.read_text()) if record.is_file() else None
+def _name_overridden(cfg: Config, settled: Dict) -> None:
+    """Log each reader key the rule sets otherwise than the command did, with the value that holds."""
+    for key, value in settled.items():
+        given = cfg
+        for part in key.split("."):
+            given = getattr(given, part)
+        if (list(given) if isinstance(value, list) else given) != value:
+            log.info("%s=%s is overridden by the HyperRule: %s holds for this run (schedule.crop and schedule.resize "
+                     "set the crop)", key, given, value)
 
 
 def run(parts) -> Dict:
