@@ -202,9 +202,11 @@ def test_a_signature_with_one_output_gives_that_tensor(saved):
 
 
 BAD = [
-    ("missing", {}, SIZE, r"^network\.path=\S*missing does not exist"),
+    ("missing", {}, SIZE, r"^network\.path=\S*missing does not exist: give a SavedModel folder"),
     ("not_a_saved_model", {}, SIZE,
-     r"^network\.path=\S*not_a_saved_model is not a SavedModel folder: it has no saved_model\.pb"),
+     r"^network\.path=\S*not_a_saved_model is not a SavedModel folder: it has no saved_model\.pb\. Give the folder"),
+    ("vector/saved_model.pb", {}, SIZE, r"^network\.path=\S*vector/saved_model\.pb is a file, not a SavedModel "
+                                        r"folder: give the folder that holds it, network\.path=\S*vector\.$"),
     ("vector", {"endpoint": "predict"}, SIZE,
      r"^network\.endpoint=predict is not a function of the SavedModel .*its functions: serve, serving_default\."),
     ("vector", {"training_endpoint": "train"}, SIZE,

@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, List, Optional
 
 import keras
@@ -46,6 +45,7 @@ import tensorflow as tf
 
 from worklab.config import NetworkConfig
 from worklab.errors import UserError
+from worklab.model.saved_model_folder import check_folder
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,9 @@ def check(cfg: NetworkConfig, image_size: int) -> Endpoints:
     [N, S, S, 3] images of S = reader.image_size, or one whose output is not one feature
     vector or map.
     """
-    path = Path(cfg.path or "")
-    if not cfg.path or not path.exists():
-        raise UserError(f"network.path={cfg.path} does not exist: give a SavedModel folder.")
-    if not path.is_dir() or not any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
-        raise UserError(f"network.path={cfg.path} is not a SavedModel folder: it has no saved_model.pb.")
+    check_folder(cfg.path)
     try:
-        obj = tf.saved_model.load(str(path), options=tf.saved_model.LoadOptions(experimental_skip_checkpoint=True))
+        obj = tf.saved_model.load(str(cfg.path), options=tf.saved_model.LoadOptions(experimental_skip_checkpoint=True))
     except Exception as error:  # a damaged or foreign file: TensorFlow's many errors, said in one line
         raise UserError(f"network.path={cfg.path} cannot be loaded as a SavedModel: "
                         f"{_first_line(error)}") from None
