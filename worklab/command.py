@@ -11,7 +11,8 @@ leaves an existing run folder byte for byte as it was:
   is named with both values;
 - predict and watch, which write into a folder of their own, refuse `resume=`;
 - a schedule that trains from scratch finds the network's files (a Keras model file,
-  network.weights, a SavedModel folder) where the config says;
+  network.weights, a SavedModel folder) where the config says; only the files: nothing
+  here imports TensorFlow, whose threads and devices runtime.configure sets in the job;
 - a schedule that trains takes the folder's lock now (worklab.run.runfolder); one that
   only reads a run (test, inspect, recalibrate, export) runs with `hydra.output_subdir=null`,
   so the run's saved config, and with it what a plain `resume=` does, stays the run's;
@@ -34,6 +35,7 @@ from worklab.config import (WRITERS, ExportSchedule, InspectSchedule, NetworkCon
                             RecalibrateSchedule, TestSchedule, WatchSchedule, older_worklab_overrides, saved_config,
                             to_plain)
 from worklab.errors import UserError
+from worklab.model.saved_model_folder import check_folder
 from worklab.run import runfolder
 
 # The keys that decide which variables a checkpoint holds and in what shape.
@@ -79,7 +81,7 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
         raise UserError(f"schedule={name} reads the run named by schedule.run (or schedule.model) and writes "
                         f"into a folder of its own: drop resume=, e.g. schedule.run={folder}.")
     if isinstance(plain.schedule, WRITERS) and not (folder and any((folder / "checkpoints").glob("ckpt-*.index"))):
-        check_network_files(plain.network, plain.reader.image_size)
+        check_network_files(plain.network)
     chief, added = cluster.is_chief(plain.runtime.strategy), []
     if plain.runtime.strategy == "multi_worker" and isinstance(plain.schedule, WRITERS):
         argv, added = worker_arguments(argv, folder, chief)
@@ -155,8 +157,12 @@ def _changed(folder: Path, cfg, keys) -> str:
     return "; ".join(f"{key}: {before} in the run, {now} now" for key, before, now in pairs if before != now)
 
 
-def check_network_files(network: NetworkConfig, image_size: int) -> None:
-    """The files a fresh start reads to build the network: a missing or wrong one is refused before Hydra writes."""
+def check_network_files(network: NetworkConfig) -> None:
+    """The files a fresh start reads to build the network: a missing or wrong one is refused before Hydra writes.
+
+    Only the files are looked at: TensorFlow must not start before runtime.configure in
+    the job, so a SavedModel's endpoints and input size are checked when it is built.
+    """
     if network.kind == "keras" and not Path(network.path).expanduser().is_file():
         raise UserError(f"network.path={network.path} does not exist: give a .keras or .h5 model file.")
     if network.kind == "applications" and network.weights not in (None, "none", "imagenet"):
@@ -169,8 +175,7 @@ def check_network_files(network: NetworkConfig, image_size: int) -> None:
         if not h5py.is_hdf5(path):
             raise UserError(f"network.weights={network.weights} is not an HDF5 weight file (.h5 or .weights.h5).")
     if network.kind == "saved_model":
-        from worklab.model.saved_model import check
-        check(network, image_size)
+        check_folder(network.path)
 
 
 def override_key(override: str) -> str:

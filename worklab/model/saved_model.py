@@ -67,12 +67,13 @@ class Endpoints:
 def check(cfg: NetworkConfig, image_size: int) -> Endpoints:
     """Check network.path, the endpoints, the input size and the output, reading no weights.
 
-    It loads the SavedModel's functions but not its variables, so a command can call it
-    before the run folder is touched; build_backbone calls it again. Raises UserError
-    naming the key and its value: a missing folder, a folder that is not a SavedModel, an
-    endpoint it does not have (the ones it has are listed), one that does not take
-    [N, S, S, 3] images of S = reader.image_size, or one whose output is not one feature
-    vector or map.
+    It loads the SavedModel's functions but not its variables, so build_backbone refuses
+    a SavedModel that does not fit before it reads the weights. It starts TensorFlow, so
+    before Hydra command.prepare checks the folder alone (saved_model_folder.check_folder).
+    Raises UserError naming the key and its value: a missing folder, a folder that is not
+    a SavedModel, an endpoint it does not have (the ones it has are listed), one that does
+    not take [N, S, S, 3] images of S = reader.image_size, or one whose output is not one
+    feature vector or map.
     """
     check_folder(cfg.path)
     try:
