@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from worklab.command import check_network_files
 from worklab.config import Config, NetworkConfig, ReaderConfig, TrainSchedule
 from worklab.errors import UserError
 from worklab.model import networks
@@ -201,10 +202,14 @@ def test_a_signature_with_one_output_gives_that_tensor(saved):
                                rtol=1e-5, atol=1e-6)
 
 
-BAD = [
-    ("missing", {}, SIZE, r"^network\.path=\S*missing does not exist"),
+FOLDERS = [  # refused before Hydra too
+    ("missing", {}, SIZE, r"^network\.path=\S*missing does not exist: give a SavedModel folder"),
     ("not_a_saved_model", {}, SIZE,
-     r"^network\.path=\S*not_a_saved_model is not a SavedModel folder: it has no saved_model\.pb"),
+     r"^network\.path=\S*not_a_saved_model is not a SavedModel folder: it has no saved_model\.pb\. Give the folder"),
+    ("vector/saved_model.pb", {}, SIZE, r"^network\.path=\S*vector/saved_model\.pb is a file, not a SavedModel "
+                                        r"folder: give the folder that holds it, network\.path=\S*vector\.$"),
+]
+FUNCTIONS = [  # refused when the network is built, in the job
     ("vector", {"endpoint": "predict"}, SIZE,
      r"^network\.endpoint=predict is not a function of the SavedModel .*its functions: serve, serving_default\."),
     ("vector", {"training_endpoint": "train"}, SIZE,
@@ -217,15 +222,24 @@ BAD = [
     ("vector", {}, 48,
      r"^reader\.image_size=48, but network\.endpoint=serve .* takes 32x32 images: set reader\.image_size=32\."),
 ]
+BAD = FOLDERS + FUNCTIONS
 
 
 @pytest.mark.parametrize("folder, network, size, message", BAD, ids=[f"{b[0]}-{b[1]}-{b[2]}" for b in BAD])
 def test_bad_saved_models_are_refused_naming_the_key(saved, folder, network, size, message):
     cfg = config(saved["root"] / folder, size, **network)
     with pytest.raises(UserError, match=message):
-        check(cfg.network, size)  # reads no weights: what a command can ask before its run starts
+        check(cfg.network, size)  # reads no weights: the build asks it before reading them
     with pytest.raises(UserError, match=message):
         networks.build(cfg, CLASSES)
+
+
+def test_before_hydra_only_the_folder_is_checked(saved):
+    for folder, network, size, message in FOLDERS:
+        with pytest.raises(UserError, match=message):
+            check_network_files(config(saved["root"] / folder, size, **network).network)
+    for folder, network, size, _ in FUNCTIONS:  # their functions need TensorFlow: left to the build
+        check_network_files(config(saved["root"] / folder, size, **network).network)
 
 
 def test_check_reads_no_weights_and_unreadable_weights_are_named(saved, tmp_path):

@@ -11,7 +11,8 @@ leaves an existing run folder byte for byte as it was:
   is named with both values;
 - predict and watch, which name the run they read with schedule.run, refuse `resume=`;
 - a schedule that trains from scratch finds the network's files (a Keras model file,
-  network.weights, a SavedModel folder) where the config says;
+  network.weights, a SavedModel folder) where the config says; only the files: nothing
+  here imports TensorFlow, whose threads and devices runtime.configure sets in the job;
 - a schedule that reads a run (test, inspect, export; config.SCHEDULES says which) reads
   it with its saved config (`resume=RUN`, also when the run was named by run_name= or
   hydra.run.dir=) and runs in a job folder of its own (a new dated folder, unless
@@ -37,6 +38,7 @@ from omegaconf import OmegaConf
 from worklab import cluster
 from worklab.config import NetworkConfig, older_worklab_overrides, saved_config, schedule_kind, to_plain
 from worklab.errors import UserError
+from worklab.model.saved_model_folder import check_folder
 from worklab.run import runfolder
 from worklab.run.runfolder import RunFolder
 from worklab.run.summary import read_summary
@@ -86,12 +88,12 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
         new = argv[1:]
         if not _resumes(new):  # named by run_name= or hydra.run.dir=: read it with its saved config all the same
             new = [o for o in new if override_key(o) not in ("run_name", "hydra.run.dir")] + [f"resume={folder}"]
-        if "hydra.run.dir" not in {override_key(o) for o in argv[1:]}:
+        if "hydra.run.dir" not in {override_key(o) for o in new}:
             new.append(f"hydra.run.dir={job_folder()}")
         if new != argv[1:]:
             return prepare(argv[:1] + new, config_dir)
     if kind.writes and not (folder and any((folder / "checkpoints").glob("ckpt-*.index"))):
-        check_network_files(plain.network, plain.reader.image_size)
+        check_network_files(plain.network)
     chief, added = cluster.is_chief(plain.runtime.strategy), []
     if plain.runtime.strategy == "multi_worker" and kind.writes:
         merged, added = worker_arguments(merged, folder, chief)
@@ -181,8 +183,12 @@ def _changed(folder: Path, cfg, keys) -> str:
     return "; ".join(f"{key}: {before} in the run, {now} now" for key, before, now in pairs if before != now)
 
 
-def check_network_files(network: NetworkConfig, image_size: int) -> None:
-    """The files a fresh start reads to build the network: a missing or wrong one is refused before Hydra writes."""
+def check_network_files(network: NetworkConfig) -> None:
+    """The files a fresh start reads to build the network: a missing or wrong one is refused before Hydra writes.
+
+    Only the files are looked at: TensorFlow must not start before runtime.configure in
+    the job, so a SavedModel's endpoints and input size are checked when it is built.
+    """
     if network.kind == "keras" and not Path(network.path).expanduser().is_file():
         raise UserError(f"network.path={network.path} does not exist: give a .keras or .h5 model file.")
     if network.kind == "applications" and network.weights not in (None, "none", "imagenet"):
@@ -195,8 +201,7 @@ def check_network_files(network: NetworkConfig, image_size: int) -> None:
         if not h5py.is_hdf5(path):
             raise UserError(f"network.weights={network.weights} is not an HDF5 weight file (.h5 or .weights.h5).")
     if network.kind == "saved_model":
-        from worklab.model.saved_model import check
-        check(network, image_size)
+        check_folder(network.path)
 
 
 def override_key(override: str) -> str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, List, Optional
 
 import keras
@@ -46,6 +45,7 @@ import tensorflow as tf
 
 from worklab.config import NetworkConfig
 from worklab.errors import UserError
+from worklab.model.saved_model_folder import check_folder
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +67,17 @@ class Endpoints:
 def check(cfg: NetworkConfig, image_size: int) -> Endpoints:
     """Check network.path, the endpoints, the input size and the output, reading no weights.
 
-    It loads the SavedModel's functions but not its variables, so a command can call it
-    before the run folder is touched; build_backbone calls it again. Raises UserError
-    naming the key and its value: a missing folder, a folder that is not a SavedModel, an
-    endpoint it does not have (the ones it has are listed), one that does not take
-    [N, S, S, 3] images of S = reader.image_size, or one whose output is not one feature
-    vector or map.
+    It loads the SavedModel's functions but not its variables, so build_backbone refuses
+    a SavedModel that does not fit before it reads the weights. It starts TensorFlow, so
+    before Hydra command.prepare checks the folder alone (saved_model_folder.check_folder).
+    Raises UserError naming the key and its value: a missing folder, a folder that is not
+    a SavedModel, an endpoint it does not have (the ones it has are listed), one that does
+    not take [N, S, S, 3] images of S = reader.image_size, or one whose output is not one
+    feature vector or map.
     """
-    path = Path(cfg.path or "")
-    if not cfg.path or not path.exists():
-        raise UserError(f"network.path={cfg.path} does not exist: give a SavedModel folder.")
-    if not path.is_dir() or not any((path / f).is_file() for f in ("saved_model.pb", "saved_model.pbtxt")):
-        raise UserError(f"network.path={cfg.path} is not a SavedModel folder: it has no saved_model.pb.")
+    check_folder(cfg.path)
     try:
-        obj = tf.saved_model.load(str(path), options=tf.saved_model.LoadOptions(experimental_skip_checkpoint=True))
+        obj = tf.saved_model.load(str(cfg.path), options=tf.saved_model.LoadOptions(experimental_skip_checkpoint=True))
     except Exception as error:  # a damaged or foreign file: TensorFlow's many errors, said in one line
         raise UserError(f"network.path={cfg.path} cannot be loaded as a SavedModel: "
                         f"{_first_line(error)}") from None
