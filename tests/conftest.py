@@ -19,7 +19,7 @@ TINY = [
     "network.depth=10", "network.width=0.125",
     "schedule.log_every=2", "schedule.save_every=4",
 ]
-READING = ("schedule=test", "schedule=watch", "schedule=inspect", "schedule=recalibrate")  # no training cadence
+READING = ("schedule=test", "schedule=watch", "schedule=inspect", "schedule=recalibrate", "schedule=export")  # no training cadence
 
 
 def tiny(overrides: List[str]) -> List[str]:

@@ -44,8 +44,13 @@ def lock(run_dir: Path) -> None:
     run_dir = Path(run_dir).resolve()
     if run_dir in _held:
         return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as error:
+        raise UserError(f"Cannot write in {run_dir}: {error.strerror}. A run trains in a folder it can write: "
+                        "pass hydra.run.dir=... or run_name=... for a new one (schedule=test and schedule=export "
+                        "read a run that cannot be written).") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
