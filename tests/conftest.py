@@ -9,6 +9,8 @@ from typing import List
 
 import pytest
 
+from worklab.config import SCHEDULES
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A demo set of 10 classes x 4 training images at 16 px and a ResNet-10 of width 1/8:
@@ -19,7 +21,7 @@ TINY = [
     "network.depth=10", "network.width=0.125",
     "schedule.log_every=2", "schedule.save_every=4",
 ]
-READING = ("schedule=test", "schedule=watch", "schedule=inspect", "schedule=recalibrate", "schedule=export")  # no training cadence
+READING = tuple(f"schedule={kind.name}" for kind in SCHEDULES if not kind.trains)  # no training cadence
 
 
 def tiny(overrides: List[str]) -> List[str]:

@@ -242,13 +242,13 @@ def _override_value(value) -> str:
 
 
 def _saved_dict(run_dir: Path) -> dict:
-    path = Path(run_dir) / ".hydra" / "config.yaml"
+    path = RunFolder(run_dir).saved_config
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
 
 
 def saved_overrides(run_dir: Path) -> List[str]:
     """The command-line overrides Hydra saved in a run folder ([] if it has none)."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    path = RunFolder(run_dir).saved_overrides
     return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
 
 

@@ -234,6 +234,10 @@ class RunFolder:
         return sorted(int(p.stem[5:]) for p in folder.glob("step-*.json") if p.stem[5:].isdigit())
 
     @property
+    def exports(self) -> Path:
+        return self.path / "export"
+
+    @property
     def watch(self) -> Path:
         return self.path / "watch"
 

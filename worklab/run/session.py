@@ -36,6 +36,7 @@ from worklab.config import RestoreConfig
 from worklab.errors import RunFailed, UserError
 from worklab.model.restore import restore as restore_pretrained
 from worklab.run.checkpoints import CheckpointFolder
+from worklab.run.runfolder import RunFolder
 from worklab.run.watchers import untested_steps
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class Session:
                  loss_scale: Optional[Dict[str, tf.Variable]] = None, scratch: bool = False):
         self.run_dir = Path(run_dir)
         self.scratch = scratch
-        self.folder = CheckpointFolder(self.run_dir / "checkpoints")
+        self.folder = CheckpointFolder(RunFolder(run_dir).checkpoints)
         self.directory = self.folder.directory
         self.step = step
         self.keep = keep
@@ -115,7 +116,7 @@ class Session:
 
     @property
     def _report(self) -> Optional[Path]:
-        return None if self.scratch else self.run_dir / "restore_report.json"
+        return None if self.scratch else RunFolder(self.run_dir).file("restore_report.json")
 
     def _restore_newest_readable(self) -> bool:
         """Restore the newest checkpoint that reads; one that cannot be read is named and moved aside."""
@@ -268,7 +269,7 @@ def _text_variable(value: str, name: str) -> tf.Variable:
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:
     """The checkpoint of `step` in a run folder, under the name in use for it."""
-    folder = CheckpointFolder(Path(run_dir) / "checkpoints")
+    folder = CheckpointFolder(RunFolder(run_dir).checkpoints)
     return folder.path(folder.names()[step])
 
 

@@ -19,6 +19,7 @@ from typing import Dict, Iterator, List, Optional
 
 from worklab.atomic import write_json
 from worklab.errors import Interrupted, UserError
+from worklab.run.runfolder import RunFolder
 
 FILE = "summary.json"
 STATUSES = ("running", "finished", "failed", "interrupted")
@@ -27,7 +28,7 @@ STATUSES = ("running", "finished", "failed", "interrupted")
 def read_summary(run_dir: Path) -> Optional[Dict]:
     """The summary of a run folder, or None if there is none or it cannot be read."""
     try:
-        summary = json.loads((Path(run_dir) / FILE).read_text())
+        summary = json.loads(RunFolder(run_dir).file(FILE).read_text())
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None
@@ -37,7 +38,7 @@ class Summary:
     """The summary of one run folder, carried on from an earlier session in the same folder."""
 
     def __init__(self, run_dir: Path, schedule: str, overrides: List[str]):
-        self.path = Path(run_dir) / FILE
+        self.path = RunFolder(run_dir).file(FILE)
         self._earlier = read_summary(run_dir)
         earlier = self._earlier or {}
         self._wall_before = float(earlier.get("wall_time", 0.0))

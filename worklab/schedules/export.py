@@ -39,7 +39,7 @@ def run(parts) -> Dict:
     s = parts.cfg.schedule
     start = time.monotonic()
     _check_step(parts, s.step)
-    root = Path(s.out) if s.out else parts.run_dir / "export"
+    root = Path(s.out) if s.out else parts.folder.exports
     _check_writable(root)
     step = parts.restore_for_inference(s.step)
     root.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ import numpy as np
 from worklab.config import load_run_config
 from worklab.errors import Interrupted, UserError
 from worklab.progress import Progress
+from worklab.run.runfolder import RunFolder
 from worklab.serve.predictions import Row, Source, check, find_images, write_csv, write_jsonl
 
 log = logging.getLogger("worklab")
@@ -102,7 +103,7 @@ def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
     run = Path(s.run)
     cfg = load_run_config(run, s)  # a folder without .hydra/config.yaml is refused here, naming it
     _refuse_own_folder(parts, run, "schedule.run")
-    if not (run / "classes.json").is_file():
+    if not RunFolder(run).file("classes.json").is_file():
         raise UserError(f"schedule.run={run} has no classes.json: it has not started training, so there is "
                         "no model to predict with. Pass a run folder that has checkpoints.")
     target = Parts(cfg, parts.stop, results_dir=Path(parts.cfg.run_dir))

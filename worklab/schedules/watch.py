@@ -18,6 +18,7 @@ from typing import Dict
 from worklab.config import load_run_config
 from worklab.errors import Interrupted
 from worklab.run import watchers
+from worklab.run.runfolder import RunFolder
 from worklab.run.session import listed_steps
 from worklab.run.summary import read_summary
 from worklab.schedules.loop import evaluate
@@ -36,7 +37,7 @@ def run(parts) -> Dict:
     last, quiet_since = {}, time.monotonic()
     with watchers.kept_alive(watched):  # fresh however long a backlog of tests takes; removed on exit
         while not parts.stop:
-            todo = sorted(set(listed_steps(watched / "checkpoints")) - watchers.tested_steps(watched))
+            todo = sorted(set(listed_steps(RunFolder(watched).checkpoints)) - watchers.tested_steps(watched))
             for step in todo:
                 if parts.stop:
                     break
