@@ -132,7 +132,7 @@ def worker_arguments(argv: List[str], folder: Optional[Path], chief: bool) -> Tu
     if chief:
         return argv, []
     task = cluster.task()
-    log_file = folder.resolve() / "workers" / f"{task.kind}-{task.index}.log"
+    log_file = RunFolder(folder.resolve()).workers / f"{task.kind}-{task.index}.log"
     added = [p for p in (log_file.parent, log_file) if not p.exists()]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     return argv + ["hydra.output_subdir=null", f"hydra.job_logging.handlers.file.filename={log_file}"], added
