@@ -56,10 +56,12 @@ def test_rerun_of_a_finished_run_trains_nothing_more(finished, data_dir):
 
 def test_test_schedule_evaluates_a_chosen_checkpoint(finished):
     run, _ = finished
-    result = run_py(["schedule=test", "schedule.step=4", f"resume={run}"], run.parent)
+    job, before = run.parent / "test-job", (run / "metrics.jsonl").read_text()
+    result = run_py(["schedule=test", "schedule.step=4", f"resume={run}", f"hydra.run.dir={job}"], run.parent)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test step 4 loss" in result.stdout
-    assert [line["step"] for line in metrics(run)][-1] == 4
+    assert [line["step"] for line in metrics(job)] == [4]  # the results go to the job's own folder
+    assert (run / "metrics.jsonl").read_text() == before
 
 
 def test_sigint_saves_and_resume_continues_at_the_next_step_with_the_same_rate(tmp_path, data_dir):
