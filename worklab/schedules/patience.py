@@ -1,6 +1,7 @@
-"""schedule=patience: drop the learning rate when the test loss stops improving (the seed's train_with_patience).
+"""schedule=patience: drop the learning rate when the tested loss stops improving (the seed's train_with_patience).
 
-Every eval_every steps the run is tested. A better test loss makes that step the best;
+Every eval_every steps the run is tested (on its validation set when it has one, see
+below). A better loss makes that step the best;
 after `patience` tests without one, the weights (and optimizer state) go back to the
 best checkpoint and the rate is multiplied by `factor`; at the plateau after
 `max_decays` drops the run stops. A blow-up (a non-finite training loss, or a test
