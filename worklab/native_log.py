@@ -22,6 +22,9 @@ log = logging.getLogger("worklab.native")
 
 # absl's format: a severity letter, MMDD, time, thread, file:line] message; and absl's pre-init notice.
 _NATIVE = re.compile(rb"^([IWE])\d{4} \d\d:\d\d:\d\d|^WARNING: All log messages before absl::InitializeLog")
+# Lines that start something of their own even right after a native message: a fatal native line, Python's
+# traceback, warning and error lines, worklab's own messages.
+_OWN_LINE = re.compile(rb"^(F\d{4} |Traceback|\S+:\d+: \w*Warning|error: |\[)")
 
 
 def filter_stderr() -> None:
@@ -43,9 +46,27 @@ def filter_stderr() -> None:
 
 
 def _pump(read: int, real: int) -> None:
-    with os.fdopen(read, "rb") as lines:
+    """Pass the pipe's lines through to `real`, less native messages, until the pipe closes.
+
+    A native message may span lines (TensorFlow's CPU-feature notice ends with "To enable
+    the following instructions: ..."). absl writes each message with one write(), which a
+    pipe delivers whole, so the lines that follow a native line in the same read belong to
+    it, until the next line that starts a message of its own.
+    """
+    pending = b""
+    while True:
+        chunk = os.read(read, 1 << 16)
+        if not chunk:
+            break
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()  # a line the next read completes
+        native = False
         for line in lines:
-            if _NATIVE.match(line):
+            native = bool(_NATIVE.match(line)) or (native and not _OWN_LINE.match(line))
+            if native:
                 log.debug("%s", line.decode(errors="replace").rstrip())
             else:
-                os.write(real, line)
+                os.write(real, line + b"\n")
+    if pending:
+        os.write(real, pending)
+    os.close(read)
