@@ -19,9 +19,9 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 from conftest import ROOT
-from worklab.config import ArchArgs, Config, FixedSchedule, NetworkConfig, ReaderConfig
+from worklab.config import ArchArgs, Config, FixedSchedule, NetworkConfig, ReaderConfig, architectures
 from worklab.errors import UserError
-from worklab.model import architectures, networks
+from worklab.model import networks
 from worklab.model.applications import build_backbone, load_weights
 from worklab.model.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocess, settings
 

@@ -23,7 +23,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from worklab import cluster
 from worklab.errors import UserError
-from worklab.model import architectures
+from worklab.config import architectures
 
 DEPTHS = (10, 18, 34, 50, 101, 152)
 NETWORK_LAYOUTS = ("resnet", "slim")
