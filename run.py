@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from worklab import command, config, native_log
+from worklab import command, config, hydra_edge, native_log
 from worklab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, RunFailed, UserError
 from worklab.run.summary import Summary, read_summary
 
@@ -29,7 +29,7 @@ def main(cfg) -> float | None:
     """Run one job and return its best loss (validation when it has one, else test), what a sweeper minimises."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        plain = config.to_plain(cfg)
+        plain = hydra_edge.to_plain(cfg)
         from worklab import app  # imports TensorFlow: --help and --cfg never get here
 
         app.run(plain)

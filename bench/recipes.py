@@ -160,7 +160,7 @@ def compose(overrides: Sequence[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from worklab.config import to_plain
+    from worklab.hydra_edge import to_plain
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return to_plain(hydra_compose("config", overrides=[*overrides, "run_dir=unused"]))

@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, TINY, run_py
-from worklab.config import to_plain
 from worklab.errors import UserError
+from worklab.hydra_edge import to_plain
 from worklab.serve import predictions
 from worklab.serve.predictions import FOLDER, LIST, TREE, Row, find_images
 

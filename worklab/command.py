@@ -36,8 +36,9 @@ from typing import List, Optional, Tuple
 from omegaconf import OmegaConf
 
 from worklab import cluster
-from worklab.config import NetworkConfig, older_worklab_overrides, saved_config, schedule_kind, to_plain
+from worklab.config import NetworkConfig, older_worklab_overrides, saved_config, schedule_kind
 from worklab.errors import UserError
+from worklab.hydra_edge import to_plain
 from worklab.model.saved_model_folder import check_folder
 from worklab.run import runfolder
 from worklab.run.runfolder import RunFolder
