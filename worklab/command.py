@@ -36,11 +36,12 @@ from typing import List, Optional, Tuple
 from omegaconf import OmegaConf
 
 from worklab import cluster
-from worklab.config import NetworkConfig, older_worklab_overrides, saved_config, schedule_kind
+from worklab.config import NetworkConfig, schedule_kind
 from worklab.errors import UserError
 from worklab.hydra_edge import to_plain
 from worklab.model.saved_model_folder import check_folder
 from worklab.run import runfolder
+from worklab.run.run_config import older_worklab_overrides, saved_config
 from worklab.run.runfolder import RunFolder
 from worklab.run.summary import read_summary
 
