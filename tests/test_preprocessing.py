@@ -11,7 +11,7 @@ import yaml
 
 from conftest import STAGES, TINY, compose, run_py
 from worklab.command import resume_argv
-from worklab.config import input_preprocessing
+from worklab.config.preprocessing_policy import input_preprocessing
 from worklab.errors import UserError
 from worklab.model import preprocessing
 from worklab.model.preprocessing import Preprocess, settings

@@ -18,6 +18,7 @@ from omegaconf import MISSING
 from worklab import cluster
 from worklab.errors import UserError
 from worklab.config import architectures
+from worklab.config.preprocessing_policy import PREPROCESSING, input_preprocessing
 
 DEPTHS = (10, 18, 34, 50, 101, 152)
 NETWORK_LAYOUTS = ("resnet", "slim")
@@ -30,8 +31,6 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 NETWORK_KINDS = ("resnet", "keras", "applications", "saved_model")
-# How a network scales the reader's 0-255 RGB images (worklab.model.preprocessing has the numbers).
-PREPROCESSING = ("mean_std", "torch", "caffe", "tf", "unit", "raw", "ry", "vgg")
 
 
 def _require(ok: bool, message: str) -> None:
@@ -740,24 +739,6 @@ def _check_multi_worker(schedule: ScheduleConfig) -> None:
              "(runtime.strategy=default, or mirrored over this machine's devices).")
     if isinstance(schedule, TrainingSchedule):
         cluster.task()  # refuses a missing or bad TF_CONFIG now, before anything is written
-
-
-def input_preprocessing(cfg: Config) -> str:
-    """How the network scales its 0-255 input: network.preprocessing when set, else the network's own.
-
-    The network's own: a Keras Application's family preprocessing; for a ResNet, the one
-    the restore mapping's checkpoint was trained with, else mean_std (reader.mean and
-    reader.std, worklab's default); for a Keras model file mean_std too; for a SavedModel
-    feature extractor unit ([0, 1], TF Hub's convention for image inputs).
-    """
-    network = cfg.network
-    if network.preprocessing:
-        return network.preprocessing
-    if network.kind == "applications":
-        return architectures.get(network.arch).preprocessing
-    if network.kind == "saved_model":
-        return "unit"
-    return (cfg.restore.preprocessing if network.kind == "resnet" else None) or "mean_std"
 
 
 def hparams(cfg: Config) -> Dict[str, Any]:
