@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from worklab.config import architectures
 
 if TYPE_CHECKING:
-    from worklab.config import Config
+    from worklab.config.root import Config
 
 # How a network scales the reader's 0-255 RGB images (worklab.model.preprocessing has the numbers).
 PREPROCESSING = ("mean_std", "torch", "caffe", "tf", "unit", "raw", "ry", "vgg")
