@@ -34,7 +34,8 @@ KERAS_EXPORT = r"""
 import sys
 from pathlib import Path
 from worklab import runtime
-from worklab.config import RuntimeConfig, TestSchedule
+from worklab.config.runtime import RuntimeConfig
+from worklab.config.schedules import TestSchedule
 tf = runtime.configure(RuntimeConfig(), 0)
 from worklab.run.parts import Parts
 from worklab.run.run_config import load_run_config

@@ -9,7 +9,7 @@ from typing import List
 
 import pytest
 
-from worklab.config import SCHEDULES
+from worklab.config.schedules import SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1]
 

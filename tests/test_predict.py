@@ -196,7 +196,7 @@ def predict(job: Path, *overrides: str):
 
 def outputs_of_the_tester(run: Path):
     """The Tester's probabilities and statistics for the run's latest checkpoint."""
-    from worklab.config import TestSchedule
+    from worklab.config.schedules import TestSchedule
     from worklab.interrupt import StopRequest
     from worklab.run.parts import Parts
     from worklab.run.run_config import load_run_config

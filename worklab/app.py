@@ -21,7 +21,9 @@ from typing import Dict
 
 from worklab import cluster, runtime
 from worklab.command import saved_overrides
-from worklab.config import Config, hparams, schedule_kind
+from worklab.config.hparams import hparams
+from worklab.config.root import Config
+from worklab.config.schedules import schedule_kind
 from worklab.errors import RunFailed
 from worklab.interrupt import StopRequest
 from worklab.run import runfolder

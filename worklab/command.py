@@ -36,7 +36,8 @@ from typing import List, Optional, Tuple
 from omegaconf import OmegaConf
 
 from worklab import cluster
-from worklab.config import NetworkConfig, schedule_kind
+from worklab.config.network import NetworkConfig
+from worklab.config.schedules import schedule_kind
 from worklab.errors import UserError
 from worklab.hydra_edge import to_plain
 from worklab.model.saved_model_folder import check_folder

@@ -21,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from worklab.config import SCHEDULES, Config
+from worklab.config.root import Config
+from worklab.config.schedules import SCHEDULES
 from worklab.errors import UserError
 
 MAX_FOLDER_NAME = 200  # file systems allow 255 bytes

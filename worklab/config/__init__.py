@@ -1,25 +1,20 @@
-"""Config schemas: the dataclasses behind conf/ (worklab.hydra_edge registers them in Hydra's ConfigStore).
+"""The config's schemas: the dataclasses behind conf/, one module per job, none of them knowing Hydra.
 
-They know nothing of Hydra. Everything else takes the plain dataclass objects that
-worklab.hydra_edge.to_plain builds, so it can be used and tested without Hydra. Each
-dataclass checks its values in `__post_init__` and raises `UserError` naming the key, so
-a bad value stops the run before TensorFlow is even imported.
+Each dataclass checks its values in `__post_init__` and raises `UserError` naming the
+key, so a bad value stops the run before TensorFlow is even imported. Import a name from
+the module that defines it; this package re-exports nothing.
+
+- checks.py               the value checks every schema uses (`_require`, `_inert`, ...)
+- reader.py               ReaderConfig, AugmentConfig, DemoConfig
+- network.py              NetworkConfig, LrRule, ArchArgs, the keys each kind of network reads
+- training.py             OptimizerConfig, LossConfig, RestoreConfig, RestoreRule
+- schedules.py            every schedule's schema and the registry SCHEDULES (ScheduleKind, schedule_kind)
+- runtime.py              RuntimeConfig
+- root.py                 Config: one field per group, the run's own settings, the rules across groups
+- architectures.py        the Keras Applications catalogue (no Keras)
+- preprocessing_policy.py the input scaling a config's network gets (PREPROCESSING, input_preprocessing)
+- hparams.py              the settings as TensorBoard's HParams dashboard takes them
+
+worklab.hydra_edge registers the schemas in Hydra's ConfigStore and turns a composed
+config into these plain objects; worklab.run.run_config reads a run folder's config back.
 """
-from __future__ import annotations
-
-# Every name config.py had, for the importers that the next commit points at the modules that define them.
-from worklab.config.checks import _default, _inert, _positive, _rate, _regex, _require  # noqa: F401
-from worklab.config.hparams import hparams  # noqa: F401
-from worklab.config.network import (DEPTHS, INERT_NETWORK_KEYS, NETWORK_KINDS, NETWORK_LAYOUTS, ArchArgs,  # noqa: F401
-                                    LrRule, NetworkConfig)
-from worklab.config.preprocessing_policy import PREPROCESSING, input_preprocessing  # noqa: F401
-from worklab.config.reader import (CROPS, DEMO_VARIANTS, RESIZES, SOURCES, AugmentConfig, DemoConfig,  # noqa: F401
-                                   ReaderConfig)
-from worklab.config.root import Config  # noqa: F401
-from worklab.config.runtime import PRECISIONS, STRATEGIES, RuntimeConfig  # noqa: F401
-from worklab.config.schedules import (EXPORT_FORMATS, SCHEDULES, BitSchedule, CosineSchedule,  # noqa: F401
-                                      ExportSchedule, FixedSchedule, HyperSchedule, InspectSchedule,
-                                      PatienceSchedule, PredictSchedule, RecalibrateSchedule, ScheduleConfig,
-                                      ScheduleKind, Stage, TestSchedule, TrainingSchedule, TrainSchedule,
-                                      WatchSchedule, schedule_kind)
-from worklab.config.training import OPTIMIZERS, LossConfig, OptimizerConfig, RestoreConfig, RestoreRule  # noqa: F401

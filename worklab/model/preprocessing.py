@@ -31,7 +31,7 @@ from typing import Dict, Sequence
 
 import keras
 
-from worklab.config import Config
+from worklab.config.root import Config
 from worklab.config.preprocessing_policy import input_preprocessing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -13,7 +13,8 @@ from typing import Any, Dict, List
 
 from omegaconf import OmegaConf
 
-from worklab.config import Config, ScheduleConfig
+from worklab.config.root import Config
+from worklab.config.schedules import ScheduleConfig
 from worklab.errors import UserError
 from worklab.run.runfolder import RunFolder
 

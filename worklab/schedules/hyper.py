@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 import keras
 
 from worklab.atomic import write_text
-from worklab.config import hparams
+from worklab.config.hparams import hparams
 from worklab.hydra_edge import with_value
 from worklab.run import runfolder
 from worklab.run.runfolder import RunFolder
