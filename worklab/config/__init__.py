@@ -4,7 +4,7 @@ Each dataclass checks its values in `__post_init__` and raises `UserError` namin
 key, so a bad value stops the run before TensorFlow is even imported. Import a name from
 the module that defines it; this package re-exports nothing.
 
-- checks.py               the value checks every schema uses (`_require`, `_inert`, ...)
+- checks.py               the value checks every schema uses (`require`, `inert`, ...)
 - reader.py               ReaderConfig, AugmentConfig, DemoConfig
 - network.py              NetworkConfig, LrRule, ArchArgs, the keys each kind of network reads
 - training.py             OptimizerConfig, LossConfig, RestoreConfig, RestoreRule

@@ -1,6 +1,6 @@
 """The value checks every schema's __post_init__ uses: each refusal is a UserError that names the key.
 
-`_inert` refuses a key that would be read but do nothing in the setting at hand (a
+`inert` refuses a key that would be read but do nothing in the setting at hand (a
 momentum with Adam, crop_fraction with resize=squash): set, such keys are refused rather
 than ignored.
 """
@@ -14,20 +14,20 @@ from typing import Any, List, Optional
 from worklab.errors import UserError
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
     if not ok:
         raise UserError(message)
 
 
-def _positive(key: str, value: float) -> None:
-    _require(value > 0, f"{key}={value} must be greater than 0.")
+def positive(key: str, value: float) -> None:
+    require(value > 0, f"{key}={value} must be greater than 0.")
 
 
-def _rate(key: str, value: float) -> None:
-    _require(math.isfinite(value) and value > 0, f"{key}={value} must be a finite number greater than 0.")
+def rate(key: str, value: float) -> None:
+    require(math.isfinite(value) and value > 0, f"{key}={value} must be a finite number greater than 0.")
 
 
-def _regex(key: str, pattern: Optional[str]) -> None:
+def regex(key: str, pattern: Optional[str]) -> None:
     if pattern is None:
         return
     try:
@@ -36,12 +36,12 @@ def _regex(key: str, pattern: Optional[str]) -> None:
         raise UserError(f"{key}={pattern!r} is not a valid regular expression: {error}.") from None
 
 
-def _inert(section: str, when: str, obj: Any, defaults: Any, keys: List[str]) -> None:
+def inert(section: str, when: str, obj: Any, defaults: Any, keys: List[str]) -> None:
     """Refuse keys that would be read but do nothing in this setting (`when`), naming them."""
     changed = [k for k in keys if getattr(obj, k) != _default(defaults, k)]
-    _require(not changed, f"{', '.join(f'{section}.{k}={getattr(obj, k)}' for k in changed)} "
-                          f"{'has' if len(changed) == 1 else 'have'} no effect with {when}: remove "
-                          f"{'it' if len(changed) == 1 else 'them'}.")
+    require(not changed, f"{', '.join(f'{section}.{k}={getattr(obj, k)}' for k in changed)} "
+                         f"{'has' if len(changed) == 1 else 'have'} no effect with {when}: remove "
+                         f"{'it' if len(changed) == 1 else 'them'}.")
 
 
 def _default(defaults: Any, key: str) -> Any:

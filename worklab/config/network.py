@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 from worklab.config import architectures
-from worklab.config.checks import _inert, _positive, _require
+from worklab.config.checks import inert, positive, require
 from worklab.config.preprocessing_policy import PREPROCESSING
 
 DEPTHS = (10, 18, 34, 50, 101, 152)
@@ -76,37 +76,37 @@ class NetworkConfig:
     ema: Optional[float] = None  # keep an exponential moving average of the weights with this decay, e.g. 0.9998
 
     def __post_init__(self) -> None:
-        _require(self.kind in NETWORK_KINDS,
-                 f"network.kind={self.kind!r} is not one of {', '.join(NETWORK_KINDS)}.")
-        _require(self.depth in DEPTHS,
-                 f"network.depth={self.depth} is not one of {', '.join(map(str, DEPTHS))}.")
-        _positive("network.width", self.width)
-        _require(self.kind not in ("keras", "saved_model") or bool(self.path),
-                 f"network={self.kind} needs network.path="
-                 f"{'MODEL_FILE' if self.kind == 'keras' else 'SAVED_MODEL_FOLDER'}.")
-        _require(self.layout in NETWORK_LAYOUTS,
-                 f"network.layout={self.layout!r} is not one of {', '.join(NETWORK_LAYOUTS)}.")
-        _require(self.preprocessing is None or self.preprocessing in PREPROCESSING,
-                 f"network.preprocessing={self.preprocessing!r} is not one of {', '.join(PREPROCESSING)}.")
-        _require(self.weight_decay >= 0, f"network.weight_decay={self.weight_decay} must be >= 0.")
+        require(self.kind in NETWORK_KINDS,
+                f"network.kind={self.kind!r} is not one of {', '.join(NETWORK_KINDS)}.")
+        require(self.depth in DEPTHS,
+                f"network.depth={self.depth} is not one of {', '.join(map(str, DEPTHS))}.")
+        positive("network.width", self.width)
+        require(self.kind not in ("keras", "saved_model") or bool(self.path),
+                f"network={self.kind} needs network.path="
+                f"{'MODEL_FILE' if self.kind == 'keras' else 'SAVED_MODEL_FOLDER'}.")
+        require(self.layout in NETWORK_LAYOUTS,
+                f"network.layout={self.layout!r} is not one of {', '.join(NETWORK_LAYOUTS)}.")
+        require(self.preprocessing is None or self.preprocessing in PREPROCESSING,
+                f"network.preprocessing={self.preprocessing!r} is not one of {', '.join(PREPROCESSING)}.")
+        require(self.weight_decay >= 0, f"network.weight_decay={self.weight_decay} must be >= 0.")
         for i, rule in enumerate(self.lr_mult):
-            _require(rule.mult >= 0 and rule.decay_mult >= 0,
-                     f"network.lr_mult[{i}] (pattern {rule.pattern!r}): mult and decay_mult must be >= 0.")
-            _require(rule.bn in (None, "train", "frozen"),
-                     f"network.lr_mult[{i}].bn={rule.bn!r} is not one of train, frozen.")
+            require(rule.mult >= 0 and rule.decay_mult >= 0,
+                    f"network.lr_mult[{i}] (pattern {rule.pattern!r}): mult and decay_mult must be >= 0.")
+            require(rule.bn in (None, "train", "frozen"),
+                    f"network.lr_mult[{i}].bn={rule.bn!r} is not one of train, frozen.")
         for key in ("bn_momentum", "bn_warmup_momentum"):
-            _require(0 <= getattr(self, key) < 1, f"network.{key}={getattr(self, key)} must be in [0, 1).")
-        _require(self.bn_warmup_steps >= 0, f"network.bn_warmup_steps={self.bn_warmup_steps} must be >= 0.")
-        _require(self.ema is None or 0 < self.ema < 1,
-                 f"network.ema={self.ema} must be in (0, 1), e.g. 0.9998 (or null: no weight average).")
+            require(0 <= getattr(self, key) < 1, f"network.{key}={getattr(self, key)} must be in [0, 1).")
+        require(self.bn_warmup_steps >= 0, f"network.bn_warmup_steps={self.bn_warmup_steps} must be >= 0.")
+        require(self.ema is None or 0 < self.ema < 1,
+                f"network.ema={self.ema} must be in (0, 1), e.g. 0.9998 (or null: no weight average).")
         if self.kind == "applications":
-            _require(bool(self.arch), "network=applications needs network.arch=NAME, e.g. EfficientNetV2B0; "
-                                      f"the names: {', '.join(architectures.NAMES)}.")
+            require(bool(self.arch), "network=applications needs network.arch=NAME, e.g. EfficientNetV2B0; "
+                                     f"the names: {', '.join(architectures.NAMES)}.")
             architectures.check(self.arch, self.arch_args.given())
-            _require(self.arch_args.include_preprocessing is not False or self.preprocessing is not None,
-                     f"network.arch_args.include_preprocessing=false leaves {self.arch} without its input "
-                     "scaling: set network.preprocessing too (e.g. tf for [-1, 1]).")
-        _inert("network", f"network={self.kind}", self, NetworkConfig, INERT_NETWORK_KEYS[self.kind])
+            require(self.arch_args.include_preprocessing is not False or self.preprocessing is not None,
+                    f"network.arch_args.include_preprocessing=false leaves {self.arch} without its input "
+                    "scaling: set network.preprocessing too (e.g. tf for [-1, 1]).")
+        inert("network", f"network={self.kind}", self, NetworkConfig, INERT_NETWORK_KEYS[self.kind])
 
 
 # Keys each kind of network does not read: set, they are refused rather than ignored.

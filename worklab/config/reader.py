@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from worklab.config.checks import _inert, _positive, _require
+from worklab.config.checks import inert, positive, require
 
 SOURCES = ("demo", "json", "folder")
 CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop window (worklab.data.crops)
@@ -41,31 +41,31 @@ class AugmentConfig:
     mix_prob: float = 1.0  # the chance a batch is mixed at all
 
     def __post_init__(self) -> None:
-        _require(self.crop in CROPS, f"reader.augment.crop={self.crop!r} is not one of {', '.join(CROPS)}.")
+        require(self.crop in CROPS, f"reader.augment.crop={self.crop!r} is not one of {', '.join(CROPS)}.")
         for key in ("zoom", "shift", "brightness", "contrast"):
             value = getattr(self, key)
-            _require(value >= 0, f"reader.augment.{key}={value} must be 0 (off) or positive.")
-        _require(self.shift < 0.5, f"reader.augment.shift={self.shift} must be below 0.5.")
-        _require(self.contrast < 1, f"reader.augment.contrast={self.contrast} must be below 1.")
+            require(value >= 0, f"reader.augment.{key}={value} must be 0 (off) or positive.")
+        require(self.shift < 0.5, f"reader.augment.shift={self.shift} must be below 0.5.")
+        require(self.contrast < 1, f"reader.augment.contrast={self.contrast} must be below 1.")
         for key in ("mixup", "cutmix"):
             value = getattr(self, key)
-            _require(math.isfinite(value) and value >= 0,
-                     f"reader.augment.{key}={value} must be 0 (off) or a finite positive number, the alpha of "
-                     f"Beta(alpha, alpha).")
-        _require(0 <= self.mix_prob <= 1, f"reader.augment.mix_prob={self.mix_prob} must be in [0, 1].")
+            require(math.isfinite(value) and value >= 0,
+                    f"reader.augment.{key}={value} must be 0 (off) or a finite positive number, the alpha of "
+                    f"Beta(alpha, alpha).")
+        require(0 <= self.mix_prob <= 1, f"reader.augment.mix_prob={self.mix_prob} must be in [0, 1].")
         if not (self.mixup or self.cutmix):
-            _inert("reader.augment", "reader.augment.mixup=0 and reader.augment.cutmix=0", self, AugmentConfig,
-                   ["mix_prob"])
+            inert("reader.augment", "reader.augment.mixup=0 and reader.augment.cutmix=0", self, AugmentConfig,
+                  ["mix_prob"])
         for key in ("crop_scale", "crop_ratio"):
             value = list(getattr(self, key))
-            _require(len(value) == 2 and value[0] <= value[1],
-                     f"reader.augment.{key}={value} must be a range [low, high] with low <= high.")
-        _require(0 < self.crop_scale[0] and self.crop_scale[1] <= 1,
-                 f"reader.augment.crop_scale={list(self.crop_scale)} must lie in (0, 1]: fractions of the area.")
-        _require(self.crop_ratio[0] > 0, f"reader.augment.crop_ratio={list(self.crop_ratio)} must be positive.")
+            require(len(value) == 2 and value[0] <= value[1],
+                    f"reader.augment.{key}={value} must be a range [low, high] with low <= high.")
+        require(0 < self.crop_scale[0] and self.crop_scale[1] <= 1,
+                f"reader.augment.crop_scale={list(self.crop_scale)} must lie in (0, 1]: fractions of the area.")
+        require(self.crop_ratio[0] > 0, f"reader.augment.crop_ratio={list(self.crop_ratio)} must be positive.")
         unused = (["crop_scale", "crop_ratio"] if self.crop == "zoom"
                   else [k for k in ("zoom", "shift") if getattr(self, k)])  # 0 (off) agrees with random_resized
-        _inert("reader.augment", f"reader.augment.crop={self.crop}", self, AugmentConfig, unused)
+        inert("reader.augment", f"reader.augment.crop={self.crop}", self, AugmentConfig, unused)
 
 
 @dataclass
@@ -79,10 +79,10 @@ class DemoConfig:
     seed: int = 0  # the drawing's seed, apart from the run's seed so a seed sweep keeps the data
 
     def __post_init__(self) -> None:
-        _require(self.variant in DEMO_VARIANTS,
-                 f"reader.demo.variant={self.variant!r} is not one of {', '.join(DEMO_VARIANTS)}.")
+        require(self.variant in DEMO_VARIANTS,
+                f"reader.demo.variant={self.variant!r} is not one of {', '.join(DEMO_VARIANTS)}.")
         for key in ("image_size", "train_per_class", "test_per_class"):
-            _positive(f"reader.demo.{key}", getattr(self, key))
+            positive(f"reader.demo.{key}", getattr(self, key))
 
 
 @dataclass
@@ -109,29 +109,29 @@ class ReaderConfig:
     demo: DemoConfig = field(default_factory=DemoConfig)
 
     def __post_init__(self) -> None:
-        _require(self.source in SOURCES,
-                 f"reader.source={self.source!r} is not one of {', '.join(SOURCES)}.")
-        _positive("reader.image_size", self.image_size)
-        _positive("reader.batch_size", self.batch_size)
+        require(self.source in SOURCES,
+                f"reader.source={self.source!r} is not one of {', '.join(SOURCES)}.")
+        positive("reader.image_size", self.image_size)
+        positive("reader.batch_size", self.batch_size)
         if self.test_batch_size is not None:
-            _positive("reader.test_batch_size", self.test_batch_size)
+            positive("reader.test_batch_size", self.test_batch_size)
         for key in ("mean", "std"):
-            _require(len(getattr(self, key)) == 3,
-                     f"reader.{key}={getattr(self, key)} must list 3 values, one per RGB channel.")
-        _require(all(s > 0 for s in self.std), f"reader.std={self.std} must be positive.")
-        _require(0 <= self.val_split < 1, f"reader.val_split={self.val_split} must be in [0, 1).")
-        _require(not (self.val and self.val_split),
-                 f"reader.val={self.val} and reader.val_split={self.val_split}: give one validation set, not both.")
-        _require(self.resize in RESIZES, f"reader.resize={self.resize!r} is not one of {', '.join(RESIZES)}.")
-        _require(0 < self.crop_fraction <= 1, f"reader.crop_fraction={self.crop_fraction} must be in (0, 1].")
+            require(len(getattr(self, key)) == 3,
+                    f"reader.{key}={getattr(self, key)} must list 3 values, one per RGB channel.")
+        require(all(s > 0 for s in self.std), f"reader.std={self.std} must be positive.")
+        require(0 <= self.val_split < 1, f"reader.val_split={self.val_split} must be in [0, 1).")
+        require(not (self.val and self.val_split),
+                f"reader.val={self.val} and reader.val_split={self.val_split}: give one validation set, not both.")
+        require(self.resize in RESIZES, f"reader.resize={self.resize!r} is not one of {', '.join(RESIZES)}.")
+        require(0 < self.crop_fraction <= 1, f"reader.crop_fraction={self.crop_fraction} must be in (0, 1].")
         if self.resize == "squash":
-            _inert("reader", "reader.resize=squash", self, ReaderConfig, ["crop_fraction"])
+            inert("reader", "reader.resize=squash", self, ReaderConfig, ["crop_fraction"])
         # The cache holds images already resized to image_size: a random_resized window (down to
         # crop_scale[0] of the area) cut from it and enlarged back would be blurred, unlike the
         # same window cut from the decoded file, so the two are not combined.
-        _require(not (self.cache and self.augment.crop == "random_resized"),
-                 "reader.cache=true with reader.augment.crop=random_resized: the cache holds images already "
-                 f"resized to {self.image_size} px, and random_resized crops a window down to "
-                 f"{self.augment.crop_scale[0]:g} of the area, which would be enlarged from those small copies "
-                 "instead of cut from the decoded image; set reader.cache=false (random crops of JPEGs decode "
-                 "only their window) or reader.augment.crop=zoom.")
+        require(not (self.cache and self.augment.crop == "random_resized"),
+                "reader.cache=true with reader.augment.crop=random_resized: the cache holds images already "
+                f"resized to {self.image_size} px, and random_resized crops a window down to "
+                f"{self.augment.crop_scale[0]:g} of the area, which would be enlarged from those small copies "
+                "instead of cut from the decoded image; set reader.cache=false (random crops of JPEGs decode "
+                "only their window) or reader.augment.crop=zoom.")

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import List
 
-from worklab.config.checks import _require
+from worklab.config.checks import require
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -27,17 +27,17 @@ class RuntimeConfig:
     devices: List[str] = field(default_factory=list)  # mirrored's devices, e.g. [GPU:0, GPU:1]; [] all GPUs
 
     def __post_init__(self) -> None:
-        _require(self.precision in PRECISIONS,
-                 f"runtime.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}.")
-        _require(self.strategy in STRATEGIES,
-                 f"runtime.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}.")
-        _require(not self.devices or self.strategy == "mirrored",
-                 f"runtime.devices={list(self.devices)} needs runtime.strategy=mirrored "
-                 f"(runtime.strategy={self.strategy} runs on one device).")
+        require(self.precision in PRECISIONS,
+                f"runtime.precision={self.precision!r} is not one of {', '.join(PRECISIONS)}.")
+        require(self.strategy in STRATEGIES,
+                f"runtime.strategy={self.strategy!r} is not one of {', '.join(STRATEGIES)}.")
+        require(not self.devices or self.strategy == "mirrored",
+                f"runtime.devices={list(self.devices)} needs runtime.strategy=mirrored "
+                f"(runtime.strategy={self.strategy} runs on one device).")
         for device in self.devices:
-            _require(bool(re.fullmatch(r"(CPU|GPU):\d+", str(device))),
-                     f"runtime.devices: {device!r} is not a device name such as GPU:0 or CPU:1.")
-        _require(len(set(self.devices)) == len(self.devices),
-                 f"runtime.devices={list(self.devices)} names a device twice.")
+            require(bool(re.fullmatch(r"(CPU|GPU):\d+", str(device))),
+                    f"runtime.devices: {device!r} is not a device name such as GPU:0 or CPU:1.")
+        require(len(set(self.devices)) == len(self.devices),
+                f"runtime.devices={list(self.devices)} names a device twice.")
         for key in ("intra_op_threads", "inter_op_threads"):
-            _require(getattr(self, key) >= 0, f"runtime.{key} must be 0 (automatic) or positive.")
+            require(getattr(self, key) >= 0, f"runtime.{key} must be 0 (automatic) or positive.")

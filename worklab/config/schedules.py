@@ -12,7 +12,7 @@ from typing import Any, List, Optional
 
 from omegaconf import MISSING
 
-from worklab.config.checks import _positive, _rate, _require
+from worklab.config.checks import positive, rate, require
 
 EXPORT_FORMATS = ("saved_model", "keras", "tflite")
 
@@ -32,7 +32,7 @@ class TrainingSchedule(ScheduleConfig):
 
     def __post_init__(self) -> None:
         for key in ("log_every", "save_every", "keep"):
-            _require(getattr(self, key) >= 1, f"schedule.{key}={getattr(self, key)} must be at least 1.")
+            require(getattr(self, key) >= 1, f"schedule.{key}={getattr(self, key)} must be at least 1.")
 
 
 @dataclass
@@ -43,7 +43,7 @@ class TrainSchedule(TrainingSchedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("schedule.steps", self.steps)
+        positive("schedule.steps", self.steps)
 
 
 @dataclass
@@ -54,7 +54,7 @@ class TestSchedule(ScheduleConfig):
     split: str = "test"  # test, or val: the run's validation set (reader.val or its saved reader.val_split)
 
     def __post_init__(self) -> None:
-        _require(self.split in ("test", "val"), f"schedule.split={self.split!r} is not one of test, val.")
+        require(self.split in ("test", "val"), f"schedule.split={self.split!r} is not one of test, val.")
 
 
 @dataclass
@@ -75,13 +75,13 @@ class FixedSchedule(TrainingSchedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(len(self.stages) > 0, "schedule.stages is empty: give at least one {lr, steps}.")
+        require(len(self.stages) > 0, "schedule.stages is empty: give at least one {lr, steps}.")
         for i, stage in enumerate(self.stages):
-            _rate(f"schedule.stages[{i}].lr", stage.lr)
-            _positive(f"schedule.stages[{i}].steps", stage.steps)
-        _require(0 <= self.warmup_steps <= self.stages[0].steps,
-                 f"schedule.warmup_steps={self.warmup_steps} must be in [0, {self.stages[0].steps}], the first "
-                 "stage's steps.")
+            rate(f"schedule.stages[{i}].lr", stage.lr)
+            positive(f"schedule.stages[{i}].steps", stage.steps)
+        require(0 <= self.warmup_steps <= self.stages[0].steps,
+                f"schedule.warmup_steps={self.warmup_steps} must be in [0, {self.stages[0].steps}], the first "
+                "stage's steps.")
 
 
 @dataclass
@@ -95,12 +95,12 @@ class CosineSchedule(TrainingSchedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _positive("schedule.steps", self.steps)
-        _require(0 <= self.warmup_steps < self.steps,
-                 f"schedule.warmup_steps={self.warmup_steps} must be in [0, schedule.steps={self.steps}).")
-        _require(math.isfinite(self.min_lr) and self.min_lr >= 0,
-                 f"schedule.min_lr={self.min_lr} must be a finite number >= 0.")
-        _require(self.eval_every >= 1, f"schedule.eval_every={self.eval_every} must be at least 1.")
+        positive("schedule.steps", self.steps)
+        require(0 <= self.warmup_steps < self.steps,
+                f"schedule.warmup_steps={self.warmup_steps} must be in [0, schedule.steps={self.steps}).")
+        require(math.isfinite(self.min_lr) and self.min_lr >= 0,
+                f"schedule.min_lr={self.min_lr} must be a finite number >= 0.")
+        require(self.eval_every >= 1, f"schedule.eval_every={self.eval_every} must be at least 1.")
 
 
 @dataclass
@@ -116,11 +116,11 @@ class BitSchedule(TrainingSchedule):
         super().__post_init__()
         for key in ("steps", "crop", "resize"):
             if getattr(self, key) is not None:
-                _positive(f"schedule.{key}", getattr(self, key))
-        _require(self.warmup_steps is None or self.warmup_steps >= 0,
-                 f"schedule.warmup_steps={self.warmup_steps} must be 0 or more.")
-        _require(self.crop is None or self.resize is None or self.resize >= self.crop,
-                 f"schedule.resize={self.resize} must be at least schedule.crop={self.crop}.")
+                positive(f"schedule.{key}", getattr(self, key))
+        require(self.warmup_steps is None or self.warmup_steps >= 0,
+                f"schedule.warmup_steps={self.warmup_steps} must be 0 or more.")
+        require(self.crop is None or self.resize is None or self.resize >= self.crop,
+                f"schedule.resize={self.resize} must be at least schedule.crop={self.crop}.")
 
 
 @dataclass
@@ -138,13 +138,13 @@ class PatienceSchedule(TrainingSchedule):
     def __post_init__(self) -> None:
         super().__post_init__()
         for key in ("eval_every", "patience"):
-            _require(getattr(self, key) >= 1, f"schedule.{key}={getattr(self, key)} must be at least 1.")
-        _require(0 < self.factor < 1, f"schedule.factor={self.factor} must be between 0 and 1.")
-        _require(self.max_decays >= 0, f"schedule.max_decays={self.max_decays} must be 0 or more.")
+            require(getattr(self, key) >= 1, f"schedule.{key}={getattr(self, key)} must be at least 1.")
+        require(0 < self.factor < 1, f"schedule.factor={self.factor} must be between 0 and 1.")
+        require(self.max_decays >= 0, f"schedule.max_decays={self.max_decays} must be 0 or more.")
         if self.max_steps is not None:
-            _positive("schedule.max_steps", self.max_steps)
+            positive("schedule.max_steps", self.max_steps)
         if self.max_loss is not None:
-            _positive("schedule.max_loss", self.max_loss)
+            positive("schedule.max_loss", self.max_loss)
 
 
 @dataclass
@@ -158,13 +158,13 @@ class HyperSchedule(PatienceSchedule):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(len(self.values) > 0, "schedule.values is empty: list the values of schedule.param to try.")
+        require(len(self.values) > 0, "schedule.values is empty: list the values of schedule.param to try.")
         repeated = [v for i, v in enumerate(self.values) if v in self.values[:i]]
-        _require(not repeated, f"schedule.values repeats {repeated[0] if repeated else ''}: each value is tried once.")
-        _require(self.hyper_patience >= 1, f"schedule.hyper_patience={self.hyper_patience} must be at least 1.")
-        _require(not self.param.startswith(("schedule.", "runtime.")),
-                 f"schedule.param={self.param}: the {self.param.split('.')[0]} settings are fixed for the whole "
-                 "search (runtime settings apply once per process); pick a network, optimizer, reader key or seed.")
+        require(not repeated, f"schedule.values repeats {repeated[0] if repeated else ''}: each value is tried once.")
+        require(self.hyper_patience >= 1, f"schedule.hyper_patience={self.hyper_patience} must be at least 1.")
+        require(not self.param.startswith(("schedule.", "runtime.")),
+                f"schedule.param={self.param}: the {self.param.split('.')[0]} settings are fixed for the whole "
+                "search (runtime settings apply once per process); pick a network, optimizer, reader key or seed.")
 
 
 @dataclass
@@ -176,8 +176,8 @@ class WatchSchedule(ScheduleConfig):
     timeout: float = 3600.0  # stop after this many seconds without a new checkpoint
 
     def __post_init__(self) -> None:
-        _positive("schedule.poll", self.poll)
-        _positive("schedule.timeout", self.timeout)
+        positive("schedule.poll", self.poll)
+        positive("schedule.timeout", self.timeout)
 
 
 @dataclass
@@ -187,7 +187,7 @@ class RecalibrateSchedule(ScheduleConfig):
     batches: int = 100  # training batches the statistics are averaged over
 
     def __post_init__(self) -> None:
-        _positive("schedule.batches", self.batches)
+        positive("schedule.batches", self.batches)
 
 
 @dataclass
@@ -207,13 +207,13 @@ class ExportSchedule(ScheduleConfig):
     out: Optional[str] = None  # the folder step-N is written into; default RUN/export
 
     def __post_init__(self) -> None:
-        _require(len(self.formats) > 0, f"schedule.formats is empty: list some of {', '.join(EXPORT_FORMATS)}.")
+        require(len(self.formats) > 0, f"schedule.formats is empty: list some of {', '.join(EXPORT_FORMATS)}.")
         unknown = [f for f in self.formats if f not in EXPORT_FORMATS]
-        _require(not unknown, f"schedule.formats={self.formats}: {', '.join(map(str, unknown))} is not one of "
-                              f"{', '.join(EXPORT_FORMATS)}.")
-        _require(self.quantize in (None, "dynamic"), f"schedule.quantize={self.quantize!r} is not dynamic or null.")
-        _require(self.quantize is None or "tflite" in self.formats,
-                 "schedule.quantize=dynamic quantizes the TFLite file: add tflite to schedule.formats.")
+        require(not unknown, f"schedule.formats={self.formats}: {', '.join(map(str, unknown))} is not one of "
+                             f"{', '.join(EXPORT_FORMATS)}.")
+        require(self.quantize in (None, "dynamic"), f"schedule.quantize={self.quantize!r} is not dynamic or null.")
+        require(self.quantize is None or "tflite" in self.formats,
+                "schedule.quantize=dynamic quantizes the TFLite file: add tflite to schedule.formats.")
 
 
 @dataclass
@@ -226,11 +226,11 @@ class PredictSchedule(ScheduleConfig):
     step: Optional[int] = None  # with schedule.run: the checkpoint to use
 
     def __post_init__(self) -> None:
-        _require((self.run is None) != (self.model is None),
-                 "schedule=predict needs one of schedule.run=RUN (a run folder) or schedule.model=PATH "
-                 "(an exported SavedModel), not both.")
-        _require(self.step is None or self.run is not None, "schedule.step picks a checkpoint of schedule.run; "
-                                                            "an exported model has one step already.")
+        require((self.run is None) != (self.model is None),
+                "schedule=predict needs one of schedule.run=RUN (a run folder) or schedule.model=PATH "
+                "(an exported SavedModel), not both.")
+        require(self.step is None or self.run is not None, "schedule.step picks a checkpoint of schedule.run; "
+                                                           "an exported model has one step already.")
 
 
 @dataclass(frozen=True)

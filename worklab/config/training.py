@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-from worklab.config.checks import _inert, _rate, _regex, _require
+from worklab.config.checks import inert, rate, regex, require
 from worklab.config.preprocessing_policy import PREPROCESSING
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -31,20 +31,20 @@ class OptimizerConfig:
     decay_exclude: Optional[str] = None  # and of those, the ones that do not
 
     def __post_init__(self) -> None:
-        _require(self.name in OPTIMIZERS,
-                 f"optimizer.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}.")
-        _rate("optimizer.lr", self.lr)
-        _require(self.clip_norm is None or (math.isfinite(self.clip_norm) and self.clip_norm > 0),
-                 f"optimizer.clip_norm={self.clip_norm} must be a finite number greater than 0 (or null: no clipping).")
-        _require(math.isfinite(self.weight_decay) and 0 <= self.weight_decay < 1,
-                 f"optimizer.weight_decay={self.weight_decay} must be in [0, 1): the fraction of a weight taken "
-                 "off per step at learning rate 1.")
+        require(self.name in OPTIMIZERS,
+                f"optimizer.name={self.name!r} is not one of {', '.join(OPTIMIZERS)}.")
+        rate("optimizer.lr", self.lr)
+        require(self.clip_norm is None or (math.isfinite(self.clip_norm) and self.clip_norm > 0),
+                f"optimizer.clip_norm={self.clip_norm} must be a finite number greater than 0 (or null: no clipping).")
+        require(math.isfinite(self.weight_decay) and 0 <= self.weight_decay < 1,
+                f"optimizer.weight_decay={self.weight_decay} must be in [0, 1): the fraction of a weight taken "
+                "off per step at learning rate 1.")
         for key in ("decay_include", "decay_exclude"):
-            _regex(f"optimizer.{key}", getattr(self, key))
+            regex(f"optimizer.{key}", getattr(self, key))
         if self.name != "momentum":
-            _inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["momentum", "nesterov"])
+            inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["momentum", "nesterov"])
         if self.name not in ("adam", "adamw"):
-            _inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["beta_1", "beta_2", "epsilon"])
+            inert("optimizer", f"optimizer={self.name}", self, OptimizerConfig, ["beta_1", "beta_2", "epsilon"])
 
 
 @dataclass
@@ -55,15 +55,15 @@ class LossConfig:
     class_weight: Any = None  # null, balanced (inverse class frequency of the training list), or one per class
 
     def __post_init__(self) -> None:
-        _require(0 <= self.label_smoothing < 1, f"loss.label_smoothing={self.label_smoothing} must be in [0, 1).")
+        require(0 <= self.label_smoothing < 1, f"loss.label_smoothing={self.label_smoothing} must be in [0, 1).")
         weights = self.class_weight
         if weights is None or weights == "balanced":
             return
-        _require(isinstance(weights, (list, tuple)) and len(weights) > 0
-                 and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights),
-                 f"loss.class_weight={weights} must be null, balanced, or a list of numbers, one per class.")
-        _require(all(math.isfinite(w) and w >= 0 for w in weights) and any(w > 0 for w in weights),
-                 f"loss.class_weight={weights}: the weights must be finite, >= 0, and not all 0.")
+        require(isinstance(weights, (list, tuple)) and len(weights) > 0
+                and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights),
+                f"loss.class_weight={weights} must be null, balanced, or a list of numbers, one per class.")
+        require(all(math.isfinite(w) and w >= 0 for w in weights) and any(w > 0 for w in weights),
+                f"loss.class_weight={weights}: the weights must be finite, >= 0, and not all 0.")
 
 
 @dataclass
@@ -88,5 +88,5 @@ class RestoreConfig:
     preprocessing: Optional[str] = None  # the input scaling the checkpoint was trained with (see PREPROCESSING)
 
     def __post_init__(self) -> None:
-        _require(self.preprocessing is None or self.preprocessing in PREPROCESSING,
-                 f"restore.preprocessing={self.preprocessing!r} is not one of {', '.join(PREPROCESSING)}.")
+        require(self.preprocessing is None or self.preprocessing in PREPROCESSING,
+                f"restore.preprocessing={self.preprocessing!r} is not one of {', '.join(PREPROCESSING)}.")
