@@ -13,7 +13,7 @@ leaves an existing run folder byte for byte as it was:
 - a schedule that trains from scratch finds the network's files (a Keras model file,
   network.weights, a SavedModel folder) where the config says; only the files: nothing
   here imports TensorFlow, whose threads and devices runtime.configure sets in the job;
-- a schedule that reads a run (test, inspect, export; config.SCHEDULES says which) reads
+- a schedule that reads a run (test, inspect, export; the registry says which) reads
   it with its saved config (`resume=RUN`, also when the run was named by run_name= or
   hydra.run.dir=) and runs in a job folder of its own (a new dated folder, unless
   hydra.run.dir names one), so Hydra's config and log, and the schedule's results, never
