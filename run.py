@@ -15,7 +15,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from worklab import command, config, native_log
+from worklab import command, hydra_edge, native_log
+from worklab.config.schedules import SCHEDULES
 from worklab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, RunFailed, UserError
 from worklab.run.summary import Summary, read_summary
 
@@ -29,7 +30,7 @@ def main(cfg) -> float | None:
     """Run one job and return its best loss (validation when it has one, else test), what a sweeper minimises."""
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        plain = config.to_plain(cfg)
+        plain = hydra_edge.to_plain(cfg)
         from worklab import app  # imports TensorFlow: --help and --cfg never get here
 
         app.run(plain)
@@ -71,7 +72,7 @@ def record_failure(error: UserError) -> None:
     Only for the schedules that keep a summary: a schedule that reads a run has no run of its own to mark.
     """
     run_dir, name = HydraConfig.get().runtime.output_dir, HydraConfig.get().runtime.choices.get("schedule")
-    summarised = any(kind.name == name and kind.summarised for kind in config.SCHEDULES)
+    summarised = any(kind.name == name and kind.summarised for kind in SCHEDULES)
     if summarised and read_summary(run_dir) is None and Path(run_dir).is_dir():
         Summary(run_dir, name, list(HydraConfig.get().overrides.task)).mark("failed", str(error))
 

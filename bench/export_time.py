@@ -34,9 +34,11 @@ KERAS_EXPORT = r"""
 import sys
 from pathlib import Path
 from worklab import runtime
-from worklab.config import RuntimeConfig, TestSchedule, load_run_config
+from worklab.config.runtime import RuntimeConfig
+from worklab.config.schedules import TestSchedule
 tf = runtime.configure(RuntimeConfig(), 0)
 from worklab.run.parts import Parts
+from worklab.run.run_config import load_run_config
 parts = Parts(load_run_config(Path(sys.argv[1]), TestSchedule()), None)
 parts.session.restore_step(None)
 parts.model.export(sys.argv[2], verbose=False)

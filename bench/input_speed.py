@@ -95,7 +95,8 @@ def listed(folder: Path):
 def setup(spec):
     started = time.perf_counter()
     from worklab import runtime
-    from worklab.config import AugmentConfig, ReaderConfig, RuntimeConfig
+    from worklab.config.reader import AugmentConfig, ReaderConfig
+    from worklab.config.runtime import RuntimeConfig
 
     tf = runtime.configure(RuntimeConfig(), SEED)
     folder = Path(spec["images"])

@@ -63,7 +63,9 @@ def setup(spec):
     """Build one contender in this process; return its info and command handlers."""
     started = time.perf_counter()
     from worklab import runtime
-    from worklab.config import NetworkConfig, ReaderConfig, RuntimeConfig
+    from worklab.config.network import NetworkConfig
+    from worklab.config.reader import ReaderConfig
+    from worklab.config.runtime import RuntimeConfig
 
     tf = runtime.configure(RuntimeConfig(), SEED)
     import numpy as np

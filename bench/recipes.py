@@ -139,18 +139,18 @@ def scaled_stages(steps_per_stage: Sequence[int], total: int) -> List[int]:
 
 def length_overrides(schedule, steps: int) -> List[str]:
     """The overrides that make `schedule` (a plain schedule config) train `steps` steps in all."""
-    from worklab import config
+    from worklab.config.schedules import BitSchedule, CosineSchedule, FixedSchedule, PatienceSchedule, TrainSchedule
 
-    if isinstance(schedule, config.FixedSchedule):
+    if isinstance(schedule, FixedSchedule):
         lengths = scaled_stages([stage.steps for stage in schedule.stages], steps)
         stages = ", ".join(f"{{lr: {stage.lr}, steps: {n}}}" for stage, n in zip(schedule.stages, lengths))
         warmup = round(schedule.warmup_steps * lengths[0] / schedule.stages[0].steps)
         return [f"schedule.stages=[{stages}]", f"schedule.warmup_steps={warmup}"]
-    if isinstance(schedule, config.CosineSchedule):
+    if isinstance(schedule, CosineSchedule):
         return [f"schedule.steps={steps}", f"schedule.warmup_steps={schedule.warmup_steps * steps // schedule.steps}"]
-    if isinstance(schedule, (config.TrainSchedule, config.BitSchedule)):
+    if isinstance(schedule, (TrainSchedule, BitSchedule)):
         return [f"schedule.steps={steps}"]
-    if isinstance(schedule, config.PatienceSchedule):
+    if isinstance(schedule, PatienceSchedule):
         return [f"schedule.max_steps={steps}"]
     raise ValueError(f"schedule {type(schedule).__name__} does not train for a number of steps")
 
@@ -160,7 +160,7 @@ def compose(overrides: Sequence[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from worklab.config import to_plain
+    from worklab.hydra_edge import to_plain
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return to_plain(hydra_compose("config", overrides=[*overrides, "run_dir=unused"]))

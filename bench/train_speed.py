@@ -86,7 +86,9 @@ def setup(spec):
     """Build one contender in this process; return its info and command handlers."""
     started = time.perf_counter()
     from worklab import runtime
-    from worklab.config import LrRule, NetworkConfig, OptimizerConfig, RuntimeConfig
+    from worklab.config.network import LrRule, NetworkConfig
+    from worklab.config.runtime import RuntimeConfig
+    from worklab.config.training import OptimizerConfig
 
     tf = runtime.configure(RuntimeConfig(onednn=spec["onednn"], xla=spec["xla"], precision=spec["precision"]),
                            SEED)

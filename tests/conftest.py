@@ -9,7 +9,7 @@ from typing import List
 
 import pytest
 
-from worklab.config import SCHEDULES
+from worklab.config.schedules import SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,7 @@ def compose(overrides: List[str], run_dir: Path, data: Path):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from worklab.config import to_plain
+    from worklab.hydra_edge import to_plain
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = hydra_compose("config", overrides=[*tiny(overrides), f"data_dir={data}", f"run_dir={run_dir}",

@@ -19,9 +19,13 @@ import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
 from conftest import ROOT
-from worklab.config import ArchArgs, Config, FixedSchedule, NetworkConfig, ReaderConfig
+from worklab.config import architectures
+from worklab.config.network import ArchArgs, NetworkConfig
+from worklab.config.reader import ReaderConfig
+from worklab.config.root import Config
+from worklab.config.schedules import FixedSchedule
 from worklab.errors import UserError
-from worklab.model import architectures, networks
+from worklab.model import networks
 from worklab.model.applications import build_backbone, load_weights
 from worklab.model.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocess, settings
 
@@ -276,7 +280,7 @@ def test_imagenet_efficientnet_gets_keras_rescaling_folded_in(tmp_path, monkeypa
 
 def test_imagenet_offline_says_where_keras_looks_and_what_to_pass(tmp_path):
     script = textwrap.dedent("""
-        from worklab.config import ArchArgs, NetworkConfig
+        from worklab.config.network import ArchArgs, NetworkConfig
         from worklab.errors import UserError
         from worklab.model.applications import build_backbone, load_weights
         cfg = NetworkConfig(kind="applications", arch="MobileNetV2", arch_args=ArchArgs(alpha=0.35), weights="imagenet")

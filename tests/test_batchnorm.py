@@ -7,7 +7,7 @@ import tensorflow as tf
 from conftest import compose
 from test_trainer import make_trainer
 from worklab import app
-from worklab.config import LrRule, NetworkConfig
+from worklab.config.network import LrRule, NetworkConfig
 from worklab.model import batchnorm
 from worklab.model.resnet import build_resnet
 

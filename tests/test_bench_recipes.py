@@ -8,7 +8,7 @@ import math
 import pytest
 
 from conftest import ROOT
-from worklab import config
+from worklab.config.schedules import BitSchedule, FixedSchedule, PatienceSchedule, Stage, TestSchedule, TrainSchedule
 
 spec = importlib.util.spec_from_file_location("bench_recipes", ROOT / "bench" / "recipes.py")
 recipes = importlib.util.module_from_spec(spec)
@@ -60,18 +60,18 @@ def test_more_stages_than_steps_is_refused():
 
 
 def test_every_training_schedule_gets_exactly_the_steps_asked_for():
-    fixed = config.FixedSchedule(stages=[config.Stage(0.2, 400), config.Stage(0.02, 100)], warmup_steps=300)
+    fixed = FixedSchedule(stages=[Stage(0.2, 400), Stage(0.02, 100)], warmup_steps=300)
     plain = recipes.compose(recipes.length_overrides(fixed, 200)).schedule
     assert [(s.lr, s.steps) for s in plain.stages] == [(0.2, 160), (0.02, 40)]
     assert plain.warmup_steps == 120
     cosine = recipes.compose(["schedule=cosine", "schedule.steps=1000", "schedule.warmup_steps=100"]).schedule
     plain = recipes.compose(["schedule=cosine", *recipes.length_overrides(cosine, 200)]).schedule
     assert (plain.steps, plain.warmup_steps) == (200, 20)
-    assert recipes.length_overrides(config.TrainSchedule(), 200) == ["schedule.steps=200"]
-    assert recipes.length_overrides(config.BitSchedule(), 200) == ["schedule.steps=200"]  # the rule's steps overridden
-    assert recipes.length_overrides(config.PatienceSchedule(), 200) == ["schedule.max_steps=200"]
+    assert recipes.length_overrides(TrainSchedule(), 200) == ["schedule.steps=200"]
+    assert recipes.length_overrides(BitSchedule(), 200) == ["schedule.steps=200"]  # the rule's steps overridden
+    assert recipes.length_overrides(PatienceSchedule(), 200) == ["schedule.max_steps=200"]
     with pytest.raises(ValueError, match="TestSchedule"):
-        recipes.length_overrides(config.TestSchedule(), 200)
+        recipes.length_overrides(TestSchedule(), 200)
 
 
 def test_a_recipe_worklab_refuses_is_skipped_with_why(tmp_path):

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import TINY, run_py
 from test_reader import OFF, collect, exif_block, noise_list, pil_upright, save_jpeg
-from worklab.config import AugmentConfig, ReaderConfig
+from worklab.config.reader import AugmentConfig, ReaderConfig
 from worklab.data import crops
 from worklab.data.augment import draws
 from worklab.data.imagelist import ImageList

@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from conftest import compose
 from test_cosine import StopAt, train
-from worklab.config import LrRule, NetworkConfig, OptimizerConfig
+from worklab.config.network import LrRule, NetworkConfig
+from worklab.config.training import OptimizerConfig
 from worklab.errors import UserError
 from worklab.model import batchnorm
 from worklab.model.resnet import build_resnet

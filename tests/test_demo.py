@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from worklab.config import DEMO_VARIANTS, DemoConfig
+from worklab.config.reader import DEMO_VARIANTS, DemoConfig
 from worklab.data import demo
 from worklab.data.demo import CLASSES, VARIANTS, ensure_demo
 from worklab.errors import UserError

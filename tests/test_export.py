@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from conftest import STAGES, TINY, compose, run_py
 from worklab import app
-from worklab.config import ExportSchedule
+from worklab.config.schedules import ExportSchedule
 from worklab.data.reader import decode
 
 ALL = ["schedule.formats=[saved_model,keras,tflite]", "schedule.quantize=dynamic"]

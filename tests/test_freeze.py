@@ -7,7 +7,7 @@ import pytest
 
 from conftest import compose
 from worklab import app
-from worklab.config import LrRule
+from worklab.config.network import LrRule
 from worklab.errors import UserError
 from worklab.interrupt import StopRequest
 from worklab.model.rules import freeze_rules, lr_multipliers

@@ -10,7 +10,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import TINY, run_py
-from worklab.config import LrRule, NetworkConfig, OptimizerConfig
+from worklab.config.network import LrRule, NetworkConfig
+from worklab.config.training import OptimizerConfig
 from worklab.model import batchnorm
 from worklab.model.resnet import build_resnet
 from worklab.model.rules import lr_multipliers

@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import compose
-from worklab.config import LrRule, OptimizerConfig
+from worklab.config.network import LrRule
+from worklab.config.training import OptimizerConfig
 from worklab.errors import UserError
 from worklab.model.rules import lr_multipliers
 from worklab.train.losses import Objective, class_weights

@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 
 from conftest import ROOT
-from worklab.config import NetworkConfig, to_plain
+from worklab.config.network import NetworkConfig
 from worklab.errors import UserError
+from worklab.hydra_edge import to_plain
 from worklab.model.resnet import build_resnet
 from worklab.model.restore import restore
 

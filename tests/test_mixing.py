@@ -7,7 +7,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import compose
-from worklab.config import AugmentConfig, OptimizerConfig
+from worklab.config.reader import AugmentConfig
+from worklab.config.training import OptimizerConfig
 from worklab.errors import UserError
 from worklab.interrupt import StopRequest
 from worklab.model.rules import lr_multipliers

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worklab.config import NetworkConfig
+from worklab.config.network import NetworkConfig
 from worklab.model.resnet import build_resnet
 
 

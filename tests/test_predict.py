@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, TINY, run_py
-from worklab.config import to_plain
 from worklab.errors import UserError
+from worklab.hydra_edge import to_plain
 from worklab.serve import predictions
 from worklab.serve.predictions import FOLDER, LIST, TREE, Row, find_images
 
@@ -196,9 +196,10 @@ def predict(job: Path, *overrides: str):
 
 def outputs_of_the_tester(run: Path):
     """The Tester's probabilities and statistics for the run's latest checkpoint."""
-    from worklab.config import TestSchedule, load_run_config
+    from worklab.config.schedules import TestSchedule
     from worklab.interrupt import StopRequest
     from worklab.run.parts import Parts
+    from worklab.run.run_config import load_run_config
 
     with StopRequest() as stop:
         parts = Parts(load_run_config(run, TestSchedule()), stop, results_dir=run.parent / "tester")

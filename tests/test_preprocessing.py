@@ -11,10 +11,11 @@ import yaml
 
 from conftest import STAGES, TINY, compose, run_py
 from worklab.command import resume_argv
-from worklab.config import input_preprocessing, saved_config
+from worklab.config.preprocessing_policy import input_preprocessing
 from worklab.errors import UserError
 from worklab.model import preprocessing
 from worklab.model.preprocessing import Preprocess, settings
+from worklab.run.run_config import saved_config
 
 PIXELS = np.random.default_rng(0).uniform(0, 255, (2, 5, 4, 3)).astype(np.float32)
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import compose
 from test_cosine import train
-from worklab.config import FixedSchedule
+from worklab.config.schedules import FixedSchedule
 from worklab.errors import UserError
 from worklab.run import runfolder
 from worklab.schedules import bit

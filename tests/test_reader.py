@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
-from worklab.config import AugmentConfig, ReaderConfig
+from worklab.config.reader import AugmentConfig, ReaderConfig
 from worklab.data.imagelist import ImageList
 from worklab.data.reader import Reader, decode, find_undecodable, orientation
 

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from conftest import compose
 from worklab import app
-from worklab.config import NetworkConfig, RestoreConfig, RestoreRule
+from worklab.config.network import NetworkConfig
+from worklab.config.training import RestoreConfig, RestoreRule
 from worklab.errors import UserError
 from worklab.model.resnet import build_resnet
 from worklab.model.restore import open_checkpoint, restore

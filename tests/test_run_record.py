@@ -11,7 +11,7 @@ import pytest
 
 from conftest import STAGES, TINY, compose, run_py
 from worklab import app, command
-from worklab.config import SCHEDULES
+from worklab.config.schedules import SCHEDULES
 from worklab.data import demo
 from worklab.errors import UserError
 from worklab.run import runfolder

@@ -15,7 +15,10 @@ import pytest
 import tensorflow as tf
 
 from worklab.command import check_network_files
-from worklab.config import Config, NetworkConfig, ReaderConfig, TrainSchedule
+from worklab.config.network import NetworkConfig
+from worklab.config.reader import ReaderConfig
+from worklab.config.root import Config
+from worklab.config.schedules import TrainSchedule
 from worklab.errors import UserError
 from worklab.model import networks
 from worklab.model.saved_model import check
@@ -145,7 +148,10 @@ def test_checkpointed_weights_come_back_in_a_fresh_process(saved, tmp_path):
     script = textwrap.dedent(f"""
         import json, sys
         import numpy as np, tensorflow as tf
-        from worklab.config import Config, NetworkConfig, ReaderConfig, TrainSchedule
+        from worklab.config.network import NetworkConfig
+        from worklab.config.reader import ReaderConfig
+        from worklab.config.root import Config
+        from worklab.config.schedules import TrainSchedule
         from worklab.model import networks
 
         def build(path):

@@ -136,7 +136,8 @@ def test_checkpoints_a_live_watcher_has_not_tested_are_kept(tmp_path, data_dir):
 
 
 def test_a_run_config_reads_outside_the_job_that_wrote_it(tmp_path):
-    from worklab.config import TestSchedule, load_run_config
+    from worklab.config.schedules import TestSchedule
+    from worklab.run.run_config import load_run_config
 
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "config.yaml").write_text(

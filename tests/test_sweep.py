@@ -119,7 +119,7 @@ def test_launcher_sweeper_and_experiment_configs_compose(overrides, key, value):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import worklab.config  # noqa: F401  (registers the schemas the configs name)
+    import worklab.hydra_edge  # noqa: F401  (registers the schemas and resolvers the configs name)
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)

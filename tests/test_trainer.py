@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from worklab.config import LrRule, NetworkConfig, OptimizerConfig
+from worklab.config.network import LrRule, NetworkConfig
+from worklab.config.training import OptimizerConfig
 from worklab.errors import UserError
 from worklab.model import batchnorm
 from worklab.model.resnet import build_resnet

@@ -3,11 +3,11 @@
 `run(cfg)` is the whole program behind run.py and can be called without Hydra.
 TensorFlow is configured (threads, oneDNN, precision) before it is first imported, so
 the modules that import it are imported inside `run`. The schedule registry
-(config.SCHEDULES) says how each schedule treats a run folder: one that writes (train,
-fixed, cosine, bit, patience, hyper, recalibrate) holds its lock for the run; one that
-reads a run named by resume= (test, inspect, export) builds its parts on that run and
-writes its results into the job's own folder (cfg.run_dir), never over the run's
-records. Only the schedule that runs is imported. In a multi-worker cluster the chief
+(worklab.config.schedules.SCHEDULES) says how each schedule treats a run folder: one
+that writes (train, fixed, cosine, bit, patience, hyper, recalibrate) holds its lock for
+the run; one that reads a run named by resume= (test, inspect, export) builds its parts
+on that run and writes its results into the job's own folder (cfg.run_dir), never over
+the run's records. Only the schedule that runs is imported. In a multi-worker cluster the chief
 holds the lock and writes; the other workers train beside it, and a schedule that reads
 a run runs on the chief alone.
 """
@@ -21,7 +21,9 @@ from typing import Dict
 
 from worklab import cluster, runtime
 from worklab.command import saved_overrides
-from worklab.config import Config, hparams, schedule_kind
+from worklab.config.hparams import hparams
+from worklab.config.root import Config
+from worklab.config.schedules import schedule_kind
 from worklab.errors import RunFailed
 from worklab.interrupt import StopRequest
 from worklab.run import runfolder

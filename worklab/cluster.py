@@ -95,7 +95,7 @@ def is_chief(strategy_name: str) -> bool:
 
     A multi_worker config without a cluster around it (a run trained on a cluster, tested
     on a laptop with resume=) runs as one process, its own chief; a schedule that trains
-    is refused without one before it gets here (config.Config).
+    is refused without one before it gets here (worklab.config.root.Config).
     """
     return strategy_name != "multi_worker" or not _started() or task().chief
 

@@ -13,7 +13,7 @@ leaves an existing run folder byte for byte as it was:
 - a schedule that trains from scratch finds the network's files (a Keras model file,
   network.weights, a SavedModel folder) where the config says; only the files: nothing
   here imports TensorFlow, whose threads and devices runtime.configure sets in the job;
-- a schedule that reads a run (test, inspect, export; config.SCHEDULES says which) reads
+- a schedule that reads a run (test, inspect, export; the registry says which) reads
   it with its saved config (`resume=RUN`, also when the run was named by run_name= or
   hydra.run.dir=) and runs in a job folder of its own (a new dated folder, unless
   hydra.run.dir names one), so Hydra's config and log, and the schedule's results, never
@@ -36,10 +36,13 @@ from typing import List, Optional, Tuple
 from omegaconf import OmegaConf
 
 from worklab import cluster
-from worklab.config import NetworkConfig, older_worklab_overrides, saved_config, schedule_kind, to_plain
+from worklab.config.network import NetworkConfig
+from worklab.config.schedules import schedule_kind
 from worklab.errors import UserError
+from worklab.hydra_edge import to_plain
 from worklab.model.saved_model_folder import check_folder
 from worklab.run import runfolder
+from worklab.run.run_config import older_worklab_overrides, saved_config
 from worklab.run.runfolder import RunFolder
 from worklab.run.summary import read_summary
 

@@ -23,7 +23,7 @@ import signal
 from typing import List
 
 from worklab import cluster
-from worklab.config import RuntimeConfig
+from worklab.config.runtime import RuntimeConfig
 from worklab.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from worklab.config import RuntimeConfig
+from worklab.config.runtime import RuntimeConfig
 
 log = logging.getLogger(__name__)
 

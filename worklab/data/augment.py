@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from worklab.config import AugmentConfig
+from worklab.config.reader import AugmentConfig
 
 # The seeds' order: crop size (or zoom), crop place, shift, brightness, contrast, rotate90 and flip.
 DRAWS = 6

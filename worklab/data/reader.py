@@ -26,7 +26,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from worklab.config import ReaderConfig
+from worklab.config.reader import ReaderConfig
 from worklab.data import crops
 from worklab.data.augment import augment, draws
 from worklab.data.imagelist import ImageList

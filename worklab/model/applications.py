@@ -35,7 +35,7 @@ import keras
 import numpy as np
 from keras.src.utils.naming import to_snake_case  # the names Keras' saving_lib gives weight file entries
 
-from worklab.config import NetworkConfig
+from worklab.config.network import NetworkConfig
 from worklab.errors import UserError
 
 # What a backbone's layers take: key (a Keras 3 path or a position) -> the layer and its variables.

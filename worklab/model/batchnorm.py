@@ -22,7 +22,7 @@ from typing import List, Sequence
 import keras
 import tensorflow as tf
 
-from worklab.config import LrRule, NetworkConfig
+from worklab.config.network import LrRule, NetworkConfig
 from worklab.model.rules import frozen_batch_norm
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import keras
 
-from worklab.config import NetworkConfig
+from worklab.config.network import NetworkConfig
 from worklab.errors import UserError
 
 

@@ -15,7 +15,7 @@ from typing import Callable, List, Optional, Tuple
 import keras
 from keras.src.utils.naming import reset_uids  # the per-process counters behind Keras' automatic names
 
-from worklab.config import Config
+from worklab.config.root import Config
 from worklab.model import preprocessing
 
 log = logging.getLogger(__name__)

@@ -31,7 +31,8 @@ from typing import Dict, Sequence
 
 import keras
 
-from worklab.config import Config, input_preprocessing
+from worklab.config.preprocessing_policy import input_preprocessing
+from worklab.config.root import Config
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

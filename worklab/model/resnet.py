@@ -19,7 +19,7 @@ from typing import Optional
 
 import keras
 
-from worklab.config import NetworkConfig
+from worklab.config.network import NetworkConfig
 
 LAYOUTS = {  # depth -> (bottleneck?, blocks per stage)
     10: (False, (1, 1, 1, 1)),

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from worklab.atomic import write_json
-from worklab.config import RestoreConfig
+from worklab.config.training import RestoreConfig
 from worklab.errors import UserError
 from worklab.model.rules import check_all_used, compile_patterns, first_match
 

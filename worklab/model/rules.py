@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from worklab.config import LrRule
+from worklab.config.network import LrRule
 from worklab.errors import UserError
 
 

@@ -43,7 +43,7 @@ from typing import Any, List, Optional
 import keras
 import tensorflow as tf
 
-from worklab.config import NetworkConfig
+from worklab.config.network import NetworkConfig
 from worklab.errors import UserError
 from worklab.model.saved_model_folder import check_folder
 

@@ -18,7 +18,7 @@ from typing import List, Optional, Set, Tuple
 import numpy as np
 import tensorflow as tf
 
-from worklab.config import Config
+from worklab.config.root import Config
 from worklab.data import demo
 from worklab.data.fingerprints import difference, fingerprint
 from worklab.data.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,

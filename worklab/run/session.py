@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Optional, Set
 import keras
 import tensorflow as tf
 
-from worklab.config import RestoreConfig
+from worklab.config.training import RestoreConfig
 from worklab.errors import RunFailed, UserError
 from worklab.model.restore import restore as restore_pretrained
 from worklab.run.checkpoints import CheckpointFolder

@@ -23,7 +23,8 @@ from typing import Dict, List, Sequence
 
 from PIL import Image
 
-from worklab.config import BitSchedule, Config, FixedSchedule, Stage
+from worklab.config.root import Config
+from worklab.config.schedules import BitSchedule, FixedSchedule, Stage
 from worklab.errors import UserError
 from worklab.run.runfolder import RunFolder
 from worklab.schedules import fixed

@@ -18,7 +18,8 @@ from typing import Dict, List, Optional
 import keras
 
 from worklab.atomic import write_text
-from worklab.config import hparams, with_value
+from worklab.config.hparams import hparams
+from worklab.hydra_edge import with_value
 from worklab.run import runfolder
 from worklab.run.runfolder import RunFolder
 from worklab.run.session import checkpoint_path

@@ -30,9 +30,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from worklab.config import load_run_config
 from worklab.errors import Interrupted, UserError
 from worklab.progress import Progress
+from worklab.run.run_config import load_run_config
 from worklab.run.runfolder import RunFolder
 from worklab.serve.predictions import Row, Source, check, find_images, write_csv, write_jsonl
 

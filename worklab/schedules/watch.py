@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Dict
 
-from worklab.config import load_run_config
 from worklab.errors import Interrupted
 from worklab.run import watchers
+from worklab.run.run_config import load_run_config
 from worklab.run.runfolder import RunFolder
 from worklab.run.session import listed_steps
 from worklab.run.summary import read_summary

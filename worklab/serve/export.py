@@ -24,7 +24,7 @@ from typing import Dict, Iterator, List
 import keras
 import tensorflow as tf
 
-from worklab.config import ReaderConfig
+from worklab.config.reader import ReaderConfig
 from worklab.data import reader
 
 PIXELS = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")

@@ -18,7 +18,7 @@ from typing import Callable, Optional, Tuple
 
 import tensorflow as tf
 
-from worklab.config import AugmentConfig
+from worklab.config.reader import AugmentConfig
 
 MIX_STREAM = 1  # folded into (seed, position), which also seeds the augmentation of the example at position
 

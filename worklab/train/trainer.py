@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import keras
 import tensorflow as tf
 
-from worklab.config import OptimizerConfig
+from worklab.config.training import OptimizerConfig
 from worklab.errors import UserError
 from worklab.model.batchnorm import Momentum, batch_norm_layers, training_variables
 from worklab.model.rules import Multipliers

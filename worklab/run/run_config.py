@@ -1,0 +1,58 @@
+"""A run folder's config read back: what it was started with, what it settled, and what older runs meant.
+
+The saved config is the effective config: .hydra/config.yaml (on today's schema, with
+the overrides that keep a run written by an older worklab meaning what it meant then),
+then what its schedule settled at run time (settled.json, through RunFolder). watch and
+predict load the run they read with it; command.py compares a command against it before
+Hydra starts and keeps an older run's meaning when it is resumed. No TensorFlow.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List
+
+from omegaconf import OmegaConf
+
+from worklab.config.root import Config
+from worklab.config.schedules import ScheduleConfig
+from worklab.errors import UserError
+from worklab.run.runfolder import RunFolder
+
+
+def saved_config(run_dir: Path):
+    """The config a run folder was started with, with what its schedule settled at run time (settled.json), on
+    the schema, less its schedule and folder (a DictConfig).
+
+    Read without resolving: the saved `run_dir` refers to Hydra's runtime, which only the
+    job that wrote it had.
+    """
+    saved_file = Path(run_dir) / ".hydra" / "config.yaml"
+    if not saved_file.is_file():
+        raise UserError(f"{run_dir} is not a run folder: {saved_file} does not exist.")
+    saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
+    node = OmegaConf.merge(OmegaConf.structured(Config),
+                           {k: v for k, v in saved.items() if k not in ("schedule", "run_dir")})
+    for override in older_worklab_overrides(saved):
+        key, value = override.split("=", 1)
+        OmegaConf.update(node, key, value)
+    for key, value in RunFolder(run_dir).settled().items():  # what the schedule settled at run time
+        OmegaConf.update(node, key, value)
+    return node
+
+
+def older_worklab_overrides(saved: Dict[str, Any]) -> List[str]:
+    """Overrides that keep a run folder written by an older worklab meaning what it meant then.
+
+    `saved` is the run's .hydra/config.yaml. Before network.preprocessing existed, every
+    network took inputs normalised with reader.mean and reader.std: such a run keeps that
+    (mean_std), whatever its restore mapping now says.
+    """
+    return [] if "preprocessing" in (saved.get("network") or {}) else ["network.preprocessing=mean_std"]
+
+
+def load_run_config(run_dir: Path, schedule: ScheduleConfig) -> Config:
+    """The config a run folder was started with, with `schedule` in place of its own schedule."""
+    node = saved_config(run_dir)
+    node.schedule = OmegaConf.structured(schedule)
+    node.run_dir = str(run_dir)
+    return OmegaConf.to_object(node)
