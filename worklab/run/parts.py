@@ -22,7 +22,7 @@ import tensorflow as tf
 from worklab.config import Config
 from worklab.data import demo
 from worklab.data.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
-                                    save_classes, to_image_list)
+                                    save_classes, to_image_list, warn_missing_classes)
 from worklab.data.reader import Reader
 from worklab.data.split import hold_out, split
 from worklab.data.split import load as load_split
@@ -119,7 +119,7 @@ class Parts:
         """The validation set: reader.val, or the images held out of the training list; None without one."""
         r = self.cfg.reader
         if r.val:
-            return self._image_list(r.val, "validation")
+            return warn_missing_classes(self._image_list(r.val, "validation"), self.classes)
         if r.val_split:
             images = split(self._listed_train, self._held_out)[1]
             log.info("validation: %d images held out of the training list (reader.val_split=%g, val_seed=%d)",
