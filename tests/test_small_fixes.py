@@ -4,8 +4,10 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import List
 
 import pytest
+from PIL import Image
 
 from conftest import compose
 from worklab.config import PredictSchedule
@@ -50,3 +52,40 @@ def test_a_run_warns_of_the_classes_its_validation_list_lacks(tmp_path, data_dir
     assert len(lacking) == 1
     assert "8 of the 10 classes of the training list: checker, cross, diagonal, dots, hstripes, ring, triangle, " \
            "vstripes." in lacking[0]
+
+
+def write_images(folder: Path, names) -> None:
+    """Tiny PNGs at folder/NAME for each name, e.g. 'cat/0.png'."""
+    for i, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (16, 16), (40 * i, 0, 200)).save(folder / name)
+
+
+CLASS_IMAGES = [f"{label}/{i}.png" for label in ("cat", "dog") for i in range(2)]
+
+
+def repeated_path_list(tmp_path: Path) -> List[str]:
+    """A training list with a path listed twice, and a test list without."""
+    write_images(tmp_path / "images", CLASS_IMAGES)
+    listed = [{"path": f"images/{name}", "label": name.split("/")[0]} for name in CLASS_IMAGES]
+    (tmp_path / "train.json").write_text(json.dumps(listed + listed[:1]))
+    (tmp_path / "test.json").write_text(json.dumps(listed))
+    return ["reader=json", f"reader.train={tmp_path / 'train.json'}", f"reader.test={tmp_path / 'test.json'}"]
+
+
+def loose_file_folder(tmp_path: Path) -> List[str]:
+    """A training folder with an image beside its class folders, and a test folder without."""
+    write_images(tmp_path / "train", [*CLASS_IMAGES, "loose.png"])
+    write_images(tmp_path / "test", CLASS_IMAGES)
+    return ["reader=folder", f"reader.train={tmp_path / 'train'}", f"reader.test={tmp_path / 'test'}"]
+
+
+@pytest.mark.parametrize("make, says", [(repeated_path_list, "listed more than once"),
+                                        (loose_file_folder, "at the top level are not read")])
+def test_a_training_list_warning_is_given_once_per_run(tmp_path, data_dir, caplog, make, says):
+    from worklab.run.parts import Parts
+
+    parts = Parts(compose(make(tmp_path), tmp_path / "run", data_dir), StopRequest())
+    with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
+        parts.check_inputs()
+    assert [says in r.getMessage() for r in caplog.records].count(True) == 1

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from worklab.config import Config
 from worklab.data import demo
-from worklab.data.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
+from worklab.data.imagelist import (Entry, ImageList, build_classes, check_files, load_classes, read_entries,
                                     save_classes, to_image_list, warn_missing_classes)
 from worklab.data.reader import Reader
 from worklab.data.split import hold_out, split
@@ -92,8 +92,7 @@ class Parts:
         classes = load_classes(self.class_map)
         binding = classes is not None and (listed_steps(self.run_dir / "checkpoints") or not holds_lock(self.run_dir))
         if not binding:
-            train, _, kind = self.sources
-            classes = build_classes(read_entries(train, kind), train)
+            classes = build_classes(self._train_entries, self.sources[0])
             if self.chief:
                 save_classes(self.class_map, classes)
             log.info("classes: %d (%s)", len(classes), ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else ""))
@@ -155,7 +154,13 @@ class Parts:
 
     @cached_property
     def _listed_train(self) -> ImageList:
-        return self._image_list(self.sources[0], "train")
+        return self._image_list(self.sources[0], "train", self._train_entries)
+
+    @cached_property
+    def _train_entries(self) -> List[Entry]:
+        """The training list's (path, label) pairs, read once for the class map and the image list alike,
+        so its warnings (a repeated path, images beside the class folders) are given once."""
+        return read_entries(self.sources[0], self.sources[2])
 
     @cached_property
     def _held_out(self) -> Set[str]:
@@ -168,8 +173,9 @@ class Parts:
                 save_split(self.run_dir, r.val_split, r.val_seed, held)
         return held
 
-    def _image_list(self, source: str, name: str) -> ImageList:
-        entries = read_entries(source, self.sources[2])
+    def _image_list(self, source: str, name: str, entries: Optional[List[Entry]] = None) -> ImageList:
+        """The checked image list of `source` (its `entries` when already read), logged as `name`."""
+        entries = read_entries(source, self.sources[2]) if entries is None else entries
         record = self.run_dir / "checked_images.json" if holds_lock(self.run_dir) else None
         images = check_files(to_image_list(entries, self.classes, source, class_map=str(self.class_map)),
                              self.cfg.reader.skip_bad, record)
