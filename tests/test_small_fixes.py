@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 from typing import List
 
 import pytest
 from PIL import Image
 
 from conftest import compose
-from worklab.config import PredictSchedule
+from worklab.config import ArchArgs, NetworkConfig, PredictSchedule
 from worklab.data.imagelist import ImageList, warn_missing_classes
 from worklab.errors import UserError
 from worklab.interrupt import StopRequest
@@ -89,3 +90,26 @@ def test_a_training_list_warning_is_given_once_per_run(tmp_path, data_dir, caplo
     with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         parts.check_inputs()
     assert [says in r.getMessage() for r in caplog.records].count(True) == 1
+
+
+def test_each_kind_of_network_is_described_by_its_architecture():
+    from worklab.model.networks import describe
+
+    nested = SimpleNamespace(name="network")  # the model's name for a nested body
+    assert describe(NetworkConfig(kind="applications", arch="MobileNetV3Small", arch_args=ArchArgs(alpha=0.75)),
+                    nested) == "MobileNetV3Small (applications, alpha=0.75)"
+    assert describe(NetworkConfig(kind="applications", arch="MobileNetV2"), nested) == "MobileNetV2 (applications)"
+    assert describe(NetworkConfig(depth=50, width=2, layout="slim"), SimpleNamespace(name="resnet50")) == \
+        "ResNet-50 (resnet, width=2, layout=slim)"
+    assert describe(NetworkConfig(kind="keras", path="m.keras"), SimpleNamespace(name="mine")) == \
+        "mine from m.keras (keras)"
+    assert describe(NetworkConfig(kind="saved_model", path="hub/model"), nested) == "hub/model (saved_model)"
+
+
+def test_the_log_names_the_architecture_of_the_network(tmp_path, data_dir, caplog):
+    from worklab.run.parts import Parts
+
+    parts = Parts(compose([], tmp_path / "run", data_dir), StopRequest())
+    with caplog.at_level(logging.INFO, logger="worklab.run.parts"):
+        parts.model
+    assert "network: ResNet-10 (resnet, width=0.125, layout=resnet), 10 classes" in caplog.text

@@ -190,7 +190,7 @@ class Parts:
             model = networks.build(self.cfg, len(self.classes))
         frozen = batchnorm.prepare(model, self._rules(model), self.bn_momentum, self.strategy.num_replicas_in_sync)
         log.info("network: %s, %d classes, %.2fM parameters, %d frozen batch-norm layer(s)",
-                 model.name, len(self.classes), model.count_params() / 1e6, len(frozen))
+                 networks.describe(self.cfg.network, model), len(self.classes), model.count_params() / 1e6, len(frozen))
         return model
 
     @cached_property
