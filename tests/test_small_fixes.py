@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -113,3 +114,45 @@ def test_the_log_names_the_architecture_of_the_network(tmp_path, data_dir, caplo
     with caplog.at_level(logging.INFO, logger="worklab.run.parts"):
         parts.model
     assert "network: ResNet-10 (resnet, width=0.125, layout=resnet), 10 classes" in caplog.text
+
+
+def fixed_logits_model(size: int, kernel: np.ndarray):
+    """A network whose logits are the image's mean RGB times `kernel` (3 x classes): chosen logits for solid images."""
+    import keras
+
+    inputs = keras.Input((size, size, 3))
+    logits = keras.layers.Dense(kernel.shape[1], use_bias=False, dtype="float32")(
+        keras.layers.GlobalAveragePooling2D()(inputs))
+    model = keras.Model(inputs, logits)
+    model.layers[-1].set_weights([kernel])
+    return model
+
+
+def test_predict_and_the_tester_take_a_confidently_wrong_loss_from_log_probabilities(tmp_path):
+    from worklab.config import ReaderConfig
+    from worklab.data.reader import Reader
+    from worklab.schedules.predict import ClassNames, _evaluate, classify_files
+    from worklab.serve.export import Classifier
+    from worklab.serve.predictions import LIST, Row, Source
+    from worklab.train.tester import Tester
+
+    logits = np.array([[0.0, 110.0, -5.0], [0.0, 2.0, 0.0]])  # a red image labelled a, a green one labelled b
+    kernel = np.zeros((3, 3), np.float32)
+    kernel[:2] = logits / 255
+    model = fixed_logits_model(8, kernel)
+    paths = [str(tmp_path / "red.png"), str(tmp_path / "green.png")]
+    for path, colour in zip(paths, [(255, 0, 0), (0, 255, 0)]):
+        Image.new("RGB", (8, 8), colour).save(path)
+    hand = -(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))[[0, 1], [0, 1]]  # -log_softmax[label]
+    assert np.float32(np.exp(-hand[0])) == 0  # the red image's p(a), e^-110, underflows in float32
+
+    reading = ReaderConfig(image_size=8, batch_size=2)
+    tester = Tester(model, Reader(reading, 0).test(ImageList("list.json", paths, [0, 1])), 2, 2, top_k=1)
+    classifier = Classifier(model, ["a", "b", "c"], reading, top_k=1)
+    results, outputs = classify_files(lambda images: {k: v.numpy() for k, v in classifier.from_bytes(images).items()},
+                                      paths, batch_size=2)
+    predicted = _evaluate(SimpleNamespace(cfg=SimpleNamespace(top_k=1)), Source("list.json", LIST, paths, ["a", "b"]),
+                          [Row(p, *r) for p, r in zip(paths, results)], outputs, ClassNames(["a", "b", "c"]),
+                          {"model": "fixed logits"}, tmp_path)
+    assert predicted["loss"] == pytest.approx(tester.evaluate()["loss"], rel=1e-5)
+    assert predicted["loss"] == pytest.approx(hand.mean(), rel=1e-5)
