@@ -75,7 +75,7 @@ def reference(cfg, step: int):
     parts = Parts(cfg, None)
     assert parts.restore_for_inference(step) == step
     tester = parts.tester
-    probs = np.concatenate([tester._predict(images, labels)[0].numpy() for images, labels in tester.dataset])
+    probs = np.concatenate([tester._predict(images)[0].numpy() for images, _ in tester.dataset])
     paths = list(parts.test_images.paths)
     resized = np.stack([resize(decode(tf.io.read_file(p)), parts.cfg.reader).numpy() for p in paths])
     return probs, paths, resized, list(parts.classes)

@@ -205,7 +205,7 @@ def outputs_of_the_tester(run: Path):
         parts = Parts(load_run_config(run, TestSchedule()), stop, results_dir=run.parent / "tester")
         parts.session.restore_step(None)
         tester = parts.tester
-        probs = np.concatenate([tester._predict(x, y)[0].numpy() for x, y in tester.dataset])
+        probs = np.concatenate([tester._predict(x)[0].numpy() for x, _ in tester.dataset])
         return probs, tester.evaluate(), parts.test_images.paths, parts.classes
 
 

@@ -226,9 +226,12 @@ class PredictSchedule(ScheduleConfig):
     step: Optional[int] = None  # with schedule.run: the checkpoint to use
 
     def __post_init__(self) -> None:
-        require((self.run is None) != (self.model is None),
+        require(self.run is not None or self.model is not None,
                 "schedule=predict needs one of schedule.run=RUN (a run folder) or schedule.model=PATH "
-                "(an exported SavedModel), not both.")
+                "(an exported SavedModel): neither is given.")
+        require(self.run is None or self.model is None,
+                f"schedule=predict needs one of schedule.run={self.run} or schedule.model={self.model}, "
+                "not both.")
         require(self.step is None or self.run is not None, "schedule.step picks a checkpoint of schedule.run; "
                                                            "an exported model has one step already.")
 

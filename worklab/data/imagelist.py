@@ -6,7 +6,8 @@ paths resolve against the list file's folder. Labels are ints or class names; th
 class map (index -> name) is built from the training list, saved in the run folder
 and reused, so test labels and later runs agree on indices. A class without images
 (a gap in int labels, an empty class folder) is kept, with a warning, so indices stay
-stable; a path listed with two labels, or a training list of one class, is refused.
+stable; a path listed with two labels, or a training list of one class, is refused. A
+validation list without images of some class is kept, with a warning naming the classes.
 
 Before the first step every listed image is decoded once with PIL (JPEGs at 1/8 scale,
 which still reads every byte), so a truncated or corrupt file is named here, not by a
@@ -225,6 +226,23 @@ def to_image_list(entries: Sequence[Entry], classes: List[str], source: str,
         raise UserError(f"Image list {source}: {len(unknown)} label(s) not in the class map "
                         f"[{', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}]: {shown}.{hint}")
     return ImageList(source, [p for p, _ in entries], [index[str(label)] for _, label in entries])
+
+
+def warn_missing_classes(images: ImageList, classes: List[str]) -> ImageList:
+    """Return `images` (the reader.val list), warning first of the classes of the class map it has no image of.
+
+    Every decision is made on the validation statistics: a class missing there has no
+    recall, and a prediction of it still enters the macro F1 as a class with F1 0, so
+    the validation scores describe fewer classes than the model is trained on.
+    """
+    present = set(images.labels)
+    missing = [name for i, name in enumerate(classes) if i not in present]
+    if missing:
+        log.warning("Image list %s (reader.val) has no images of %d of the %d classes of the training list: %s. "
+                    "Their validation recall is undefined and a prediction of one counts in the validation macro "
+                    "F1 as a class of F1 0; add images of every class to the validation list.", images.source,
+                    len(missing), len(classes), ", ".join(missing[:20]) + (", ..." if len(missing) > 20 else ""))
+    return images
 
 
 def check_files(images: ImageList, skip_bad: bool, record: Optional[Path] = None) -> ImageList:

@@ -15,6 +15,7 @@ from typing import Callable, List, Optional, Tuple
 import keras
 from keras.src.utils.naming import reset_uids  # the per-process counters behind Keras' automatic names
 
+from worklab.config.network import NetworkConfig
 from worklab.config.root import Config
 from worklab.model import preprocessing
 
@@ -58,6 +59,22 @@ def with_head(body: keras.Model, preprocess: keras.layers.Layer, num_classes: in
         features = keras.layers.Flatten(name="head_flatten")(features)
     logits = keras.layers.Dense(num_classes, dtype="float32", name="head")(features)
     return keras.Model(inputs, logits, name=body.name if body.name != BACKBONE else "network")
+
+
+def describe(network: NetworkConfig, model: keras.Model) -> str:
+    """The architecture of `model`, built from `network`, with its kind and size: the log's name for it.
+
+    The model's own name will not do: a nested body (applications, saved_model) leaves it
+    "network", and a ResNet's gives its depth but not its width.
+    """
+    if network.kind == "resnet":
+        return f"ResNet-{network.depth} (resnet, width={network.width:g}, layout={network.layout})"
+    if network.kind == "applications":
+        given = "".join(f", {key}={value}" for key, value in network.arch_args.given().items())
+        return f"{network.arch} (applications{given})"
+    if network.kind == "keras":
+        return f"{model.name} from {network.path} (keras)"
+    return f"{network.path} (saved_model)"
 
 
 def pretrained_weights(model: keras.Model, cfg: Config) -> Optional[Callable[[], str]]:

@@ -21,8 +21,8 @@ import tensorflow as tf
 from worklab.config.root import Config
 from worklab.data import demo
 from worklab.data.fingerprints import difference, fingerprint
-from worklab.data.imagelist import (ImageList, build_classes, check_files, load_classes, read_entries,
-                                    save_classes, to_image_list)
+from worklab.data.imagelist import (Entry, ImageList, build_classes, check_files, load_classes, read_entries,
+                                    save_classes, to_image_list, warn_missing_classes)
 from worklab.data.reader import Reader
 from worklab.data.split import hold_out, split
 from worklab.data.split import load as load_split
@@ -93,8 +93,7 @@ class Parts:
         classes = load_classes(self.class_map)
         binding = classes is not None and (listed_steps(self.folder.checkpoints) or not self.folder.writable)
         if not binding:
-            train, _, kind = self.sources
-            classes = build_classes(read_entries(train, kind), train)
+            classes = build_classes(self._train_entries, self.sources[0])
             if self.folder.writable:
                 save_classes(self.class_map, classes)
             log.info("classes: %d (%s)", len(classes), ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else ""))
@@ -120,7 +119,7 @@ class Parts:
         """The validation set: reader.val, or the images held out of the training list; None without one."""
         r = self.cfg.reader
         if r.val:
-            return self._image_list(r.val, "validation")
+            return warn_missing_classes(self._image_list(r.val, "validation"), self.classes)
         if r.val_split:
             images = split(self._listed_train, self._held_out)[1]
             log.info("validation: %d images held out of the training list (reader.val_split=%g, val_seed=%d)",
@@ -176,7 +175,13 @@ class Parts:
 
     @cached_property
     def _listed_train(self) -> ImageList:
-        return self._image_list(self.sources[0], "train")
+        return self._image_list(self.sources[0], "train", self._train_entries)
+
+    @cached_property
+    def _train_entries(self) -> List[Entry]:
+        """The training list's (path, label) pairs, read once for the class map and the image list alike,
+        so its warnings (a repeated path, images beside the class folders) are given once."""
+        return read_entries(self.sources[0], self.sources[2])
 
     @cached_property
     def _held_out(self) -> Set[str]:
@@ -189,8 +194,9 @@ class Parts:
                 save_split(self.folder, r.val_split, r.val_seed, held)
         return held
 
-    def _image_list(self, source: str, name: str) -> ImageList:
-        entries = read_entries(source, self.sources[2])
+    def _image_list(self, source: str, name: str, entries: Optional[List[Entry]] = None) -> ImageList:
+        """The checked image list of `source` (its `entries` when already read), logged as `name`."""
+        entries = read_entries(source, self.sources[2]) if entries is None else entries
         record = self.folder.file("checked_images.json") if self.folder.writable else None
         images = check_files(to_image_list(entries, self.classes, source, class_map=str(self.class_map)),
                              self.cfg.reader.skip_bad, record)
@@ -205,7 +211,7 @@ class Parts:
             model = networks.build(self.cfg, len(self.classes))
         frozen = batchnorm.prepare(model, self._rules(model), self.bn_momentum, self.strategy.num_replicas_in_sync)
         log.info("network: %s, %d classes, %.2fM parameters, %d frozen batch-norm layer(s)",
-                 model.name, len(self.classes), model.count_params() / 1e6, len(frozen))
+                 networks.describe(self.cfg.network, model), len(self.classes), model.count_params() / 1e6, len(frozen))
         return model
 
     @cached_property

@@ -138,7 +138,8 @@ def _write(parts, step: int, folder: Path) -> Dict:
                        "serving_pixels": "images: float32 [N, H, W, 3], RGB 0-255, any size",
                        "serving_uint8": "images: uint8 [N, H, W, 3], RGB, any size",
                        "serving_resized": f"images: float32 [N, {r.image_size}, {r.image_size}, 3], RGB 0-255",
-                       "outputs": "probabilities [N, classes], classes [N, k], labels [N, k], scores [N, k]"},
+                       "outputs": "probabilities [N, classes], log_probabilities [N, classes], classes [N, k], "
+                                  "labels [N, k], scores [N, k]"},
         "notes": notes,
     }
     info["sha256"] = {str(p.relative_to(folder)): export.sha256(p) for p in export.files_in(folder)}

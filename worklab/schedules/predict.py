@@ -52,8 +52,8 @@ def run(parts) -> Dict:
     source = source.for_classes(classes.names) if classes.complete else source
     start = time.perf_counter()
     r = parts.cfg.reader
-    results, probabilities = classify_files(classify, source.paths, r.test_batch_size or r.batch_size,
-                                            parts.stop, classes)
+    results, outputs = classify_files(classify, source.paths, r.test_batch_size or r.batch_size,
+                                      parts.stop, classes)
     seconds = time.perf_counter() - start
     rows = [Row(path, *result, source.labels[i] if source.labels else None)
             for i, (path, result) in enumerate(zip(source.paths, results))]
@@ -64,7 +64,7 @@ def run(parts) -> Dict:
     summary = {"images": len(rows), "errors": errors, "images_per_second": len(rows) / max(seconds, 1e-9),
                "model": origin}
     if source.labels is not None:
-        statistics = _evaluate(parts, source, rows, probabilities, classes, origin, out)
+        statistics = _evaluate(parts, source, rows, outputs, classes, origin, out)
         if statistics:
             summary["evaluation"] = statistics
     log.info("predicted %d images (%d errors) in %.1f s, %.1f images/s: %s", len(rows), errors, seconds,
@@ -169,8 +169,8 @@ def _refuse_own_folder(parts, run: Path, key: str) -> None:
 
 def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=None,
                    classes: Optional[ClassNames] = None, check_files: Callable = check, chunk: int = CHUNK
-                   ) -> Tuple[List[Tuple[List[str], List[float], Optional[str]]], Dict[int, np.ndarray]]:
-    """(labels, scores, error) for every path, in order, and each classified image's probabilities by index.
+                   ) -> Tuple[List[Tuple[List[str], List[float], Optional[str]]], Dict[int, Dict[str, np.ndarray]]]:
+    """(labels, scores, error) for every path, in order, and each classified image's outputs by index.
 
     The paths go in chunks: while one chunk is read and classified, the next is checked
     (`check_files`) in threads, so a large folder starts at once and the check uses what
@@ -182,7 +182,7 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
 
     unread = "cannot be read any more (changed or removed after the check)"  # what the pipeline dropped
     results: List = [([], [], unread) for _ in paths]
-    probabilities: Dict[int, np.ndarray] = {}
+    outputs: Dict[int, Dict[str, np.ndarray]] = {}
     bar = Progress(len(paths), unit="image")
     starts = range(0, len(paths), chunk)
     with ThreadPoolExecutor(max_workers=1) as ahead:
@@ -198,8 +198,8 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
             for indices, images in _batches(tf, [paths[i] for i in todo], todo, batch_size) if todo else ():
                 if stop:
                     bar.break_line()
-                    raise Interrupted(stop.signal, len(probabilities),
-                                      note=f"stopped after classifying {len(probabilities)} of {len(paths)} images; "
+                    raise Interrupted(stop.signal, len(outputs),
+                                      note=f"stopped after classifying {len(outputs)} of {len(paths)} images; "
                                            "nothing was written: run the same command again")
                 for index, output, error in _classify_batch(tf, classify, indices.numpy(), images):
                     if error:
@@ -207,13 +207,13 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
                     else:
                         results[index] = ([label.decode() for label in output["labels"]],
                                           output["scores"].tolist(), None)
-                        probabilities[index] = output["probabilities"]
+                        outputs[index] = output
                         if classes is not None:
                             classes.learn(output["classes"], output["labels"])
                 bar.update(int(indices[-1].numpy()) + 1)
     bar.update(len(paths))
     bar.break_line()
-    return results, probabilities
+    return results, outputs
 
 
 def _batches(tf, paths: List[str], indices: List[int], batch_size: int):
@@ -246,11 +246,11 @@ def _first_line(error: Exception) -> str:
 
 # Statistics --------------------------------------------------------------------------------------
 
-def _evaluate(parts, source: Source, rows: List[Row], probabilities: Dict[int, np.ndarray], classes: ClassNames,
-              origin: Dict, out: Path) -> Optional[Dict]:
+def _evaluate(parts, source: Source, rows: List[Row], outputs: Dict[int, Dict[str, np.ndarray]],
+              classes: ClassNames, origin: Dict, out: Path) -> Optional[Dict]:
     """The Tester's statistics over the classified images whose label is a class of the model (evaluation.json)."""
     from worklab.atomic import write_json
-    from worklab.train.stats import evaluation_statistics
+    from worklab.train.stats import cross_entropy, evaluation_statistics
 
     index = classes.index()
     unknown = sorted({label for label in source.labels if label not in index})
@@ -259,13 +259,12 @@ def _evaluate(parts, source: Source, rows: List[Row], probabilities: Dict[int, n
                     source.location, "" if classes.complete else " (as far as its outputs have named them; "
                     "export.json would list them all)")
         return None
-    kept = sorted(probabilities)
+    kept = sorted(outputs)
     if not kept:
         return None
     labels = np.array([index[source.labels[i]] for i in kept], np.int64)
-    probs = np.stack([probabilities[i] for i in kept]).astype(np.float64)
-    tiny = np.finfo(np.float32).tiny  # the loss of a probability that underflowed to 0 is large, not infinite
-    losses = -np.log(np.maximum(probs[np.arange(len(kept)), labels], tiny))
+    probs = np.stack([outputs[i]["probabilities"] for i in kept]).astype(np.float64)
+    losses = cross_entropy(labels, np.stack([_log_probabilities(outputs[i]) for i in kept]))
     stats = evaluation_statistics(labels, probs, losses, top_k=parts.cfg.top_k)
     write_json(out / "evaluation.json", {**stats, **origin, "images": str(source.location),
                                          "errors": len(rows) - len(kept),
@@ -274,3 +273,12 @@ def _evaluate(parts, source: Source, rows: List[Row], probabilities: Dict[int, n
              f"step {origin['step']}" if "step" in origin else "model", stats["loss"], stats["accuracy"],
              stats["top_k"], stats["top_k_accuracy"], stats["f1_macro"], stats["count"])
     return stats
+
+
+def _log_probabilities(output: Dict[str, np.ndarray]) -> np.ndarray:
+    """An image's log-probabilities, as the classifier gives them; from a SavedModel exported before it gave
+    them, the log of its probabilities, a probability that underflowed to 0 taken as float32's smallest normal
+    (so that loss is large, not infinite)."""
+    if "log_probabilities" in output:
+        return output["log_probabilities"]
+    return np.log(np.maximum(output["probabilities"], np.finfo(np.float32).tiny))

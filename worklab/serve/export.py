@@ -34,8 +34,10 @@ ENCODED = tf.TensorSpec([None], tf.string, name="images")
 class Classifier(tf.Module):
     """The network with its preprocessing and top-k: what a SavedModel's signatures serve.
 
-    Every entry point returns {"probabilities": float32 [N, classes], "classes": int32 [N, k],
-    "labels": string [N, k], "scores": float32 [N, k]}, k = min(top_k, number of classes).
+    Every entry point returns {"probabilities": float32 [N, classes], "log_probabilities": float32
+    [N, classes], "classes": int32 [N, k], "labels": string [N, k], "scores": float32 [N, k]},
+    k = min(top_k, number of classes). The log-probabilities are what a loss is taken from:
+    a probability underflows to 0 in float32 while its log stays finite and accurate.
     """
 
     def __init__(self, model: keras.Model, classes: List[str], reading: ReaderConfig, top_k: int):
@@ -85,11 +87,11 @@ class Classifier(tf.Module):
         return self._classify(tf.clip_by_value(images, 0.0, 255.0))
 
     def _classify(self, resized: tf.Tensor) -> Dict[str, tf.Tensor]:
-        """0-255 images at image_size -> the network's probabilities in inference mode, and the top k."""
+        """0-255 images at image_size -> the network's (log-)probabilities in inference mode, and the top k."""
         logits = tf.cast(self.model(resized, training=False), tf.float32)
         probabilities = tf.nn.softmax(logits)
         scores, indices = tf.math.top_k(probabilities, k=self.k)
-        return {"probabilities": probabilities, "classes": indices,
+        return {"probabilities": probabilities, "log_probabilities": tf.nn.log_softmax(logits), "classes": indices,
                 "labels": tf.gather(tf.constant(self.class_names), indices), "scores": scores}
 
     def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:

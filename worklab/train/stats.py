@@ -64,6 +64,18 @@ def evaluation_statistics(labels, probs, losses, top_k=5):
     return stats
 
 
+def cross_entropy(labels, log_probabilities):
+    """Each example's loss, -log p(label), read from its log-probabilities (the log-softmax of the logits).
+
+    labels: int array (N,) in [0, C); log_probabilities: float array (N, C). The Tester
+    and predict both take their losses from here. Not from probabilities: a confidently
+    wrong prediction's probability underflows to 0 in float32, while its log-probability
+    stays finite and accurate.
+    """
+    labels, log_probabilities = np.asarray(labels), np.asarray(log_probabilities)
+    return -np.take_along_axis(log_probabilities, labels[:, None], axis=1)[:, 0]
+
+
 def _checked_arrays(labels, probs, losses, top_k):
     """Convert the inputs to numpy arrays and reject anything the statistics cannot describe.
 

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from worklab.train.stats import evaluation_statistics
+from worklab.train.stats import cross_entropy, evaluation_statistics
 
 PADDING = -1  # the label of the examples that fill a last batch up to a multiple of the replicas
 
@@ -52,11 +52,11 @@ class Tester:
         """
         labels, probs, losses = [], [], []
         for i, batch in enumerate(self.dataset):
-            batch_labels, batch_probs, batch_losses = (t.numpy() for t in self._step(*batch))
+            batch_labels, batch_probs, batch_log_probs = (t.numpy() for t in self._step(*batch))
             kept = batch_labels != PADDING
             labels.append(batch_labels[kept])
             probs.append(batch_probs[kept])
-            losses.append(batch_losses[kept])
+            losses.append(cross_entropy(batch_labels[kept], batch_log_probs[kept]))
             if on_batch:
                 on_batch(i + 1)
         tested = sum(len(batch) for batch in labels)
@@ -68,14 +68,14 @@ class Tester:
         return evaluation_statistics(labels, probs, losses, top_k=self.top_k)
 
     def _step_fn(self, images, labels):
-        """(labels, probabilities, losses) of one batch, every replica's slice gathered in batch order."""
-        probs, losses = self.strategy.run(self._predict, args=(images, labels))
-        return tuple(self.strategy.gather(x, axis=0) for x in (labels, probs, losses))
+        """(labels, probabilities, log-probabilities) of one batch, every replica's slice gathered in batch order."""
+        probs, log_probs = self.strategy.run(self._predict, args=(images,))
+        return tuple(self.strategy.gather(x, axis=0) for x in (labels, probs, log_probs))
 
-    def _predict_fn(self, images: tf.Tensor, labels: tf.Tensor):
+    def _predict_fn(self, images: tf.Tensor):
+        """The probabilities and log-probabilities of a batch; the losses are taken from the latter."""
         logits = tf.cast(self.model(images, training=False), tf.float32)
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.maximum(labels, 0), logits)  # PADDING as 0
-        return tf.nn.softmax(logits), losses
+        return tf.nn.softmax(logits), tf.nn.log_softmax(logits)
 
 
 def shares(images: tf.Tensor, labels: tf.Tensor, context: tf.distribute.InputContext, replicas: int):
