@@ -125,14 +125,15 @@ class BitSchedule(TrainingSchedule):
 
 @dataclass
 class PatienceSchedule(TrainingSchedule):
-    """Test every eval_every steps; when the test loss stops improving, go back to the best and lower the rate."""
+    """Test every eval_every steps (on the validation set when there is one); when the loss stops improving, go
+    back to the best and lower the rate."""
 
     eval_every: int = 500  # steps between tests
     patience: int = 3  # tests without improvement before the rate drops
     factor: float = 0.1  # the rate is multiplied by this at each drop
     max_decays: int = 2  # stop at the next plateau after this many drops
     max_steps: Optional[int] = None  # stop at this step in any case
-    max_loss: Optional[float] = None  # a test loss above this counts as a blow-up, like NaN
+    max_loss: Optional[float] = None  # a tested loss above this counts as a blow-up, like NaN
     keep: int = 1  # latest checkpoints kept besides the best
 
     def __post_init__(self) -> None:
