@@ -49,7 +49,8 @@ from typing import Iterator, List, Optional, Sequence, Set
 
 from worklab.run.summary import FILE, read_summary
 
-NOT_RUNS = {"checkpoints", "tensorboard", "evaluations", "watch", "export", "superseded", "workers"}  # hidden folders (.hydra) are skipped too
+# Folders of a run that never hold runs themselves; hidden folders (.hydra) are skipped too.
+NOT_RUNS = {"checkpoints", "tensorboard", "evaluations", "watch", "export", "superseded", "workers"}
 MISSING = "-"
 BEST = "<- best"
 HEADERS = ["run", "overrides", "status", "steps", "chosen on", "best loss", "accuracy", "at step", "test loss",

@@ -278,7 +278,8 @@ class RunFolder:
         aside (never deleted), they no longer count as done, so the steps are trained and
         tested again and the record describes the model it has.
         """
-        later = [self.evaluation(s, split) for split in ("test", "val") for s in self.evaluated_steps(split) if s > step]
+        later = [self.evaluation(s, split) for split in ("test", "val")
+                 for s in self.evaluated_steps(split) if s > step]
         best = read_state(self.file("best.json"))
         kept = CheckpointFolder(self.checkpoints).steps()
         if isinstance(best, dict) and (best.get("step", 0) > step or best.get("step") not in kept):

@@ -6,9 +6,10 @@ The weights come through `Parts.restore_for_inference` (schedule.step, else the 
 step, else the latest). The export goes to RUN/export/step-N, or with schedule.out=DIR to
 DIR/step-N (a read-only run folder is exported that way). Everything is written into a
 temporary folder .step-N.<pid>.* beside it and renamed to step-N only when complete, so a
-kill leaves no partial step-N; the next export removes what a killed one left. Exporting a step again writes a new folder and then
-replaces the old one: the old step-N is renamed aside, the new one renamed into place,
-and the old one deleted. No checkpoint, and nothing else of the run, is changed.
+kill leaves no partial step-N; the next export removes what a killed one left. Exporting
+a step again writes a new folder and then replaces the old one: the old step-N is renamed
+aside, the new one renamed into place, and the old one deleted. No checkpoint, and
+nothing else of the run, is changed.
 """
 from __future__ import annotations
 
