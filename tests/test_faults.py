@@ -263,9 +263,11 @@ def test_patience_resumed_with_another_rate_goes_on_at_that_rate(tmp_path, data_
 def test_fixed_resumed_at_the_end_of_stage_1_tests_it_and_trains_stage_2_at_its_rate(tmp_path, data_dir):
     """Stage 1 trained but not tested (as when stopped during its test), with a third rate in its checkpoint."""
     run = tmp_path / "run"
-    first = run_py(args(run, data_dir, ["schedule=train", "schedule.steps=4", "optimizer.lr=0.3"]), tmp_path)
+    first = run_py(args(run, data_dir, ["schedule=fixed", "schedule.stages=[{lr: 0.3, steps: 4}]"]), tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr
     assert checkpoint(run)["lr/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(0.3)
+    (run / "evaluations" / "step-000004.json").unlink()  # stopped during the test of step 4
+    (run / "metrics.jsonl").unlink()
     result = run_py(args(run, data_dir, ["schedule=fixed", STAGES]), tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "train steps" not in result.stdout.split("stage 2/2", 1)[0]  # stage 1 is only tested

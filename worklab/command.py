@@ -87,7 +87,7 @@ def prepare(argv: List[str], config_dir: Path) -> Prepared:
     if kind.reads == "schedule.run" and _resumes(overrides):
         raise UserError(f"schedule={kind.name} reads the run named by schedule.run (or schedule.model) and writes "
                         f"into a folder of its own: drop resume=, e.g. schedule.run={folder}.")
-    if kind.reads == "resume" and folder is not None:
+    if kind.reads == "resume" and folder is not None and RunFolder(folder).saved_overrides.is_file():
         new = argv[1:]
         if not _resumes(new):  # named by run_name= or hydra.run.dir=: read it with its saved config all the same
             new = [o for o in new if override_key(o) not in ("run_name", "hydra.run.dir")] + [f"resume={folder}"]
