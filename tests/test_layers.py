@@ -15,7 +15,7 @@ PACKAGE = ROOT / "worklab"
 # Lowest first. A module belongs to the layer of the longest prefix that names it.
 LAYERS: List[Tuple[str, ...]] = [
     ("worklab.errors", "worklab.cluster", "worklab.atomic", "worklab.interrupt", "worklab.progress",
-     "worklab.native_log"),
+     "worklab.native_log", "worklab.compat"),  # compat: the private Keras, TensorFlow, OmegaConf APIs
     ("worklab.config",),  # the schemas, the architecture catalogue, the preprocessing policy
     ("worklab.hydra_edge",),  # Hydra's ConfigStore and resolvers, to_plain, with_value: config only below it
     ("worklab.model", "worklab.data", "worklab.runtime", "worklab.distribute"),

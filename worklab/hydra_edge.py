@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from worklab.compat import omegaconf_child, omegaconf_is_set
 from worklab.config.root import Config
 from worklab.config.schedules import SCHEDULES
 from worklab.errors import UserError
@@ -64,8 +65,8 @@ def _unknown_keys(node: Any, prefix: str = "") -> List[str]:
         if known is not None and key not in known:
             unknown.append(f"{prefix}{key}")
             continue
-        child = node._get_node(key)
-        if OmegaConf.is_config(child) and not child._is_missing() and not child._is_none():
+        child = omegaconf_child(node, key)
+        if OmegaConf.is_config(child) and omegaconf_is_set(child):
             unknown += _unknown_keys(child, f"{prefix}{key}.")
     return unknown
 
@@ -86,7 +87,7 @@ def with_value(cfg: Config, key: str, value: Any) -> Config:
 def _leaf_keys(node: Any, prefix: str = "") -> List[str]:
     keys = []
     for key in node:
-        child = node._get_node(key)
+        child = omegaconf_child(node, key)
         path = f"{prefix}{key}"
         keys += _leaf_keys(child, path + ".") if OmegaConf.is_dict(child) else [path]
     return keys

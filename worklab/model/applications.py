@@ -33,8 +33,8 @@ from typing import Dict, Hashable, List, Tuple
 import h5py
 import keras
 import numpy as np
-from keras.src.utils.naming import to_snake_case  # the names Keras' saving_lib gives weight file entries
 
+from worklab.compat import snake_case_name  # the names Keras' saving_lib gives weight file entries
 from worklab.config.network import NetworkConfig
 from worklab.errors import UserError
 
@@ -118,7 +118,7 @@ def _by_path(model: keras.Model) -> _Targets:
     def walk(layers, prefix):
         counts: Dict[str, int] = {}
         for layer in layers:
-            kind = to_snake_case(type(layer).__name__)
+            kind = snake_case_name(type(layer).__name__)
             counts[kind] = counts.get(kind, -1) + 1
             path = f"{prefix}/{kind}" + (f"_{counts[kind]}" if counts[kind] else "")
             if id(layer) in visited:

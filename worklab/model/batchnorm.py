@@ -22,6 +22,7 @@ from typing import List, Sequence
 import keras
 import tensorflow as tf
 
+from worklab.compat import batch_norm_settings, flatten_layers
 from worklab.config.network import LrRule, NetworkConfig
 from worklab.model.rules import frozen_batch_norm
 
@@ -32,8 +33,7 @@ _FROZEN_STATISTICS = "_worklab_frozen_statistics"  # set by prepare on the layer
 
 def batch_norm_layers(model: keras.Model) -> List[keras.layers.BatchNormalization]:
     """Every batch-norm layer of a model, nested ones included (Keras' own walk over its layers)."""
-    return [layer for layer in model._flatten_layers(include_self=False)
-            if isinstance(layer, keras.layers.BatchNormalization)]
+    return [layer for layer in flatten_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 def layer_path(layer: keras.layers.BatchNormalization) -> str:
@@ -64,8 +64,7 @@ def prepare(model: keras.Model, rules: Sequence[LrRule], momentum: Momentum, rep
     layers = batch_norm_layers(model)
     frozen = set(frozen_batch_norm([layer_path(layer) for layer in layers], rules))
     for layer in layers:
-        layer.momentum = momentum.variable
-        layer.synchronized = replicas > 1
+        batch_norm_settings(layer, momentum.variable, synchronized=replicas > 1)
         if layer_path(layer) in frozen:
             layer.trainable = False
             setattr(layer, _FROZEN_STATISTICS, True)

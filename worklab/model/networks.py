@@ -13,8 +13,8 @@ import logging
 from typing import Callable, List, Optional, Tuple
 
 import keras
-from keras.src.utils.naming import reset_uids  # the per-process counters behind Keras' automatic names
 
+from worklab.compat import reset_keras_names
 from worklab.config.network import NetworkConfig
 from worklab.config.root import Config
 from worklab.model import preprocessing
@@ -31,7 +31,7 @@ def build(cfg: Config, num_classes: int) -> keras.Model:
     # (ConvNeXt's layer_normalization_3, EfficientNet's normalization_1): counting from
     # zero at every build gives a network the same variable paths, which its checkpoints
     # are keyed by, in a fresh process and in a second build in the same one (hyper, tests).
-    reset_uids()
+    reset_keras_names()
     preprocess = preprocessing.for_config(cfg)
     log.info("input preprocessing: %s", preprocess.describe())
     if kind == "resnet":

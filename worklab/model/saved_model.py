@@ -43,6 +43,7 @@ from typing import Any, List, Optional
 import keras
 import tensorflow as tf
 
+from worklab.compat import tfsm_loaded_object, tfsm_weight_hook, track_variable
 from worklab.config.network import NetworkConfig
 from worklab.errors import UserError
 from worklab.model.saved_model_folder import check_folder
@@ -124,6 +125,7 @@ def build_backbone(cfg: NetworkConfig, image_size: int, name: str) -> keras.Mode
 
 
 @keras.saving.register_keras_serializable(package="worklab")
+@tfsm_weight_hook("adopt_weight")  # TFSMLayer.__init__ hands each variable of its endpoints to adopt_weight
 class SavedModelLayer(keras.layers.TFSMLayer):
     """TFSMLayer with unique, stable variable paths under the layer's name, listed trainability, one output.
 
@@ -142,7 +144,7 @@ class SavedModelLayer(keras.layers.TFSMLayer):
         self.training_flag = training_flag
         self.endpoint_dtype = endpoint_dtype
 
-    def _add_existing_weight(self, weight: tf.Variable) -> None:
+    def adopt_weight(self, weight: tf.Variable) -> None:
         """Track the SavedModel's variable itself (not a copy) under `<layer name>/<its name>`, made unique."""
         base = f"{self.name}/{re.sub(r':[0-9]+$', '', weight.name)}"
         taken = {v.path for v in self.variables}
@@ -155,10 +157,10 @@ class SavedModelLayer(keras.layers.TFSMLayer):
         with keras.name_scope(last, override_parent=parent):  # Keras names cannot hold '/', paths can
             variable = keras.Variable(initializer=weight, shape=weight.shape, dtype=weight.dtype,
                                       trainable=self._listed_trainable(weight), name=leaf)
-        self._track_variable(variable)
+        track_variable(self, variable)
 
     def _listed_trainable(self, weight: tf.Variable) -> bool:
-        listed = getattr(self._reloaded_obj, "trainable_variables", None)
+        listed = getattr(tfsm_loaded_object(self), "trainable_variables", None)
         if isinstance(listed, (list, tuple)):
             return any(v is weight for v in listed)
         return bool(weight.trainable)

@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Set
 import keras
 import tensorflow as tf
 
+from worklab.compat import variable_outside_strategy
 from worklab.config.training import RestoreConfig
 from worklab.errors import RunFailed, UserError
 from worklab.model.restore import restore as restore_pretrained
@@ -262,9 +263,7 @@ class Session:
 def _text_variable(value: str, name: str) -> tf.Variable:
     """A string variable outside the strategy in scope: MultiWorkerMirroredStrategy broadcasts each new variable's
     initial value from the chief with collective ops, which take numbers only. Every worker sets it alike."""
-    from tensorflow.python.ops.resource_variable_ops import ResourceVariable  # not intercepted by the strategy
-
-    return ResourceVariable(value, dtype=tf.string, trainable=False, name=name)
+    return variable_outside_strategy(value, tf.string, name)
 
 
 def checkpoint_path(run_dir: Path, step: int) -> Path:

@@ -24,6 +24,7 @@ from typing import Dict, Iterator, List
 import keras
 import tensorflow as tf
 
+from worklab.compat import run_through_graph
 from worklab.config.reader import ReaderConfig
 from worklab.data import reader
 
@@ -156,24 +157,17 @@ def _flattened(model: keras.Model, inputs) -> keras.KerasTensor:
     `call` on the symbolic tensors, so the network's code decides the graph and nothing is
     written twice here;
     each built-in layer it calls is replaced by a copy with the same weights. Layer.__call__
-    is swapped for the duration of the trace and put back.
+    is swapped for the duration of the trace and put back (compat.run_through_graph).
     """
     copies = _Copies()
-    original = keras.layers.Layer.__call__
 
-    def call(layer, *args, **kwargs):
+    def call(original, layer, *args, **kwargs):
         if _builtin(layer):
             return original(copies.copy(layer), *args, **kwargs)
         kwargs["training"] = False
         return layer.call(*args, **kwargs)
 
-    keras.layers.Layer.__call__ = call
-    try:
-        outputs = model._run_through_graph(
-            inputs, operation_fn=lambda op: (lambda *a, **k: call(op, *a, **k))
-            if isinstance(op, keras.layers.Layer) else op)
-    finally:
-        keras.layers.Layer.__call__ = original
+    outputs = run_through_graph(model, inputs, call)
     for old, new in copies.pairs:
         new.set_weights(old.get_weights())
     return outputs
