@@ -40,13 +40,36 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained(tmp_path_factory, data_dir) -> Path:
-    """A run folder of two default steps, shared by a module's cases that refuse to touch it."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    done = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "schedule=train", "schedule.steps=2"],
-                  run.parent)
-    assert done.returncode == 0, done.stderr[-3000:]
+    """A run folder of two default steps, shared by the session's cases that refuse to touch it."""
+    return train_here(tmp_path_factory.mktemp("trained") / "run", data_dir, ["schedule=train", "schedule.steps=2"])
+
+
+def train_here(run: Path, data_dir: Path, overrides: List[str]) -> Path:
+    """Train `run` in this process and save the .hydra/ files run.py would, so `resume=RUN` reads it as a run.
+
+    Cheaper than run_py by a TensorFlow start. The config is saved with run_dir resolved, and the lock is let go
+    as at the end of run.py's process, so that other processes may train the run.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from worklab import app
+    from worklab.hydra_edge import to_plain
+    from worklab.run import runfolder
+
+    given = [*tiny(overrides), f"data_dir={data_dir}", *overrides]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        raw = hydra_compose("config", overrides=[*given, f"run_dir={run}"])
+    try:
+        app.run(to_plain(raw))
+    finally:
+        runfolder.release(run)
+    (run / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(raw, run / ".hydra" / "config.yaml")
+    OmegaConf.save(OmegaConf.create(given), run / ".hydra" / "overrides.yaml")
     return run
 
 

@@ -12,7 +12,6 @@ import pytest
 
 from conftest import TINY, run_py
 
-pytestmark = pytest.mark.slow
 
 SMALL = [o for o in TINY if not o.startswith(("network.", "reader.image_size"))] + ["reader.image_size=32"]
 MOBILENET = ["network=applications", "network.arch=MobileNetV2", "network.arch_args.alpha=0.35"]
@@ -49,6 +48,7 @@ def steps_done(run: Path) -> int:
     return json.loads((run / "summary.json").read_text())["step"]
 
 
+@pytest.mark.slow
 def test_an_application_from_a_weight_file_trains_resumes_without_it_and_exports(tmp_path, data_dir):
     weights = weights_file(tmp_path)
     inspected = run_py([*[o for o in SMALL if not o.startswith("schedule.")], "schedule=inspect", *MOBILENET,
@@ -82,6 +82,7 @@ def test_an_application_from_a_weight_file_trains_resumes_without_it_and_exports
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_saved_model_extractor_trains_resumes_and_exports_as_a_saved_model(tmp_path, data_dir):
     extractor = feature_extractor(tmp_path)
     run = tmp_path / "sm"
@@ -122,6 +123,7 @@ def test_bad_backbone_input_stops_before_anything_is_written(tmp_path, data_dir,
     assert folder_files(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_freeze_naming_no_layer_is_refused_with_real_names(tmp_path, data_dir):
     result = run_py([*SMALL, *MOBILENET, "network.freeze=stage_9", f"data_dir={data_dir}",
                      f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)

@@ -98,7 +98,17 @@ def test_mean_and_sample_deviation_over_seeds():
     assert recipes.mean_pm_std([]) == "-"
 
 
-def test_pretrain_trains_the_default_recipe_once_and_every_run_starts_from_it(tmp_path, monkeypatch):
+@pytest.fixture
+def drawn(monkeypatch):
+    """The demo sets plan() would draw (their arguments), without drawing the full-size sets here."""
+    import worklab.data.demo
+
+    sets = []
+    monkeypatch.setattr(worklab.data.demo, "ensure_demo", lambda *args: sets.append(args))
+    return sets
+
+
+def test_pretrain_trains_the_default_recipe_once_and_every_run_starts_from_it(tmp_path, monkeypatch, drawn):
     calls = []
 
     def run_once(overrides, seed, run_dir):
@@ -112,10 +122,12 @@ def test_pretrain_trains_the_default_recipe_once_and_every_run_starts_from_it(tm
     [(overrides, seed, run_dir)] = calls
     assert seed == 0 and run_dir == tmp_path / "out" / "pretrain-shapes"
     assert "reader.demo.variant=shapes" in overrides and not any(o.startswith("experiment=") for o in overrides)
+    assert [(d[0], d[-1]) for d in drawn] == [(tmp_path / "data", "shapes")]  # drawn before the run, not in it
     assert recipes.arguments(["--pretrain", "shapes"]).pretrain == "shapes"
 
 
-def test_a_failed_pretraining_stops_the_grid_with_its_error(tmp_path, monkeypatch):
+def test_a_failed_pretraining_stops_the_grid_with_its_error(tmp_path, monkeypatch, drawn):
     monkeypatch.setattr(recipes, "run_once", lambda overrides, seed, run_dir: (None, 3.0, "boom"))
     with pytest.raises(SystemExit, match="--pretrain hard: the run failed after 3 s\nboom"):
         recipes.pretrain("hard", 30, tmp_path, tmp_path)
+    assert [d[-1] for d in drawn] == ["hard"]

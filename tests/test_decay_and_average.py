@@ -157,5 +157,11 @@ def test_bad_values_are_refused_naming_the_key(tmp_path, data_dir, overrides, me
 
 
 def test_adamw_turns_off_the_coupled_decay(tmp_path, data_dir):
+    """The default network's L2 is replaced by AdamW's decoupled decay, not added to it; a decay given on the
+    command line is the one used."""
+    plain = compose([], tmp_path / "run", data_dir)
     cfg = compose(["optimizer=adamw"], tmp_path / "run", data_dir)
-    assert (cfg.optimizer.name, cfg.optimizer.weight_decay, cfg.network.weight_decay) == ("adamw", 0.05, 0.0)
+    assert plain.network.weight_decay > 0 and plain.optimizer.weight_decay == 0
+    assert cfg.optimizer.name == "adamw" and cfg.optimizer.weight_decay > 0 and cfg.network.weight_decay == 0
+    assert compose(["optimizer=adamw", "optimizer.weight_decay=0.2"], tmp_path / "run",
+                   data_dir).optimizer.weight_decay == 0.2

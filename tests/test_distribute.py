@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,12 @@ RECIPE = [*TINY, "optimizer=adamw", "optimizer.clip_norm=0.5", "network.ema=0.5"
           "reader.augment.mixup=0.4", "reader.augment.cutmix=1.0",
           "network.lr_mult=[{pattern: '^head/', mult: 10}]", "reader.test_batch_size=9",
           "schedule.stages=[{lr: 0.01, steps: 4}, {lr: 0.001, steps: 2}]"]
+# Adam's steps and a clipped gradient do not change when every gradient is multiplied by a
+# constant, so RECIPE would pass with the replicas' gradients summed where they should be
+# averaged. Momentum SGD without clipping, with the coupled L2 of the default network, moves
+# each weight by the gradient itself: a wrong scale changes the weights and the train loss.
+MOMENTUM = [*[o for o in RECIPE if not o.startswith(("optimizer", "schedule.stages"))], "optimizer=momentum",
+            "schedule.stages=[{lr: 0.05, steps: 4}, {lr: 0.01, steps: 2}]"]
 # float32 sums taken in another order (each replica's half, then across replicas; the
 # batch norm's moments as means of the replicas' means) differ in the last bits, about
 # 1e-7 relative per operation; six steps of this tiny network keep them below 1e-4.
@@ -36,6 +43,14 @@ def checkpoint_values(run_dir) -> dict:
     reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
     return {key: np.asarray(reader.get_tensor(key)) for key in reader.get_variable_to_shape_map()
             if not key.startswith("_CHECKPOINTABLE")}
+
+
+def train_losses(run_dir) -> dict:
+    """The train loss the run reported at each logged step (TensorBoard's train scalars)."""
+    return {event.step: float(tf.make_ndarray(value.tensor))
+            for path in sorted((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value
+            if value.tag == "loss"}
 
 
 def assert_same_state(found: dict, expected: dict) -> None:
@@ -49,23 +64,39 @@ def assert_same_state(found: dict, expected: dict) -> None:
             assert (found[key] == expected[key]).all(), key
 
 
-def test_two_devices_train_and_test_as_one_device_with_the_same_global_batch(tmp_path, data_dir):
-    runs = {}
-    for name, extra in (("one", []), ("two", TWO_CPUS)):
-        runs[name] = tmp_path / name
-        done = run_py([*RECIPE, *extra, f"data_dir={data_dir}", f"hydra.run.dir={runs[name]}"], tmp_path)
-        assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 replicas of 4 images each" in (runs["two"] / "run.log").read_text()
-    one, two = checkpoint_values(runs["one"]), checkpoint_values(runs["two"])
-    moving = [key for key in one if "moving_variance" in key and not key.startswith("average")]
-    assert moving and any(np.abs(one[key] - 1).max() > 1e-2 for key in moving)  # the statistics did move
-    assert_same_state(two, one)
+def assert_same_run(found: Path, expected: Path) -> None:
+    """The same weights and statistics, the same reported train losses, the same tests after steps 4 and 6."""
+    assert_same_state(checkpoint_values(found), checkpoint_values(expected))
+    losses = train_losses(expected)
+    assert sorted(losses) == [2, 4, 6]
+    assert train_losses(found) == pytest.approx(losses, rel=TOLERANCE)
     for step in (4, 6):
-        one_test, two_test = (json.loads((runs[name] / "evaluations" / f"step-{step:06d}.json").read_text())
-                              for name in ("one", "two"))
+        one_test, two_test = (json.loads((run / "evaluations" / f"step-{step:06d}.json").read_text())
+                              for run in (expected, found))
         assert two_test["count"] == np.sum(two_test["confusion"]) == 30  # every test image once
         assert two_test["confusion"] == one_test["confusion"]
         assert two_test["loss"] == pytest.approx(one_test["loss"], rel=TOLERANCE)
+
+
+@pytest.mark.parametrize("recipe", [pytest.param(MOMENTUM, id="momentum"),
+                                    pytest.param(RECIPE, id="adamw_clipped", marks=pytest.mark.slow)])
+def test_two_devices_train_and_test_as_one_device_with_the_same_global_batch(tmp_path, data_dir, recipe):
+    """One device in this process, two in a run.py of their own (TensorFlow fixes its devices at the first op)."""
+    from worklab import app
+    from worklab.run import runfolder
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    try:
+        app.run(compose(recipe, one, data_dir))
+    finally:
+        runfolder.release(one)
+    done = run_py([*recipe, *TWO_CPUS, f"data_dir={data_dir}", f"hydra.run.dir={two}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 replicas of 4 images each" in (two / "run.log").read_text()
+    found = checkpoint_values(one)
+    moving = [key for key in found if "moving_variance" in key and not key.startswith("average")]
+    assert moving and any(np.abs(found[key] - 1).max() > 1e-2 for key in moving)  # the statistics did move
+    assert_same_run(two, one)
 
 
 @pytest.mark.slow

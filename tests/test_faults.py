@@ -3,6 +3,8 @@ moments, a loss that blows up under patience, patience's max_steps, and a resume
 
 Each case checks what a user would check afterwards: the exit code, the files of the run
 folder (checkpoints, summary.json, state.json, best.json, metrics.jsonl) and the weights.
+Every case here starts run.py more than once and is marked slow; the default suite stops a
+run by SIGTERM in process and resumes it in tests/test_session.py.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ import pytest
 
 from conftest import ROOT, STAGES, run_py, tiny
 
-pytestmark = pytest.mark.slow
 
 # PLATEAU of test_schedules.py: a rate far too high, so patience drops it twice and stops near step 90.
 PLATEAU = ["schedule=patience", "optimizer.lr=0.5", "schedule.eval_every=5", "schedule.save_every=5",
@@ -111,6 +112,7 @@ class Running:
         return code, "".join(self.lines)
 
 
+@pytest.mark.slow
 def test_sigterm_mid_stretch_saves_and_a_rerun_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, data_dir):
     train = ["schedule=train", "schedule.steps=80", "schedule.save_every=1000", "schedule.log_every=2",
              "runtime.deterministic=true"]
@@ -140,6 +142,7 @@ def test_sigterm_mid_stretch_saves_and_a_rerun_ends_with_the_weights_of_an_unint
     assert_same_weights(whole, stopped)
 
 
+@pytest.mark.slow
 def test_two_quick_ctrl_c_stop_at_once_without_a_traceback_and_a_rerun_resumes(tmp_path, data_dir):
     train = ["schedule=train", "schedule.steps=200", "runtime.deterministic=true"]  # saves every 4 steps
     run = tmp_path / "run"
@@ -162,6 +165,7 @@ def test_two_quick_ctrl_c_stop_at_once_without_a_traceback_and_a_rerun_resumes(t
     assert code == 130, f"exit status {code} after two quick Ctrl-C:\n{output}"
 
 
+@pytest.mark.slow
 def test_patience_counts_a_nan_training_loss_as_a_failed_test_and_goes_back_at_a_lower_rate(tmp_path, data_dir):
     """A first good test at 5, then a resume at a rate that makes the training loss NaN within a few steps."""
     run = tmp_path / "run"
@@ -184,6 +188,7 @@ def test_patience_counts_a_nan_training_loss_as_a_failed_test_and_goes_back_at_a
     assert read(run / "summary.json")["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_patience_max_loss_drops_at_once_and_stops_after_max_decays(tmp_path, data_dir):
     """Tests at 5 and 10 with no limit, then a resume with a max_loss every later test exceeds."""
     run = tmp_path / "run"
@@ -208,6 +213,7 @@ def test_patience_max_loss_drops_at_once_and_stops_after_max_decays(tmp_path, da
     assert read(run / "best.json")["step"] == best
 
 
+@pytest.mark.slow
 def test_patience_whose_first_test_blows_up_is_a_failed_run(tmp_path, data_dir):
     run = tmp_path / "run"
     result = run_py(args(run, data_dir, [*FIRST_TEST, "schedule.max_steps=null", "schedule.max_loss=0.001"]),
@@ -219,6 +225,7 @@ def test_patience_whose_first_test_blows_up_is_a_failed_run(tmp_path, data_dir):
     assert [m["step"] for m in metrics(run)] == [5]
 
 
+@pytest.mark.slow
 def test_patience_stops_at_max_steps_with_a_test_there_off_the_eval_cadence(tmp_path, data_dir):
     run = tmp_path / "run"
     extra = ["schedule=patience", "optimizer.lr=0.05", "schedule.eval_every=5", "schedule.save_every=5",
@@ -232,6 +239,7 @@ def test_patience_stops_at_max_steps_with_a_test_there_off_the_eval_cadence(tmp_
     assert read(run / "summary.json")["status"] == "finished"
 
 
+@pytest.mark.slow
 def test_train_resumed_at_a_lower_rate_trains_and_saves_at_that_rate(tmp_path, data_dir):
     run = tmp_path / "run"
     first = run_py(args(run, data_dir, ["schedule=train", "schedule.steps=4", "optimizer.lr=0.05"]), tmp_path)
@@ -244,6 +252,7 @@ def test_train_resumed_at_a_lower_rate_trains_and_saves_at_that_rate(tmp_path, d
     assert values["lr/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(0.001)
 
 
+@pytest.mark.slow
 def test_patience_resumed_with_another_rate_goes_on_at_that_rate(tmp_path, data_dir):
     run = tmp_path / "run"
     extra = ["schedule=patience", "optimizer.lr=0.05", "schedule.eval_every=2", "schedule.save_every=2",
@@ -260,6 +269,7 @@ def test_patience_resumed_with_another_rate_goes_on_at_that_rate(tmp_path, data_
     assert checkpoint(run)["lr/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(0.001)
 
 
+@pytest.mark.slow
 def test_fixed_resumed_at_the_end_of_stage_1_tests_it_and_trains_stage_2_at_its_rate(tmp_path, data_dir):
     """Stage 1 trained but not tested (as when stopped during its test), with a third rate in its checkpoint."""
     run = tmp_path / "run"
@@ -278,6 +288,7 @@ def test_fixed_resumed_at_the_end_of_stage_1_tests_it_and_trains_stage_2_at_its_
     assert values["lr/.ATTRIBUTES/VARIABLE_VALUE"] == np.float32(0.005)
 
 
+@pytest.mark.slow
 def test_patience_killed_at_random_moments_ends_as_an_uninterrupted_run(tmp_path, data_dir):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     running = Running(whole, data_dir, PLATEAU)

@@ -9,7 +9,6 @@ import pytest
 
 from conftest import compose
 
-pytestmark = pytest.mark.slow
 
 # Depth 10 then 18: depth 18 has the same stem, first blocks and head, plus a second block per stage.
 WARM = ["schedule=hyper", "schedule.param=network.depth", "schedule.values=[10,18]", "schedule.warm_start=true",
@@ -17,6 +16,7 @@ WARM = ["schedule=hyper", "schedule.param=network.depth", "schedule.values=[10,1
         "schedule.patience=5", "schedule.max_decays=0", "schedule.max_steps=6"]
 
 
+@pytest.mark.slow
 def test_the_second_value_starts_from_the_first_values_best_weights_where_name_and_shape_match(
         tmp_path, data_dir, monkeypatch):
     from worklab import app

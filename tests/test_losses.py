@@ -41,13 +41,18 @@ def test_balanced_weights_are_inverse_class_frequency_and_a_list_must_fit_the_cl
         class_weights([1, 2], [0, 1, 2], 3)
 
 
-def step_change(class_weight=None, clip_norm=None, rules=(), labels=LABELS, scale=1.0):
-    """One plain-SGD step (lr 1) of a dense head on fixed data: (the change of each variable, reported scalars)."""
+def dense_model(labels=LABELS, scale=1.0):
+    """A dense head, the same for every call, and its fixed inputs."""
     keras.utils.set_random_seed(5)
     inputs = keras.Input((5,))
     hidden = keras.layers.Dense(4, name="a")(inputs)
     model = keras.Model(inputs, keras.layers.Dense(4, name="head")(hidden))
-    images = np.random.default_rng(1).normal(size=(len(labels), 5)).astype("float32") * scale
+    return model, np.random.default_rng(1).normal(size=(len(labels), 5)).astype("float32") * scale
+
+
+def step_change(class_weight=None, clip_norm=None, rules=(), labels=LABELS, scale=1.0):
+    """One plain-SGD step (lr 1) of a dense head on fixed data: (the change of each variable, reported scalars)."""
+    model, images = dense_model(labels, scale)
     data = tf.data.Dataset.from_tensors((images, labels)).repeat()
     plan = lr_multipliers(list(rules), [v.path for v in model.variables])
     lr = tf.Variable(1.0)
@@ -61,11 +66,23 @@ def step_change(class_weight=None, clip_norm=None, rules=(), labels=LABELS, scal
     return {v.path: v.numpy() - before[v.path] for v in model.variables}, plan
 
 
-def test_class_weights_scale_the_gradient_of_their_examples():
-    ones, _ = step_change([1.0] * 4)
-    twos, _ = step_change([2.0] * 4)
-    for path in ones:
-        np.testing.assert_allclose(twos[path], 2 * ones[path], rtol=1e-5, atol=1e-7, err_msg=path)
+def test_class_weights_scale_the_gradient_of_each_example_by_its_class():
+    """Weights that differ by class on a batch of every class: the step is -gradient of the batch mean of each
+    example's smoothed loss times its class's weight, computed here by hand; no factor over the whole batch
+    (a weight of the batch's mean, or of its first label, say) gives it."""
+    weights = [1.0, 3.0, 0.0, 0.5]  # LABELS hold every class, two of them twice
+    change, _ = step_change(weights)
+    model, images = dense_model()
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, reduction=None)
+    with tf.GradientTape() as tape:
+        per_example = smoothed(tf.one_hot(LABELS, 4), model(images)) * tf.gather(weights, LABELS)
+        loss = tf.reduce_mean(per_example)
+    expected = dict(zip([v.path for v in model.trainable_variables], tape.gradient(loss, model.trainable_variables)))
+    for path in change:
+        np.testing.assert_allclose(change[path], -expected[path].numpy(), rtol=1e-4, atol=1e-6, err_msg=path)
+    plain, _ = step_change()
+    ratio = change["head/kernel"] / plain["head/kernel"]
+    assert np.ptp(ratio) > 0.1  # not the unweighted step times one factor
     ignored, _ = step_change([0.0, 1.0, 1.0, 1.0], labels=np.zeros(6, dtype="int32"))
     assert all(not change.any() for change in ignored.values())  # every example has weight 0: no update
 

@@ -8,28 +8,30 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
+from conftest import ROOT, compose
 from worklab.config.network import NetworkConfig
+from worklab.hydra_edge import to_plain
 from worklab.errors import UserError
 from worklab.hydra_edge import to_plain
 from worklab.model.resnet import build_resnet
 from worklab.model.restore import restore
+from worklab.run.session import model_key
 
-pytestmark = pytest.mark.slow
 
 BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 BN = ("beta", "gamma", "moving_mean", "moving_variance")
 
 
-def imagenet_convolutions(depth: int) -> Iterator[Tuple[int, int, int, Tuple[int, ...]]]:
+def imagenet_convolutions(depth: int, scale: float = 1.0) -> Iterator[Tuple[int, int, int, Tuple[int, ...]]]:
     """(stage, block, conv, kernel shape) of every block convolution of an ImageNet bottleneck ResNet.
 
     conv is 1-3 along the block and 0 for the first block's projection shortcut; stages
-    and blocks count from 0. Written from the published layout, not from worklab's builder.
+    and blocks count from 0. Written from the published layout, not from worklab's builder;
+    `scale` multiplies every channel count (a thinner network for a quick run).
     """
-    channels = 64
+    channels = round(64 * scale)
     for stage, blocks in enumerate(BLOCKS[depth]):
-        width, out = 64 * 2 ** stage, 256 * 2 ** stage
+        width, out = round(64 * 2 ** stage * scale), round(256 * 2 ** stage * scale)
         for block in range(blocks):
             given = channels if block == 0 else out
             yield stage, block, 1, (1, 1, given, width)
@@ -40,13 +42,14 @@ def imagenet_convolutions(depth: int) -> Iterator[Tuple[int, int, int, Tuple[int
         channels = out
 
 
-def ry_scheme(depth: int) -> Dict[str, Tuple[int, ...]]:
+def ry_scheme(depth: int, scale: float = 1.0) -> Dict[str, Tuple[int, ...]]:
     """ry/tensorflow-resnet's TF1 variable names and shapes for an ImageNet ResNet of `depth`."""
-    shapes = {"scale1/weights": (7, 7, 3, 64), **{f"scale1/{p}": (64,) for p in BN}}
-    for stage, block, conv, shape in imagenet_convolutions(depth):
+    stem = round(64 * scale)
+    shapes = {"scale1/weights": (7, 7, 3, stem), **{f"scale1/{p}": (stem,) for p in BN}}
+    for stage, block, conv, shape in imagenet_convolutions(depth, scale):
         prefix = f"scale{stage + 2}/block{block + 1}/" + ("shortcut" if conv == 0 else "abc"[conv - 1])
         shapes.update({f"{prefix}/weights": shape, **{f"{prefix}/{p}": (shape[-1],) for p in BN}})
-    shapes.update({"fc/weights": (2048, 1000), "fc/biases": (1000,)})
+    shapes.update({"fc/weights": (round(2048 * scale), 1000), "fc/biases": (1000,)})
     return shapes
 
 
@@ -91,8 +94,20 @@ def write_h5(shapes: Dict[str, Tuple[int, ...]], path: Path) -> Dict[str, np.nda
     return values
 
 
-def write_tf1(shapes: Dict[str, Tuple[int, ...]], prefix: Path) -> Dict[str, np.ndarray]:
-    values = random_values(shapes)
+def trainable_values(shapes: Dict[str, Tuple[int, ...]]) -> Dict[str, np.ndarray]:
+    """Values a network can be run with: kernels scaled by their fan-in, positive variances, gamma near 1."""
+    rng = np.random.default_rng(0)
+    values = {}
+    for name, shape in shapes.items():
+        value = rng.normal(size=shape) * (np.prod(shape[:-1]) ** -0.5 if len(shape) > 1 else 0.1)
+        if name.endswith(("moving_variance", "gamma")):
+            value = 1 + np.abs(value)
+        values[name] = value.astype("float32")
+    return values
+
+
+def write_tf1(shapes: Dict[str, Tuple[int, ...]], prefix: Path, values=None) -> Dict[str, np.ndarray]:
+    values = random_values(shapes) if values is None else values
     with tf.Graph().as_default():
         variables = [tf.compat.v1.Variable(value, name=name) for name, value in values.items()]
         with tf.compat.v1.Session() as session:
@@ -125,6 +140,7 @@ CHECKPOINT_FILE = {"ry_resnet50": "ResNet-L50.ckpt", "ry_resnet101": "ResNet-L10
                    "slim_resnet_v1_101": "resnet_v1_101.ckpt", "keras_resnet50": "resnet50_weights.h5"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(SCHEMES))
 def test_shipped_mapping_restores_every_variable_of_its_scheme(tmp_path, name):
     import json
@@ -147,6 +163,7 @@ def test_a_mapping_for_other_network_settings_is_named_before_anything_starts():
         composed(["restore=keras_resnet50", "restore.path=x.h5", "network.depth=50"])
 
 
+@pytest.mark.slow
 def test_a_mapping_for_another_depth_fails_with_the_strict_message(tmp_path):
     write_tf1(ry_scheme(50), tmp_path / "ResNet.ckpt")
     model = build_resnet(NetworkConfig(depth=101), 1000, 64)
@@ -156,6 +173,7 @@ def test_a_mapping_for_another_depth_fails_with_the_strict_message(tmp_path):
         restore({v.path: v for v in model.variables}, cfg, tmp_path / "report.json")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ry_resnet50", "slim_resnet_v1_50"])
 def test_shipped_mapping_starts_a_head_for_other_classes_fresh_without_restore_skip(tmp_path, name):
     """ImageNet's 1000-class head against our 10 classes: the head starts fresh, the rest restores."""
@@ -179,3 +197,32 @@ def test_shipped_mapping_starts_a_head_for_other_classes_fresh_without_restore_s
     for row in report["variables"]:
         if row["status"] == "restored":
             np.testing.assert_array_equal(variables[row["variable"]].numpy().ravel(), values[row["key"]].ravel())
+
+
+def test_a_run_starts_from_a_shipped_mapping_with_its_input_scaling(tmp_path, data_dir, caplog):
+    """restore=ry_resnet50 through app.run, at 1/8 of the width: a checkpoint in ry's TF1 names with ImageNet's
+    1000-class head restores every variable of the 10-class run but the head, which starts fresh, and the network
+    takes ry's inputs (BGR less ry's means). The backbone is frozen, so the run's own checkpoint holds the
+    checkpoint's values bit for bit."""
+    import json
+    import logging
+
+    from worklab import app
+
+    shapes = ry_scheme(50, 0.125)
+    values = write_tf1(shapes, tmp_path / "ResNet-L50.ckpt", trainable_values(shapes))
+    run = tmp_path / "run"
+    caplog.set_level(logging.INFO)
+    app.run(compose(["schedule=train", "schedule.steps=1", "restore=ry_resnet50",
+                     f"restore.path={tmp_path / 'ResNet-L50.ckpt'}", "network.depth=50",
+                     "network.lr_mult=[{pattern: '^(stem|stage)', mult: 0}]"], run, data_dir))
+    assert "input preprocessing: ry" in caplog.text
+    rows = {row["variable"]: row for row in json.loads((run / "restore_report.json").read_text())["variables"]}
+    assert {row["status"] for name, row in rows.items() if not name.startswith("head/")} == {"restored"}
+    assert {rows[head]["reason"] for head in ("head/kernel", "head/bias")} == {"class count: checkpoint 1000, ours 10"}
+    saved = tf.train.load_checkpoint(str(run / "checkpoints"))
+    restored = [row for name, row in rows.items() if not name.startswith("head/")]
+    assert len(restored) == len(values) - 2  # every tensor of the checkpoint but the head's two
+    for row in restored:
+        np.testing.assert_array_equal(saved.get_tensor(model_key(row["variable"])), values[row["key"]],
+                                      err_msg=row["variable"])

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, TINY, run_py
+from conftest import ROOT, run_py, train_here
+from worklab.hydra_edge import to_plain
 from worklab.errors import UserError
 from worklab.hydra_edge import to_plain
 from worklab.serve import predictions
@@ -163,24 +164,11 @@ def contents(folder: Path):
 def trained(tmp_path_factory):
     """A run trained for 4 steps on the tiny demo set, with the .hydra/ files run.py would save, and its test list.
 
-    Trained in this process (as tests/test_watchers.py does), its config saved with run_dir resolved.
+    Trained in this process (conftest.train_here), on a demo set of its own.
     """
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from worklab import app
-
     root = tmp_path_factory.mktemp("predict")
-    run, data = root / "run", root / "data"
-    overrides = [*TINY, f"data_dir={data}", "schedule=train", "schedule.steps=4"]
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        raw = hydra_compose("config", overrides=[*overrides, f"run_dir={run}"])
-    app.run(to_plain(raw))
-    (run / ".hydra").mkdir()
-    OmegaConf.save(raw, run / ".hydra" / "config.yaml")
-    OmegaConf.save(OmegaConf.create(overrides), run / ".hydra" / "overrides.yaml")
-    return run, next(data.glob("demo-*")) / "test.json"
+    run = train_here(root / "run", root / "data", ["schedule=train", "schedule.steps=4"])
+    return run, next((root / "data").glob("demo-*")) / "test.json"
 
 
 def predict(job: Path, *overrides: str):
@@ -222,6 +210,7 @@ def test_predict_from_a_run_gives_the_testers_probabilities_and_statistics(train
                               "error"]
     assert [row["path"] for row in table] == paths and len(table) == 30
     lines = [json.loads(line) for line in (tmp_path / "job" / "predictions.jsonl").read_text().splitlines()]
+    assert len(lines) == len(probs) == 30  # a line for every image, so the zip below reads them all
     for line, expected in zip(lines, probs):
         top = np.argsort(-expected, kind="stable")[:5]
         np.testing.assert_allclose(line["scores"], expected[top], atol=1e-5)
@@ -276,21 +265,29 @@ def test_a_class_folder_tree_gives_true_labels_and_statistics(trained, tmp_path)
     assert json.loads((tmp_path / "job" / "evaluation.json").read_text())["count"] == 30
 
 
-@pytest.mark.slow
 def test_the_exported_model_gives_the_rows_of_its_run(trained, tmp_path):
+    """Exported in this process as a SavedModel and a TFLite model: predict from the SavedModel gives the rows and
+    statistics of predict from the run, and the TFLite model the SavedModel's probabilities."""
+    import tensorflow as tf
+
+    from worklab import app
+    from worklab.config.schedules import ExportSchedule
+    from worklab.run.run_config import load_run_config
+    from worklab.data.reader import decode, resize
+
     run, test_list = trained
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
-    exported = run_py([f"resume={copy}", "schedule=export", "schedule.formats=[saved_model]"], tmp_path)
-    assert exported.returncode == 0, exported.stdout + exported.stderr
+    app.run(load_run_config(copy, ExportSchedule(formats=["saved_model", "tflite"])))
     model = next((copy / "export").glob("step-*"))
+    assert json.loads((model / "export.json").read_text())["formats"] == ["saved_model", "tflite"]
     predict(tmp_path / "from_run", f"schedule.run={copy}", f"schedule.images={test_list}")
     before = contents(copy)
     predict(tmp_path / "from_model", f"schedule.model={model}", f"schedule.images={test_list}")
     assert contents(copy) == before
     from_run, from_model = (predictions.read_csv(tmp_path / job / "predictions.csv")
                             for job in ("from_run", "from_model"))
-    assert len(from_model) == 30 and [list(r) for r in from_model] == [list(r) for r in from_run]
+    assert len(from_model) == len(from_run) == 30 and [list(r) for r in from_model] == [list(r) for r in from_run]
     for a, b in zip(from_run, from_model):
         assert [a[f"label_{i}"] for i in range(1, 6)] == [b[f"label_{i}"] for i in range(1, 6)]
         np.testing.assert_allclose([float(a[f"prob_{i}"]) for i in range(1, 6)],
@@ -298,6 +295,16 @@ def test_the_exported_model_gives_the_rows_of_its_run(trained, tmp_path):
     evaluations = [json.loads((tmp_path / job / "evaluation.json").read_text()) for job in ("from_run", "from_model")]
     assert evaluations[0]["accuracy"] == evaluations[1]["accuracy"]
     assert evaluations[1]["model"] == str(model / "saved_model")
+
+    reader = load_run_config(copy, ExportSchedule()).reader
+    resized = np.stack([resize(decode(tf.io.read_file(row["path"])), reader).numpy() for row in from_run])
+    served = tf.saved_model.load(str(model / "saved_model")).signatures["serving_resized"]
+    expected = served(images=tf.constant(resized, tf.float32))["probabilities"].numpy()
+    assert expected.shape == (30, 10)
+    np.testing.assert_allclose(np.sort(expected, axis=1)[:, ::-1][:, :5],
+                               [[float(r[f"prob_{i}"]) for i in range(1, 6)] for r in from_model], atol=2e-6)
+    lite = tf.lite.Interpreter(model_path=str(model / "model.tflite")).get_signature_runner("serving_resized")
+    assert np.abs(lite(images=resized.astype(np.float32))["probabilities"] - expected).max() <= 1e-4
 
     alone = shutil.copytree(model / "saved_model", tmp_path / "alone" / "saved_model")  # no export.json beside it
     predict(tmp_path / "from_alone", f"schedule.model={alone}", f"schedule.images={test_list}")

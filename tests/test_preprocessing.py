@@ -88,6 +88,9 @@ def strip_preprocessing(run: Path) -> None:
     del saved["network"]["preprocessing"]
     del saved["restore"]["preprocessing"]
     path.write_text(yaml.safe_dump(saved))
+    overrides = run / ".hydra" / "overrides.yaml"
+    kept = [o for o in yaml.safe_load(overrides.read_text()) if not o.startswith("network.preprocessing=")]
+    overrides.write_text(yaml.safe_dump(kept))
 
 
 def test_a_run_from_before_keeps_mean_std_whatever_its_mapping_now_says(tmp_path):
@@ -106,15 +109,28 @@ def test_a_run_from_before_keeps_mean_std_whatever_its_mapping_now_says(tmp_path
 
 @pytest.mark.slow
 def test_a_run_folder_from_before_resumes_and_tests_the_same(tmp_path, data_dir):
+    """A run from before network.preprocessing: it started from restore=ry_resnet50, whose mapping now says ry,
+    but like every run then it normalised its inputs with mean_std. Tested and resumed, it keeps mean_std: with
+    ry the test results would differ."""
+    from test_mappings import ry_scheme, trainable_values, write_tf1
+
+    shapes = ry_scheme(50, 0.125)
+    write_tf1(shapes, tmp_path / "ResNet-L50.ckpt", trainable_values(shapes))
     run = tmp_path / "run"
-    result = run_py([*TINY, STAGES, f"data_dir={data_dir}", f"hydra.run.dir={run}"], tmp_path)
+    result = run_py([*TINY, STAGES, "network.depth=50", "restore=ry_resnet50",
+                     f"restore.path={tmp_path / 'ResNet-L50.ckpt'}", "network.preprocessing=mean_std",
+                     f"data_dir={data_dir}", f"hydra.run.dir={run}"], tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "input preprocessing: mean_std" in result.stdout
     before = json.loads((run / "evaluations" / "step-000006.json").read_text())
     strip_preprocessing(run)
+    assert input_preprocessing(compose(["network.depth=50", "restore=ry_resnet50", "restore.path=x"], run,
+                                       data_dir)) == "ry"  # what the mapping says today
 
-    tested = run_py(["schedule=test", f"resume={run}", f"hydra.run.dir={tmp_path / 'job'}"], tmp_path)
+    tested = run_py(["schedule=test", f"resume={run}", f"hydra.run.dir={tmp_path / 'test'}"], tmp_path)
     assert tested.returncode == 0, tested.stderr
-    after = json.loads((tmp_path / "job" / "evaluations" / "step-000006.json").read_text())
+    assert "input preprocessing: mean_std" in tested.stdout
+    after = json.loads((tmp_path / "test" / "evaluations" / "step-000006.json").read_text())
     for key in ("loss", "accuracy", "top_k_accuracy"):
         assert after[key] == pytest.approx(before[key], rel=1e-5, abs=1e-6), key
 
@@ -122,4 +138,5 @@ def test_a_run_folder_from_before_resumes_and_tests_the_same(tmp_path, data_dir)
     resumed = run_py([more, f"resume={run}"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert "network.preprocessing: " not in resumed.stderr  # not refused as a changed key
+    assert "input preprocessing: mean_std" in resumed.stdout
     assert (run / "evaluations" / "step-000008.json").is_file()

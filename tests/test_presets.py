@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import compose
 from test_cosine import train
-from worklab.config.schedules import FixedSchedule
+from worklab.config.schedules import CosineSchedule, FixedSchedule
 from worklab.errors import UserError
 from worklab.run import runfolder
 from worklab.schedules import bit
@@ -82,8 +82,19 @@ def test_bit_on_fewer_images_than_a_batch_is_refused_naming_the_key(tmp_path, da
     assert not (tmp_path / "run" / "bit.json").exists()
 
 
-def test_transfer_is_cosine_adamw_smoothing_average_and_clipping(tmp_path, data_dir):
+def test_transfer_is_cosine_adamw_smoothing_average_and_clipping_and_the_command_line_wins(tmp_path, data_dir):
+    """What the recipe turns on, whatever its numbers: a warmup then cosine, decoupled decay instead of the L2 the
+    default network has, smoothing, a weight average, clipping; and keys given with it override its values."""
+    plain = compose([], tmp_path / "run", data_dir)
     cfg = compose(["experiment=transfer"], tmp_path / "run", data_dir)
-    assert (cfg.optimizer.name, cfg.optimizer.weight_decay, cfg.optimizer.clip_norm, cfg.network.weight_decay,
-            cfg.loss.label_smoothing, cfg.network.ema) == ("adamw", 0.05, 1.0, 0.0, 0.1, 0.9998)
-    assert (cfg.schedule.steps, cfg.schedule.warmup_steps) == (1000, 50)
+    assert isinstance(cfg.schedule, CosineSchedule) and 0 < cfg.schedule.warmup_steps < cfg.schedule.steps
+    assert cfg.optimizer.name == "adamw" and cfg.optimizer.weight_decay > 0
+    assert plain.network.weight_decay > 0 and cfg.network.weight_decay == 0  # no coupled L2 beside it
+    assert cfg.loss.label_smoothing > plain.loss.label_smoothing == 0
+    assert plain.network.ema is None and 0 < cfg.network.ema < 1
+    assert plain.optimizer.clip_norm is None and cfg.optimizer.clip_norm > 0
+    mine = compose(["experiment=transfer", "optimizer.lr=0.0003", "schedule.steps=20", "schedule.warmup_steps=2",
+                    "schedule.eval_every=10", "network.ema=0.5"], tmp_path / "run", data_dir)
+    assert (mine.optimizer.lr, mine.schedule.steps, mine.schedule.warmup_steps, mine.network.ema) == \
+        (0.0003, 20, 2, 0.5)
+    assert (mine.optimizer.name, mine.loss.label_smoothing) == (cfg.optimizer.name, cfg.loss.label_smoothing)

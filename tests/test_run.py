@@ -11,7 +11,6 @@ import pytest
 
 from conftest import ROOT, STAGES, TINY, run_py
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +27,7 @@ def metrics(run: Path):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_fixed_schedule_fills_the_run_folder(finished):
     run, result = finished
     assert (run / ".hydra" / "config.yaml").is_file() and (run / "run.log").is_file()
@@ -45,6 +45,7 @@ def test_fixed_schedule_fills_the_run_folder(finished):
     assert "test step 6 loss" in result.stdout
 
 
+@pytest.mark.slow
 def test_rerun_of_a_finished_run_trains_nothing_more(finished, data_dir):
     run, _ = finished
     before = (run / "metrics.jsonl").read_text()
@@ -54,6 +55,7 @@ def test_rerun_of_a_finished_run_trains_nothing_more(finished, data_dir):
     assert "train steps" not in result.stdout
 
 
+@pytest.mark.slow
 def test_test_schedule_evaluates_a_chosen_checkpoint(finished):
     run, _ = finished
     job, before = run.parent / "test-job", (run / "metrics.jsonl").read_text()
@@ -64,6 +66,7 @@ def test_test_schedule_evaluates_a_chosen_checkpoint(finished):
     assert (run / "metrics.jsonl").read_text() == before
 
 
+@pytest.mark.slow
 def test_sigint_saves_and_resume_continues_at_the_next_step_with_the_same_rate(tmp_path, data_dir):
     run = tmp_path / "run"
     args = [*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "schedule.save_every=1000",
@@ -87,6 +90,7 @@ def test_sigint_saves_and_resume_continues_at_the_next_step_with_the_same_rate(t
     assert [line["step"] for line in metrics(run)] == [steps[0] + 4, steps[0] + 6]
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
     run = tmp_path / "run"
     result = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", "optimizer=sgd",
@@ -120,6 +124,7 @@ def tags(folder: Path):
             for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
 
 
+@pytest.mark.slow
 def test_tensorboard_has_curves_inputs_and_confusion_matrix(finished):
     run, _ = finished
     assert {"loss", "accuracy", "lr", "images_per_second", "augmented_inputs"} <= tags(run / "tensorboard" / "train")

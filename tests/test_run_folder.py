@@ -1,13 +1,16 @@
 """The run folder as a safe unit of state: the lock, a damaged index or checkpoint, refused commands.
 
 Each case starts from a small finished run and checks what a user would check: the exit
-code, the message, and every file of the folder before and after.
+code, the message, and every file of the folder before and after. The cases that go on
+training the run do it in this process (`train_here`), the others through run.py.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, run_py
-
-pytestmark = pytest.mark.slow
+from conftest import ROOT, TINY, compose, run_py
+from conftest import train_here as saved_run
 
 TRAIN = ["schedule=train", "schedule.save_every=2", "schedule.keep=5", "runtime.deterministic=true"]
 
@@ -25,6 +27,20 @@ TRAIN = ["schedule=train", "schedule.save_every=2", "schedule.keep=5", "runtime.
 def train(run: Path, data_dir: Path, steps: int, *extra):
     return run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", *TRAIN, f"schedule.steps={steps}", *extra],
                   run.parent)
+
+
+def train_here(run: Path, data_dir: Path, steps: int, caplog) -> str:
+    """Go on training `run` to `steps` in this process, as `train` would; what it logged."""
+    from worklab import app
+    from worklab.run import runfolder
+
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    try:
+        app.run(compose([*TRAIN, f"schedule.steps={steps}"], run, data_dir))
+    finally:
+        runfolder.release(run)
+    return caplog.text
 
 
 def contents(folder: Path):
@@ -38,35 +54,37 @@ def index_names(run: Path):
     return [line.split('"')[1] for line in text.splitlines() if line.startswith("all_model")]
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_dir):
+    """A train run of 6 steps with checkpoints at 2, 4 and 6 and the .hydra/ files of run.py."""
+    return saved_run(tmp_path_factory.mktemp("finished") / "run", data_dir, [*TRAIN, "schedule.steps=6"])
+
+
 @pytest.fixture
-def run(tmp_path, data_dir):
-    """A train run of 6 steps with checkpoints at 2, 4 and 6."""
-    folder = tmp_path / "run"
-    result = train(folder, data_dir, 6)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return folder
+def run(finished, tmp_path):
+    """A copy of the finished run, for a case to change."""
+    return Path(shutil.copytree(finished, tmp_path / "run"))
 
 
-def test_a_second_process_is_refused_and_names_the_holder(run, data_dir):
+def test_a_second_process_is_refused_and_names_the_holder(run, data_dir, caplog):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from worklab.run import runfolder; "
                                f"runfolder.lock({str(run)!r}); print('locked', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = contents(run)
-        result = train(run, data_dir, 8)
-        assert result.returncode == 2
+        result = train(run, data_dir, 8)  # refused before TensorFlow starts
+        assert result.returncode == 2, result.stdout + result.stderr
         assert f"is in use by process {holder.pid} on" in result.stderr
         assert contents(run) == before
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # the kernel dropped the killed holder's lock: the resume goes on
-    result = train(run, data_dir, 8)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "train steps 7-8" in result.stdout
+    assert "train steps 7-8" in train_here(run, data_dir, 8, caplog)
 
 
+@pytest.mark.slow
 def test_two_runs_started_in_one_folder_at_once_do_not_mix(tmp_path, data_dir):
     run = tmp_path / "run"
     args = [sys.executable, str(ROOT / "run.py"), *TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", *TRAIN,
@@ -82,44 +100,42 @@ def test_two_runs_started_in_one_folder_at_once_do_not_mix(tmp_path, data_dir):
     assert len(saved) == 20  # one writer: checkpoints 2, 4, ..., 40, each once
 
 
-def test_a_missing_index_is_rebuilt_from_the_checkpoints_on_disk(run, data_dir):
+def test_a_missing_index_is_rebuilt_from_the_checkpoints_on_disk(run, data_dir, caplog):
     (run / "checkpoints" / "checkpoint").unlink()
-    result = train(run, data_dir, 8)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "checkpoint is missing: using the 3 complete checkpoint(s)" in result.stdout
-    assert "restored" in result.stdout and "ckpt-6: step 6" in result.stdout
+    said = train_here(run, data_dir, 8, caplog)
+    assert "checkpoint is missing: using the 3 complete checkpoint(s)" in said
+    assert "restored" in said and "ckpt-6: step 6" in said and "train steps 7-8" in said
     assert index_names(run) == ["ckpt-2", "ckpt-4", "ckpt-6", "ckpt-8"]  # nothing overwritten or deleted
 
 
-def test_a_truncated_index_is_rebuilt_and_a_finished_run_stays_finished(run, data_dir):
+@pytest.mark.slow
+def test_a_truncated_index_is_rebuilt_and_a_finished_run_stays_finished(run, data_dir, caplog):
     index = run / "checkpoints" / "checkpoint"
     index.write_bytes(index.read_bytes()[:30])
-    result = train(run, data_dir, 6)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "checkpoint is damaged" in result.stdout
+    assert "checkpoint is damaged" in train_here(run, data_dir, 6, caplog)
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
 
 
-def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(run, data_dir):
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(run, data_dir, caplog):
     data = next((run / "checkpoints").glob("ckpt-6.data-*"))
     data.write_bytes(data.read_bytes()[:100])
-    result = train(run, data_dir, 8)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "checkpoint ckpt-6 cannot be read" in result.stdout and "trying the one before it" in result.stdout
-    assert "ckpt-4: step 4" in result.stdout and "train steps 5-8" in result.stdout
+    said = train_here(run, data_dir, 8, caplog)
+    assert "checkpoint ckpt-6 cannot be read" in said and "trying the one before it" in said
+    assert "ckpt-4: step 4" in said and "train steps 5-8" in said
     assert (run / "checkpoints" / "damaged" / data.name).is_file()
     assert index_names(run) == ["ckpt-2", "ckpt-4", "ckpt-6", "ckpt-8"]
 
 
-def test_a_deleted_newest_checkpoint_falls_back_to_the_one_before(run, data_dir):
+@pytest.mark.slow
+def test_a_deleted_newest_checkpoint_falls_back_to_the_one_before(run, data_dir, caplog):
     for file in (run / "checkpoints").glob("ckpt-6.*"):
         file.unlink()
-    result = train(run, data_dir, 8)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "lists checkpoints whose files are missing: ckpt-6" in result.stdout
-    assert "ckpt-4: step 4" in result.stdout
+    said = train_here(run, data_dir, 8, caplog)
+    assert "lists checkpoints whose files are missing: ckpt-6" in said
+    assert "ckpt-4: step 4" in said
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override, message", [
     ("network.depth=18", "network.depth: 10 in the run, 18 now"),
     ("reader.val_split=0.25", "made its decisions on another validation set: reader.val_split: 0.0 in the run, "
@@ -144,6 +160,7 @@ def test_test_schedule_with_another_width_is_refused_like_a_resume(run):
     assert contents(run) == before
 
 
+@pytest.mark.slow
 def test_bad_input_found_after_the_job_started_is_undone(tmp_path, data_dir):
     """A list file that moved is found inside the job, after Hydra wrote .hydra/ and the log: all put back."""
     demo = next(data_dir.glob("demo-16px-*"))
@@ -163,6 +180,7 @@ def test_bad_input_found_after_the_job_started_is_undone(tmp_path, data_dir):
     assert contents(run) == before
 
 
+@pytest.mark.slow
 def test_a_test_on_a_run_keeps_its_saved_config(run, data_dir):
     saved = contents(run / ".hydra")
     result = run_py(["schedule=test", f"resume={run}"], run.parent)
@@ -172,6 +190,7 @@ def test_a_test_on_a_run_keeps_its_saved_config(run, data_dir):
     assert again.returncode == 0 and "train steps 7-8" in again.stdout
 
 
+@pytest.mark.slow
 def test_recalibrate_adds_a_checkpoint_and_changes_nothing_else(run, data_dir):
     checkpoints = contents(run / "checkpoints")
     config = contents(run / ".hydra")
@@ -186,6 +205,7 @@ def test_recalibrate_adds_a_checkpoint_and_changes_nothing_else(run, data_dir):
     assert "ckpt-6_1: step 6" in test.stdout
 
 
+@pytest.mark.slow
 def test_sigterm_while_building_says_no_checkpoint_exists(tmp_path, data_dir):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(ROOT / "run.py"), *TINY, f"data_dir={data_dir}",
@@ -201,6 +221,7 @@ def test_sigterm_while_building_says_no_checkpoint_exists(tmp_path, data_dir):
     assert json.loads((run / "summary.json").read_text())["status"] == "interrupted"
 
 
+@pytest.mark.slow
 def test_files_follow_the_umask_and_the_terminal_has_no_native_log_lines(tmp_path, data_dir):
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
@@ -214,6 +235,7 @@ def test_files_follow_the_umask_and_the_terminal_has_no_native_log_lines(tmp_pat
         assert (run / name).stat().st_mode & 0o777 == 0o644, name
 
 
+@pytest.mark.slow
 def test_run_name_gives_a_folder_that_the_same_command_continues(tmp_path, data_dir):
     command = [*TINY, f"data_dir={data_dir}", "run_name=baseline", *TRAIN, "schedule.steps=4"]
     first = run_py(command, tmp_path)
@@ -235,6 +257,7 @@ def test_predict_and_watch_refuse_resume_and_leave_the_run_alone(run):
     assert contents(run) == before
 
 
+@pytest.mark.slow
 def test_a_watcher_stopped_by_sigterm_says_what_it_tested(run, tmp_path):
     (run / "summary.json").write_text(json.dumps({"status": "running"}))  # as if training went on
     watcher = subprocess.Popen([sys.executable, str(ROOT / "run.py"), "schedule=watch", f"schedule.run={run}",

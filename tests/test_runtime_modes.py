@@ -9,7 +9,6 @@ import pytest
 
 from conftest import compose
 
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -29,6 +28,7 @@ def bfloat16_and_xla(tmp_path, data_dir):
         keras.mixed_precision.set_global_policy("float32")  # process-wide: other tests build float32 models
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_logits(bfloat16_and_xla):
     model = bfloat16_and_xla.model
     conv = next(layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D))
@@ -38,6 +38,7 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_logits(bfl
     assert model(images, training=False).dtype.name == "float32"  # the head's logits, for a stable loss
 
 
+@pytest.mark.slow
 def test_xla_compiles_the_train_and_test_steps(bfloat16_and_xla):
     parts = bfloat16_and_xla
     parts.restore()

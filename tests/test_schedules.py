@@ -12,7 +12,6 @@ import pytest
 
 from conftest import ROOT, run_py, tiny
 
-pytestmark = pytest.mark.slow
 
 # A rate far too high for the tiny network: the test loss plateaus at once, so the
 # schedule drops the rate twice and stops within about a hundred steps.
@@ -47,6 +46,7 @@ def killed_then_rerun(run: Path, data_dir: Path, extra, marker: str, count: int 
     return result
 
 
+@pytest.mark.slow
 def test_patience_decays_reverts_and_stops_after_max_decays(tmp_path, data_dir):
     run = tmp_path / "run"
     result = run_py(args(run, data_dir, PLATEAU), tmp_path)
@@ -67,6 +67,7 @@ def metrics(run: Path):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_patience_killed_and_rerun_ends_as_an_uninterrupted_run(tmp_path, data_dir):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_py(args(whole, data_dir, PLATEAU), tmp_path).returncode == 0
@@ -79,6 +80,7 @@ def test_patience_killed_and_rerun_ends_as_an_uninterrupted_run(tmp_path, data_d
     assert steps == sorted(set(steps)) == [m["step"] for m in metrics(whole)]  # none lost, none twice
 
 
+@pytest.mark.slow
 def test_hyper_runs_values_in_order_and_stops_after_the_first_worse_one(tmp_path, data_dir):
     run = tmp_path / "run"
     result = run_py(args(run, data_dir, HYPER), tmp_path)
@@ -101,6 +103,7 @@ def test_hyper_runs_values_in_order_and_stops_after_the_first_worse_one(tmp_path
         [line for line in (run / "hyper.txt").read_text().splitlines() if line.split()[0] == str(best["value"])]
 
 
+@pytest.mark.slow
 def test_hyper_killed_in_its_second_value_and_rerun_gives_the_same_table(tmp_path, data_dir):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert run_py(args(whole, data_dir, HYPER), tmp_path).returncode == 0
@@ -110,6 +113,7 @@ def test_hyper_killed_in_its_second_value_and_rerun_gives_the_same_table(tmp_pat
     assert [r["loss"] for r in a] == pytest.approx([r["loss"] for r in b], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_each_hyper_value_trains_as_a_run_of_its_own_would(tmp_path, data_dir):
     """The seed is applied again for every value: the second value ends as a plain run with that value ends."""
     import numpy as np
@@ -144,6 +148,7 @@ def test_bad_hyper_and_patience_settings_are_named_before_training(tmp_path, dat
         assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_watch_tests_every_checkpoint_in_order_and_a_restart_only_new_ones(tmp_path, data_dir):
     run = tmp_path / "run"
     train = ["schedule=train", "schedule.steps=120", "schedule.save_every=10", "schedule.keep=100"]

@@ -1,9 +1,13 @@
-"""Checkpoints in the run folder: resume continues exactly, checkpoints are readable by variable name."""
+"""Checkpoints in the run folder: resume continues exactly, also after SIGTERM, checkpoints are readable by
+variable name. The cases share one uninterrupted run of 8 steps, and copy it to change it."""
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +16,14 @@ import tensorflow as tf
 
 from conftest import compose
 from worklab import app
-from worklab.errors import RunFailed, UserError
+from worklab.errors import Interrupted, RunFailed, UserError
+from worklab.progress import Progress
 from worklab.run import runfolder
+from worklab.schedules import loop
 
 
 def train(run_dir, data_dir, steps, *overrides):
-    return app.run(compose(["schedule=train", f"schedule.steps={steps}", "schedule.save_every=2",
+    return app.run(compose(["schedule=train", f"schedule.steps={steps}", "schedule.save_every=2", "schedule.keep=2",
                             "runtime.deterministic=true", *overrides], run_dir, data_dir))
 
 
@@ -27,14 +33,53 @@ def checkpoint_values(run_dir):
             if key.startswith(("model/", "step", "examples", "lr"))}
 
 
-def test_a_run_stopped_and_rerun_ends_where_an_uninterrupted_run_ends(tmp_path, data_dir, caplog):
-    """4 steps, then a rerun to 8, gives the weights, step and input position of 8 steps in one go."""
-    whole, split = tmp_path / "whole", tmp_path / "split"
-    assert train(whole, data_dir, 8)["step"] == 8
-    assert train(split, data_dir, 4)["step"] == 4
+def steps_on_disk(run_dir):
+    return sorted(int(p.stem.split("-")[1]) for p in (run_dir / "checkpoints").glob("ckpt-*.index"))
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, data_dir):
+    """8 steps in one go: checkpoints every 2 steps, the last 2 kept."""
+    run = tmp_path_factory.mktemp("whole") / "run"
+    assert train(run, data_dir, 8)["step"] == 8
+    return run
+
+
+@pytest.fixture
+def copied(whole, tmp_path):
+    return Path(shutil.copytree(whole, tmp_path / "run"))
+
+
+def sigterm_after(step: int):
+    """A progress bar that sends this process SIGTERM once the first stretch has trained `step` steps."""
+    sent = []
+
+    class Sigterm(Progress):
+        def update(self, current, values=None):
+            super().update(current, values)
+            if current >= step and not sent:
+                sent.append(current)
+                os.kill(os.getpid(), signal.SIGTERM)  # handled by the run's StopRequest, as a `kill` would be
+    return Sigterm
+
+
+def test_a_run_stopped_by_sigterm_and_rerun_ends_where_an_uninterrupted_run_ends(whole, tmp_path, data_dir, caplog,
+                                                                                monkeypatch):
+    """SIGTERM at step 3 saves checkpoint 3 (the cadence alone would save none), and a rerun to 8 gives the
+    weights, step and input position of 8 steps in one go."""
+    split = tmp_path / "split"
+    monkeypatch.setattr(loop, "Progress", sigterm_after(3))
+    with pytest.raises(Interrupted) as stopped:
+        train(split, data_dir, 8, "schedule.save_every=1000")
+    assert stopped.value.signum == signal.SIGTERM
+    assert steps_on_disk(split) == [3]  # saved because of the signal
+    summary = json.loads((split / "summary.json").read_text())
+    assert (summary["status"], summary["step"]) == ("interrupted", 3)
+    monkeypatch.undo()
     caplog.set_level(logging.INFO)
-    assert train(split, data_dir, 8)["step"] == 8
-    assert "ckpt-4: step 4" in caplog.text and "train steps 5-8" in caplog.text
+    assert train(split, data_dir, 8, "schedule.save_every=1000")["step"] == 8
+    assert "ckpt-3: step 3" in caplog.text and "train steps 4-8" in caplog.text
+    assert json.loads((split / "summary.json").read_text())["status"] == "finished"
     a, b = checkpoint_values(whole), checkpoint_values(split)
     assert a.keys() == b.keys()
     assert a["examples/.ATTRIBUTES/VARIABLE_VALUE"] == b["examples/.ATTRIBUTES/VARIABLE_VALUE"] == 8 * 8
@@ -53,33 +98,26 @@ def test_rerun_keeps_the_learning_rate_it_stopped_with(tmp_path, data_dir):
     assert results["step"] == 8 and results["lr"] == np.float32(0.003)
 
 
-def test_checkpoint_keys_are_readable_variable_names(tmp_path, data_dir):
-    run = tmp_path / "run"
-    train(run, data_dir, 2)
-    keys = set(tf.train.load_checkpoint(str(run / "checkpoints")).get_variable_to_shape_map())
+def test_checkpoint_keys_are_readable_variable_names(whole):
+    keys = set(tf.train.load_checkpoint(str(whole / "checkpoints")).get_variable_to_shape_map())
     assert "model/stem.Sconv.Skernel/.ATTRIBUTES/VARIABLE_VALUE" in keys
     assert "model/stage4.Sblock1.Sshortcut.Sbn.Smoving_mean/.ATTRIBUTES/VARIABLE_VALUE" in keys
     assert "step/.ATTRIBUTES/VARIABLE_VALUE" in keys
 
 
-def test_keep_limits_the_checkpoints_on_disk(tmp_path, data_dir):
-    run = tmp_path / "run"
-    train(run, data_dir, 10, "schedule.keep=2")
-    assert sorted(p.name for p in (run / "checkpoints").glob("*.index")) == ["ckpt-10.index", "ckpt-8.index"]
+def test_keep_limits_the_checkpoints_on_disk(whole):
+    assert sorted(p.name for p in (whole / "checkpoints").glob("*.index")) == ["ckpt-6.index", "ckpt-8.index"]
 
 
-def test_resume_with_a_different_network_names_the_variables_not_their_values(tmp_path, data_dir):
-    run = tmp_path / "run"
-    train(run, data_dir, 2)
-    with pytest.raises(UserError, match=r"ckpt-2 does not fit the configured network: stem/conv/kernel has shape "
+def test_resume_with_a_different_network_names_the_variables_not_their_values(copied, data_dir):
+    with pytest.raises(UserError, match=r"ckpt-8 does not fit the configured network: stem/conv/kernel has shape "
                                         r"\[7, 7, 3, 8\] there, \[7, 7, 3, 16\] here") as error:
-        train(run, data_dir, 4, "network.width=0.25")
+        train(copied, data_dir, 10, "network.width=0.25")
     assert len(str(error.value)) < 600
 
 
-def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, data_dir, monkeypatch):
-    run = tmp_path / "run"
-    train(run, data_dir, 2)
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(copied, data_dir, monkeypatch):
+    run = copied
     listed = (run / "checkpoints" / "checkpoint").read_text()
 
     def full(self, prefix, options=None):
@@ -87,13 +125,13 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, data_
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(tf.train.Checkpoint, "write", full)
-    with pytest.raises(RunFailed, match=r"Saving checkpoint ckpt-4 .* failed: the disk is full\. The checkpoints "
-                                        r"before it are intact \(latest: step 2\); free some space, then resume"):
-        train(run, data_dir, 4)
+    with pytest.raises(RunFailed, match=r"Saving checkpoint ckpt-10 .* failed: the disk is full\. The checkpoints "
+                                        r"before it are intact \(latest: step 8\); free some space, then resume"):
+        train(run, data_dir, 10)
     assert (run / "checkpoints" / "checkpoint").read_text() == listed
-    assert not list((run / "checkpoints").glob("ckpt-4*"))
+    assert not list((run / "checkpoints").glob("ckpt-10*"))
     monkeypatch.undo()
-    assert train(run, data_dir, 4)["step"] == 4
+    assert train(run, data_dir, 10)["step"] == 10
 
 
 def test_out_of_memory_says_which_settings_to_lower(tmp_path, data_dir, monkeypatch):

@@ -11,7 +11,6 @@ import pytest
 
 from conftest import ROOT, STAGES, TINY, run_py
 
-pytestmark = pytest.mark.slow
 
 
 def summaries(sweep: Path):
@@ -25,6 +24,7 @@ def hparams_tags(run: Path):
             for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value}
 
 
+@pytest.mark.slow
 def test_two_by_two_sweep_in_parallel_processes(tmp_path, data_dir):
     result = run_py(["-m", "hydra/launcher=parallel", *TINY, STAGES, f"data_dir={data_dir}", "sweep=grid",
                      "network.width=0.125,0.25", "seed=0,1"], tmp_path)
@@ -50,6 +50,7 @@ def test_two_by_two_sweep_in_parallel_processes(tmp_path, data_dir):
     assert rows[0]["run"].endswith(best) and float(rows[0]["loss"]) == pytest.approx(found[best]["best"]["loss"])
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_marked_and_the_others_finish(tmp_path, data_dir):
     result = run_py(["-m", *TINY, STAGES, f"data_dir={data_dir}", "sweep=bad", "optimizer.lr=0.05,-1,0.01"],
                     tmp_path)
@@ -61,6 +62,7 @@ def test_a_failing_job_is_marked_and_the_others_finish(tmp_path, data_dir):
     assert "optimizer.lr=-1.0 must be a finite number greater than 0" in failed["error"]
 
 
+@pytest.mark.slow
 def test_named_sweep_killed_in_its_second_job_resumes_without_retraining_the_first(tmp_path, data_dir):
     args = [sys.executable, str(ROOT / "run.py"), "-m", *TINY, f"data_dir={data_dir}", "sweep=resumable",
             "schedule.stages=[{lr: 0.05, steps: 400}]", "schedule.save_every=20", "network.width=0.125,0.25"]
@@ -89,6 +91,7 @@ def test_named_sweep_killed_in_its_second_job_resumes_without_retraining_the_fir
     assert len(resumed_from) == 1 and not resumed_from[0].split("train steps ")[1].startswith("1-")
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_its_trials_and_names_the_best(tmp_path, data_dir):
     """Two Optuna trials over the learning rate (TINY fixes network.width, which leaves the search space)."""
     import yaml
@@ -109,18 +112,31 @@ def test_optuna_search_runs_its_trials_and_names_the_best(tmp_path, data_dir):
     assert results["best_params"]["optimizer.lr"] == pytest.approx(rates[best])
 
 
-@pytest.mark.parametrize("overrides, key, value", [
-    (["hydra/launcher=parallel"], "hydra.launcher.n_jobs", 2),
-    (["hydra/launcher=slurm"], "hydra.launcher.gpus_per_node", 1),
-    (["hparams_search=optuna"], "hydra.sweeper.direction", "minimize"),
-    (["experiment=demo_sweep"], "sweep", "demo_sweep"),
+@pytest.mark.parametrize("overrides, node, plugin", [
+    (["hydra/launcher=parallel"], "hydra.launcher", "JoblibLauncher"),
+    (["hydra/launcher=slurm"], "hydra.launcher", "SlurmLauncher"),
+    (["hparams_search=optuna"], "hydra.sweeper", "OptunaSweeper"),
+    (["experiment=demo_sweep"], "hydra.sweeper", "BasicSweeper"),
 ])
-def test_launcher_sweeper_and_experiment_configs_compose(overrides, key, value):
+def test_launcher_sweeper_and_experiment_configs_compose_to_installed_plugins_and_real_keys(overrides, node, plugin):
+    """Each config names a plugin the [test] extra installs, and every key it sweeps is a key of worklab's config.
+    Optuna minimises what run.py's main returns, a loss."""
     from hydra import compose, initialize_config_dir
+    from hydra.utils import get_class
     from omegaconf import OmegaConf
 
     import worklab.hydra_edge  # noqa: F401  (registers the schemas and resolvers the configs name)
 
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=True)
-    assert OmegaConf.select(cfg, key) == value
+    target = OmegaConf.select(cfg, f"{node}._target_")
+    assert target.rsplit(".", 1)[1] == plugin
+    assert get_class(target)  # the plugin is installed and its class imports
+    swept = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    assert bool(swept) == (plugin != "JoblibLauncher" and plugin != "SlurmLauncher")
+    for key in swept:
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
+    if plugin == "OptunaSweeper":  # run.py's main returns each job's best loss
+        assert cfg.hydra.sweeper.direction == "minimize" and 'return best["loss"]' in (ROOT / "run.py").read_text()
+    if overrides == ["experiment=demo_sweep"]:
+        assert cfg.sweep  # a named sweep, which a relaunch resumes

@@ -178,21 +178,37 @@ def test_without_validation_the_log_says_the_test_set_decides(tmp_path, data_dir
 
 
 @pytest.mark.slow
-def test_hyper_compares_values_on_validation_and_shows_each_test_apart(tmp_path, data_dir):
+def test_hyper_compares_values_on_validation_and_shows_each_test_apart(tmp_path, data_dir, monkeypatch):
+    """Scripted losses that rank the two values one way on validation and the other way on the test set: the
+    search takes validation's choice and reports that value's test result beside it."""
     from worklab import app
 
+    scripts = {0.05: ({2: 0.3, 4: 0.4}, 0.9), 0.01: ({2: 0.5, 4: 0.6}, 0.1)}  # value: (val losses, test loss)
+    tested = []
+    run_patience = patience.run
+
+    def scripted(parts):
+        val, test_loss = scripts[parts.cfg.optimizer.lr]
+        parts.__dict__["validator"] = Scripted(parts, val)
+        parts.__dict__["tester"] = Scripted(parts, test_loss, tested)
+        return run_patience(parts)
+
+    monkeypatch.setattr(patience, "run", scripted)  # as hyper calls it for each value
     run = tmp_path / "run"
     app.run(compose(["schedule=hyper", "schedule.param=optimizer.lr", "schedule.values=[0.05,0.01]",
                      "schedule.hyper_patience=2", "schedule.eval_every=2", "schedule.save_every=2",
                      "schedule.log_every=2", "schedule.patience=5", "schedule.max_decays=0", "schedule.max_steps=4",
                      "reader.val_split=0.25"], run, data_dir))
+    assert len(tested) == 2  # each value's test set once, at its chosen step
     header, *rows = (run / "hyper.txt").read_text().splitlines()
     assert header.split() == ["optimizer.lr", "val", "loss", "accuracy", "step", "test", "loss"]
     bests = {value: json.loads((run / f"optimizer.lr={value}" / "best.json").read_text()) for value in (0.05, 0.01)}
-    for row, value in zip(rows, (0.05, 0.01)):
-        assert bests[value]["split"] == "val" and float(row.split()[1]) == pytest.approx(bests[value]["loss"], abs=1e-4)
-        assert float(row.split()[4]) == pytest.approx(bests[value]["test"]["loss"], abs=1e-4)
-    chosen = min(bests.values(), key=lambda best: best["loss"])  # chosen by validation loss
+    for value, (val, test_loss) in scripts.items():
+        assert (bests[value]["split"], bests[value]["step"], bests[value]["loss"]) == ("val", 2, val[2])
+        assert bests[value]["test"]["loss"] == test_loss
+    assert [(float(row.split()[0]), float(row.split()[1]), float(row.split()[4])) for row in rows] == \
+        [(0.05, 0.3, 0.9), (0.01, 0.5, 0.1)]
+    assert [row.endswith("<- best") for row in rows] == [True, False]  # validation's choice, not the test set's
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["best"]["split"] == "val" and summary["best"]["loss"] == pytest.approx(chosen["loss"])
-    assert summary["test"]["loss"] == pytest.approx(chosen["test"]["loss"])
+    assert (summary["best"]["split"], summary["best"]["loss"]) == ("val", 0.3)
+    assert summary["test"]["loss"] == 0.9
