@@ -63,6 +63,7 @@ def test_retrain_with_a_fresh_head_keeps_frozen_pretrained_weights(tmp_path, dat
     assert not np.array_equal(before["head/kernel"], after["head/kernel"])
 
 
+@pytest.mark.slow
 def test_tf1_checkpoint_under_other_names_restores_every_tensor_through_a_rule(tmp_path, data_dir, pretrained):
     values = model_values(pretrained)
     with tf.Graph().as_default():
