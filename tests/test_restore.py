@@ -105,6 +105,7 @@ def test_not_strict_starts_mismatches_fresh_and_says_so(tmp_path, data_dir, pret
     assert rows["head/kernel"]["status"] == "fresh (shape mismatch)" and rows["head/bias"]["status"] == "restored"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_does_not_restore_again_unless_anyway(tmp_path, data_dir, pretrained, caplog):
     caplog.set_level(logging.INFO)
     run = tmp_path / "run"
