@@ -136,17 +136,22 @@ def test_each_family_preprocessing_gives_keras_floats(module):
 
 # Weight files -----------------------------------------------------------------------------------------------------
 
+# The default suite loads the small backbones, in both file layouts; the large ones (their families'
+# preprocessing is compared with Keras' above) are marked slow.
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize("arch, args, layout", [
-    pytest.param(arch, args, layout, id=f"{arch}-{layout}") for arch, args, layout in [
-        ("ResNet50", {}, "keras3"),
-        ("ResNet50", {}, "legacy"),
-        ("ResNet50V2", {}, "keras3"),
-        ("MobileNetV2", {"alpha": 0.35}, "keras3"),
-        ("MobileNetV3Small", {}, "keras3"),
-        ("EfficientNetB0", {}, "legacy"),
-        ("EfficientNetV2B0", {}, "keras3"),
-        ("DenseNet121", {}, "keras3"),
-        ("ConvNeXtTiny", {}, "keras3"),
+    pytest.param(arch, args, layout, id=f"{arch}-{layout}", marks=marks) for arch, args, layout, marks in [
+        ("ResNet50", {}, "keras3", SLOW),
+        ("ResNet50", {}, "legacy", SLOW),
+        ("ResNet50V2", {}, "keras3", SLOW),
+        ("MobileNetV2", {"alpha": 0.35}, "keras3", ()),
+        ("MobileNetV3Small", {}, "keras3", ()),
+        ("EfficientNetB0", {}, "legacy", ()),
+        ("EfficientNetV2B0", {}, "keras3", SLOW),
+        ("DenseNet121", {}, "keras3", SLOW),
+        ("ConvNeXtTiny", {}, "keras3", SLOW),
     ]])
 def test_a_weight_file_loads_bit_for_bit_with_the_familys_preprocessing(tmp_path, arch, args, layout):
     """Every backbone weight is the file's, and the features before the head are Keras' own on its own
@@ -188,10 +193,14 @@ def test_a_file_with_the_classification_top_loads_without_it(tmp_path, layout):
     assert_same_weights(backbone, original.weights[:len(backbone)])
 
 
-@pytest.mark.parametrize("layout", ["keras3", "legacy"])
-@pytest.mark.parametrize("arch, args, theirs", [
-    pytest.param("DenseNet121", {}, r"the file's \S+ has \(7, 7, 3, 64\)", id="DenseNet121"),
-    pytest.param("MobileNetV2", {"alpha": 1.0}, r"the file's \S+ has \(3, 3, 3, 32\)", id="MobileNetV2-alpha1"),
+@pytest.mark.parametrize("arch, args, theirs, layout", [
+    pytest.param("DenseNet121", {}, r"the file's \S+ has \(7, 7, 3, 64\)", "keras3", id="DenseNet121-keras3"),
+    pytest.param("DenseNet121", {}, r"the file's \S+ has \(7, 7, 3, 64\)", "legacy", id="DenseNet121-legacy",
+                 marks=SLOW),
+    pytest.param("MobileNetV2", {"alpha": 1.0}, r"the file's \S+ has \(3, 3, 3, 32\)", "keras3",
+                 id="MobileNetV2-alpha1-keras3", marks=SLOW),
+    pytest.param("MobileNetV2", {"alpha": 1.0}, r"the file's \S+ has \(3, 3, 3, 32\)", "legacy",
+                 id="MobileNetV2-alpha1-legacy"),
 ])
 def test_a_file_of_another_architecture_is_refused_before_any_weight_changes(tmp_path, layout, arch, args, theirs):
     keras.utils.set_random_seed(0)

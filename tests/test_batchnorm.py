@@ -1,6 +1,9 @@
 """Batch-norm care: frozen layers keep their statistics, momentum warm-up, recalibration, the finetune preset."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import tensorflow as tf
 
@@ -86,9 +89,8 @@ def test_recalibration_is_the_plain_average_over_distinct_batches_and_leaves_fro
             assert not np.allclose(averaged[name][j], alone[-1][name][j], rtol=1e-3), name  # not the last batch
 
 
-def test_recalibrate_schedule_rewrites_the_latest_checkpoint_and_tests(tmp_path, data_dir):
-    run = tmp_path / "run"
-    app.run(compose(["schedule=train", "schedule.steps=2"], run, data_dir))
+def test_recalibrate_schedule_rewrites_the_latest_checkpoint_and_tests(tmp_path, data_dir, trained):
+    run = Path(shutil.copytree(trained, tmp_path / "run"))  # 2 steps of schedule=train
     before = tf.train.load_checkpoint(str(run / "checkpoints"))
     key = "model/stage1.Sblock1.Sbn1.Smoving_mean/.ATTRIBUTES/VARIABLE_VALUE"
     old = before.get_tensor(key)

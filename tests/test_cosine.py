@@ -60,13 +60,17 @@ def train(schedule, cfg, stop=None):
     return rates, {v.path: v.numpy() for v in parts.model.variables}
 
 
-def test_every_step_trains_at_the_curves_rate_and_a_resumed_run_goes_on_on_it(tmp_path, data_dir):
+def test_every_step_trains_at_the_curves_rate(tmp_path, data_dir):
     curve = warmup_cosine(0.1, 0.001, 2, 8)
-    whole, weights = train(cosine, compose(COSINE, tmp_path / "whole", data_dir))
+    whole, _ = train(cosine, compose(COSINE, tmp_path / "whole", data_dir))
     assert whole == pytest.approx({s: curve(s - 1) for s in range(1, 9)}, rel=1e-6)
     assert sorted(p.name for p in (tmp_path / "whole" / "evaluations").iterdir()) == \
         ["step-000004.json", "step-000008.json"]
 
+
+@pytest.mark.slow
+def test_a_resumed_run_goes_on_on_the_curve(tmp_path, data_dir):
+    whole, weights = train(cosine, compose(COSINE, tmp_path / "whole", data_dir))
     cfg = compose(COSINE, tmp_path / "split", data_dir)
     first, _ = train(cosine, cfg, StopAt(5))
     second, resumed = train(cosine, cfg)

@@ -123,7 +123,9 @@ def test_same_seed_and_position_same_crop_other_position_other_crop(tmp_path):
             assert not np.allclose(a[i], a[j], atol=1e-3), (i, j)
 
 
-@pytest.mark.parametrize("start", [1, 4, 5, 7])  # a list of 5: 5 and 7 start in the second epoch
+# A list of 5: 5 and 7 start in the second epoch; by default an odd start and the boundary.
+@pytest.mark.parametrize("start", [1, pytest.param(4, marks=pytest.mark.slow), 5,
+                                   pytest.param(7, marks=pytest.mark.slow)])
 def test_resume_equals_the_tail_of_the_uninterrupted_stream_with_random_resized(tmp_path, start):
     noise = noise_list(tmp_path, 5)
     augment = {"crop": "random_resized", "brightness": 0.2, "contrast": 0.3, "flip": True, "crop_scale": [0.2, 1.0]}

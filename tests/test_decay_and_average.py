@@ -120,6 +120,7 @@ EMA = ["schedule=cosine", "schedule.steps=8", "schedule.eval_every=4", "schedule
        "schedule.save_every=1", "optimizer.lr=0.05", "network.ema=0.7"]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_the_same_average_and_tests_and_exports_use_it(tmp_path, data_dir):
     _, whole = train(cosine, compose(EMA, tmp_path / "whole", data_dir))
     cfg = compose(EMA, tmp_path / "split", data_dir)

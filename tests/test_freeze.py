@@ -56,8 +56,8 @@ def snapshot(model):
 
 @pytest.mark.parametrize("network", [
     ["network.freeze=stage1"],
-    ["network=applications", "network.arch=MobileNetV2", "network.arch_args={alpha: 0.35}",
-     "reader.image_size=32", "network.freeze=block_2"],
+    pytest.param(["network=applications", "network.arch=MobileNetV2", "network.arch_args={alpha: 0.35}",
+                  "reader.image_size=32", "network.freeze=block_2"], marks=pytest.mark.slow),
 ])
 def test_frozen_weights_and_statistics_stay_bit_identical_through_training(tmp_path, data_dir, network):
     parts = Parts(compose(network, tmp_path / "run", data_dir), StopRequest())

@@ -52,6 +52,7 @@ def settled(cfg):
         runfolder.release(cfg.run_dir)
 
 
+@pytest.mark.slow
 def test_bit_settles_from_the_data_records_it_and_trains_its_stages(tmp_path, data_dir):
     cfg = compose(BIT, tmp_path / "run", data_dir)
     assert cfg.optimizer.lr == 0.003 and cfg.network.weight_decay == 0.0

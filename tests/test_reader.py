@@ -314,7 +314,13 @@ def test_train_is_deterministic_per_seed(noise, seven):
     assert list(o1) != list(o2)
 
 
-@pytest.mark.parametrize("start", [1, 4, 5, 6, 12, 13])  # list of 5: 5, 6, 12, 13 cross epoch boundaries
+SLOW = pytest.mark.slow
+
+
+# A list of 5: 5, 6, 12, 13 cross epoch boundaries. By default an odd start, the boundary itself and a later
+# epoch; the other starts in the slow suite.
+@pytest.mark.parametrize("start", [1, pytest.param(4, marks=SLOW), 5, pytest.param(6, marks=SLOW),
+                                   pytest.param(12, marks=SLOW), 13])
 def test_resume_from_position_equals_tail_of_full_stream_with_augmentation(noise, start):
     cfg = config(batch_size=2, augment=ON)
     full, full_y, _ = collect(Reader(cfg, seed=7).train(noise), steps=12)  # 24 examples, almost 5 epochs
@@ -325,7 +331,7 @@ def test_resume_from_position_equals_tail_of_full_stream_with_augmentation(noise
     np.testing.assert_array_equal(tail, full[start:start + 2 * steps])
 
 
-@pytest.mark.parametrize("start", [0, 6])
+@pytest.mark.parametrize("start", [pytest.param(0, marks=pytest.mark.slow), 6])  # 6: a resumed stream
 def test_each_pipeline_of_a_cluster_reads_its_own_part_of_every_global_batch(noise, start):
     """Two workers, each with two replicas' share (2 of the global batch of 4): together, the one-process stream."""
     cfg = config(batch_size=4, augment=ON)

@@ -64,6 +64,7 @@ def test_retrain_with_a_fresh_head_keeps_frozen_pretrained_weights(tmp_path, dat
     assert not np.array_equal(before["head/kernel"], after["head/kernel"])
 
 
+@pytest.mark.slow
 def test_tf1_checkpoint_under_other_names_restores_every_tensor_through_a_rule(tmp_path, data_dir, pretrained):
     values = model_values(pretrained)
     with tf.Graph().as_default():
@@ -105,6 +106,7 @@ def test_not_strict_starts_mismatches_fresh_and_says_so(tmp_path, data_dir, pret
     assert rows["head/kernel"]["status"] == "fresh (shape mismatch)" and rows["head/bias"]["status"] == "restored"
 
 
+@pytest.mark.slow
 def test_a_resumed_run_does_not_restore_again_unless_anyway(tmp_path, data_dir, pretrained, caplog):
     caplog.set_level(logging.INFO)
     run = tmp_path / "run"

