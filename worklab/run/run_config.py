@@ -26,7 +26,8 @@ def saved_config(run_dir: Path):
     Read without resolving: the saved `run_dir` refers to Hydra's runtime, which only the
     job that wrote it had.
     """
-    saved_file = Path(run_dir) / ".hydra" / "config.yaml"
+    folder = RunFolder(run_dir)
+    saved_file = folder.saved_config
     if not saved_file.is_file():
         raise UserError(f"{run_dir} is not a run folder: {saved_file} does not exist.")
     saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
@@ -35,7 +36,7 @@ def saved_config(run_dir: Path):
     for override in older_worklab_overrides(saved):
         key, value = override.split("=", 1)
         OmegaConf.update(node, key, value)
-    for key, value in RunFolder(run_dir).settled().items():  # what the schedule settled at run time
+    for key, value in folder.settled().items():  # what the schedule settled at run time
         OmegaConf.update(node, key, value)
     return node
 
