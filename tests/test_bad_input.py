@@ -69,6 +69,7 @@ def test_image_cut_short_after_its_header_is_named_before_training(lists):
         run_json(lists)
 
 
+@pytest.mark.slow  # by default test_images_e2e skips bad images of a folder reader and trains
 def test_skip_bad_skips_and_trains(lists, caplog):
     (lists / "img" / "c.png").write_bytes(b"garbage")
     assert run_json(lists, "reader.skip_bad=true")["step"] == 1

@@ -5,6 +5,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from conftest import compose
@@ -99,8 +100,15 @@ def test_recalibrate_schedule_rewrites_the_latest_checkpoint_and_tests(tmp_path,
     assert not np.array_equal(old, tf.train.load_checkpoint(str(run / "checkpoints")).get_tensor(key))
 
 
+def finetune(tmp_path, data_dir):
+    return compose(["network=finetune", "schedule=train", "schedule.steps=1"], tmp_path / "run", data_dir)
+
+
 def test_finetune_preset_freezes_the_early_layers(tmp_path, data_dir):
-    cfg = compose(["network=finetune", "schedule=train", "schedule.steps=1"], tmp_path / "run", data_dir)
-    model, _, frozen = prepared(cfg.network.lr_mult)
+    model, _, frozen = prepared(finetune(tmp_path, data_dir).network.lr_mult)
     assert "stem/bn" in frozen and "stage1/block1/bn1" in frozen and not any(f.startswith("stage2") for f in frozen)
-    assert app.run(cfg)["step"] == 1
+
+
+@pytest.mark.slow  # a run: the default suite trains frozen layers in test_trainer and test_freeze
+def test_finetune_preset_trains(tmp_path, data_dir):
+    assert app.run(finetune(tmp_path, data_dir))["step"] == 1

@@ -122,9 +122,11 @@ def run_patience(cfg, test_losses):
         runfolder.release(cfg.run_dir)
 
 
-def test_patience_chooses_on_validation_and_tests_the_chosen_step_once(tmp_path, data_dir):
-    plain, _ = run_patience(compose(PATIENCE, tmp_path / "plain", data_dir), TEST_LOSSES)
+def test_patience_chooses_on_validation_and_tests_the_chosen_step_once(tmp_path, data_dir, caplog):
+    with caplog.at_level(logging.INFO):
+        plain, _ = run_patience(compose(PATIENCE, tmp_path / "plain", data_dir), TEST_LOSSES)
     assert plain["step"] == 6 and plain["split"] == "test" and "test" not in plain  # no validation: test decides
+    assert "decisions (best step, rate drops, best value) are made on the test set" in caplog.text
 
     run = tmp_path / "validated"
     best, seen = run_patience(compose([*PATIENCE, "reader.val_split=0.25"], run, data_dir), 0.6)
@@ -163,6 +165,7 @@ def test_fixed_tests_stages_on_validation_and_the_test_set_at_the_end(tmp_path, 
         test.run(Parts(compose(["schedule=test", "schedule.split=val"], tmp_path / "run", data_dir), StopRequest()))
 
 
+@pytest.mark.slow  # the patience case checks the line by default
 def test_without_validation_the_log_says_the_test_set_decides(tmp_path, data_dir, caplog):
     cfg = compose(["schedule.stages=[{lr: 0.05, steps: 2}]", "schedule.log_every=2", "schedule.save_every=2"],
                   tmp_path / "run", data_dir)
