@@ -46,9 +46,15 @@ def older_worklab_overrides(saved: Dict[str, Any]) -> List[str]:
 
     `saved` is the run's .hydra/config.yaml. Before network.preprocessing existed, every
     network took inputs normalised with reader.mean and reader.std: such a run keeps that
-    (mean_std), whatever its restore mapping now says.
+    (mean_std), whatever its restore mapping now says. A ResNet keeps the depth and width
+    it was built with: the demo group (conf/demo/) now gives the demo set a smaller ResNet
+    than the ResNet-18 a demo run had before it.
     """
-    return [] if "preprocessing" in (saved.get("network") or {}) else ["network.preprocessing=mean_std"]
+    network = saved.get("network") or {}
+    older = [] if "preprocessing" in network else ["network.preprocessing=mean_std"]
+    if network.get("kind") == "resnet":
+        older += [f"network.{key}={network[key]}" for key in ("depth", "width") if key in network]
+    return older
 
 
 def load_run_config(run_dir: Path, schedule: ScheduleConfig) -> Config:
