@@ -76,9 +76,9 @@ def reference(cfg, step: int):
     assert parts.restore_for_inference(step) == step
     tester = parts.tester
     probs = np.concatenate([tester._predict(images)[0].numpy() for images, _ in tester.dataset])
-    paths = list(parts.test_images.paths)
+    paths = list(parts.inputs.test_images.paths)
     resized = np.stack([resize(decode(tf.io.read_file(p)), parts.cfg.reader).numpy() for p in paths])
-    return probs, paths, resized, list(parts.classes)
+    return probs, paths, resized, list(parts.inputs.classes)
 
 
 def fresh_process(folder: Path, paths, resized: np.ndarray, tmp: Path):

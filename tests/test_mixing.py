@@ -205,7 +205,7 @@ def test_parts_mix_the_first_inputs_for_tensorboard_as_the_trainer_mixes_them(tm
     parts.writer.input_images = lambda step, images: written.append(images)
     parts.restore()
     trainer = parts.trainer
-    images, labels = next(iter(parts.reader.train(parts.train_images)))
+    images, labels = next(iter(parts.reader.train(parts.inputs.train_images)))
     expected = Mixing(cfg.reader.augment, cfg.seed)(images, labels, 0)
     assert float(expected[3][0]) < 1
     np.testing.assert_array_equal(written[0], expected[0])

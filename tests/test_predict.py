@@ -194,7 +194,7 @@ def outputs_of_the_tester(run: Path):
         parts.session.restore_step(None)
         tester = parts.tester
         probs = np.concatenate([tester._predict(x)[0].numpy() for x, _ in tester.dataset])
-        return probs, tester.evaluate(), parts.test_images.paths, parts.classes
+        return probs, tester.evaluate(), parts.inputs.test_images.paths, parts.inputs.classes
 
 
 @pytest.mark.slow

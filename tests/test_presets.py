@@ -47,7 +47,7 @@ def settled(cfg):
     """bit.settle as app.run calls it, in the process that holds the run folder."""
     runfolder.lock(cfg.run_dir)
     try:
-        return bit.settle(cfg, stop=None)
+        return bit.settle(cfg)
     finally:
         runfolder.release(cfg.run_dir)
 

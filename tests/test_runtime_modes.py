@@ -34,7 +34,7 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_logits(bfl
     conv = next(layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D))
     assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
     assert {v.dtype for v in model.trainable_variables} == {"float32"}
-    images, _ = next(iter(bfloat16_and_xla.reader.test(bfloat16_and_xla.test_images)))
+    images, _ = next(iter(bfloat16_and_xla.reader.test(bfloat16_and_xla.inputs.test_images)))
     assert model(images, training=False).dtype.name == "float32"  # the head's logits, for a stable loss
 
 
@@ -44,10 +44,10 @@ def test_xla_compiles_the_train_and_test_steps(bfloat16_and_xla):
     parts.restore()
     scalars = parts.trainer.train(2)
     assert scalars["step"] == 2 and math.isfinite(scalars["loss"])
-    images, labels = next(iter(parts.reader.test(parts.test_images)))
+    images, labels = next(iter(parts.reader.test(parts.inputs.test_images)))
     # TensorFlow returns compiler IR only for a function marked jit_compile=True; it raises otherwise.
     train_hlo = parts.trainer._replica_step.experimental_get_compiler_ir(images, labels)(stage="hlo")
     test_hlo = parts.tester._predict.experimental_get_compiler_ir(images, labels)(stage="hlo")
     assert "bf16" in train_hlo and "bf16" in test_hlo  # the compiled computation runs in bfloat16
     stats = parts.tester.evaluate()
-    assert stats["count"] == len(parts.test_images) and np.isfinite(stats["loss"])
+    assert stats["count"] == len(parts.inputs.test_images) and np.isfinite(stats["loss"])

@@ -44,13 +44,13 @@ def test_a_run_warns_of_the_classes_its_validation_list_lacks(tmp_path, data_dir
     from worklab.run.parts import Parts
 
     train = compose([], tmp_path / "run", data_dir)
-    demo_test = Path(Parts(train, StopRequest()).sources[1])
+    demo_test = Path(Parts(train, StopRequest()).inputs.sources[1])
     kept = {path: label for path, label in json.loads(demo_test.read_text()).items() if label in ("circle", "square")}
     val = tmp_path / "val.json"
     val.write_text(json.dumps({str((demo_test.parent / path).resolve()): label for path, label in kept.items()}))
     parts = Parts(compose([f"reader.val={val}"], tmp_path / "run", data_dir), StopRequest())
     with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
-        assert len(parts.val_images) == 6
+        assert len(parts.inputs.val_images) == 6
     lacking = [r.getMessage() for r in caplog.records if "(reader.val) has no images" in r.getMessage()]
     assert len(lacking) == 1
     assert "8 of the 10 classes of the training list: checker, cross, diagonal, dots, hstripes, ring, triangle, " \
@@ -90,7 +90,7 @@ def test_a_training_list_warning_is_given_once_per_run(tmp_path, data_dir, caplo
 
     parts = Parts(compose(make(tmp_path), tmp_path / "run", data_dir), StopRequest())
     with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
-        parts.check_inputs()
+        parts.inputs.check_inputs()
     assert [says in r.getMessage() for r in caplog.records].count(True) == 1
 
 

@@ -59,15 +59,15 @@ def test_the_split_is_saved_and_a_resumed_run_keeps_it(tmp_path, data_dir):
     lock(cfg)
     try:
         first = Parts(cfg, StopRequest())
-        val = list(first.val_images.paths)
-        assert len(val) == 10 and set(val).isdisjoint(first.train_images.paths)  # 1 of 4 per class, 10 classes
+        val = list(first.inputs.val_images.paths)
+        assert len(val) == 10 and set(val).isdisjoint(first.inputs.train_images.paths)  # 1 of 4 per class, 10 classes
         saved = json.loads((tmp_path / "run" / "split.json").read_text())
         assert sorted(saved["val"]) == sorted(val)
         again = Parts(cfg, StopRequest())
-        assert list(again.val_images.paths) == val and list(again.train_images.paths) == list(first.train_images.paths)
+        assert list(again.inputs.val_images.paths) == val and list(again.inputs.train_images.paths) == list(first.inputs.train_images.paths)
         other = compose(["reader.val_split=0.5"], tmp_path / "run", data_dir)
         with pytest.raises(UserError, match="this run was validated on the split of val_split=0.25"):
-            Parts(other, StopRequest()).val_images
+            Parts(other, StopRequest()).inputs.val_images
     finally:
         runfolder.release(cfg.run_dir)
 
@@ -86,7 +86,7 @@ def test_a_validation_list_with_a_class_the_training_list_lacks_is_refused(tmp_p
     val.write_text(json.dumps({str(next(Path(data_dir).rglob("*.png"))): "unicorn"}))
     cfg = compose([f"reader.val={val}"], tmp_path / "run", data_dir)
     with pytest.raises(UserError, match=f"Image list {val}: 1 label.* not in the class map.*'unicorn'"):
-        Parts(cfg, StopRequest()).val_images
+        Parts(cfg, StopRequest()).inputs.val_images
 
 
 class Scripted:
@@ -115,7 +115,7 @@ def run_patience(cfg, test_losses):
     try:
         parts = Parts(cfg, StopRequest())
         seen = []
-        parts.__dict__["tester"] = Scripted(parts, test_losses, seen if parts.has_validation else None)
+        parts.__dict__["tester"] = Scripted(parts, test_losses, seen if parts.inputs.has_validation else None)
         parts.__dict__["validator"] = Scripted(parts, VAL_LOSSES)
         return patience.run(parts), seen
     finally:

@@ -55,7 +55,7 @@ def run(cfg: Config) -> Dict:
     with StopRequest() as signals, strategy.scope():  # every part is built and run under the strategy
         stop = distribute.agreed(signals, strategy)
         if hasattr(schedule, "settle"):  # a schedule that chooses settings from the data (bit)
-            cfg = schedule.settle(cfg, stop)
+            cfg = schedule.settle(cfg)
         parts = Parts(cfg, stop, results_dir=results)
         if kind.summarised and parts.chief:
             parts.summary = Summary(parts.run_dir, kind.name, saved_overrides(parts.run_dir))
@@ -93,7 +93,7 @@ def _name_bad_images(parts, error: Exception) -> None:
         return
     from worklab.data.reader import find_undecodable
 
-    bad = [p for images in parts.loaded_image_lists() for p in find_undecodable(images.paths)]
+    bad = [p for images in parts.inputs.loaded_image_lists() for p in find_undecodable(images.paths)]
     if bad:
         raise RunFailed(f"{len(bad)} image(s) cannot be decoded any more (changed during the run?): "
                         f"{', '.join(bad[:5])}. Fix or remove them, then resume.") from error

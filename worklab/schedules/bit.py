@@ -26,6 +26,7 @@ from PIL import Image
 from worklab.config.root import Config
 from worklab.config.schedules import BitSchedule, FixedSchedule, Stage
 from worklab.errors import UserError
+from worklab.run.inputs import RunInputs
 from worklab.run.runfolder import RunFolder
 from worklab.schedules import fixed
 
@@ -65,20 +66,18 @@ def median_area(paths: Sequence[str]) -> float:
     return float(areas[len(areas) // 2])
 
 
-def settle(cfg: Config, stop) -> Config:
+def settle(cfg: Config) -> Config:
     """The run's config with the rule's choices in place: the fixed schedule of its stages and its crops.
 
     The reader settings it decides are the run's own from then on: saved in settled.json, they
     are applied wherever the run's config is read again (test, export, predict, watch, resume).
     A reader key the rule overrides is named in the log with the value that holds instead.
     """
-    from worklab.run.parts import Parts
-
     s: BitSchedule = cfg.schedule
     folder = RunFolder(cfg.run_dir)
     chosen = folder.read(RECORD, ("train_images", "median_area", "steps", "warmup_steps", "crop", "resize", "mixup"))
     if chosen is None:
-        images = Parts(cfg, stop).train_images
+        images = RunInputs(cfg, folder).train_images
         if len(images) < cfg.reader.batch_size:
             raise UserError(f"schedule=bit: the training set has {len(images)} image(s), fewer than one batch "
                             f"(reader.batch_size={cfg.reader.batch_size}); the HyperRule needs at least a batch.")

@@ -20,7 +20,7 @@ log = logging.getLogger("worklab")
 def run(parts) -> Dict:
     """Train along the curve to schedule.steps, testing on the way; return the last test's statistics."""
     s = parts.cfg.schedule
-    parts.check_inputs(train=True, test=True)
+    parts.inputs.check_inputs(train=True, test=True)
     parts.restore()
     curve = warmup_cosine(parts.cfg.optimizer.lr, s.min_lr, s.warmup_steps, s.steps)
     log.info("learning rate: warmup to %g over %d steps, cosine to %g at step %d (optimizer.lr, schedule.*)",
@@ -28,7 +28,7 @@ def run(parts) -> Dict:
     ends = [*range(s.eval_every, s.steps, s.eval_every), s.steps]
     results = {}
     for end in ends:
-        results = parts.writer.evaluated(end, parts.decision_split)
+        results = parts.writer.evaluated(end, parts.inputs.decision_split)
         if results is None:
             train_until(parts, end, curve=curve)
             results = evaluate(parts)

@@ -98,7 +98,7 @@ def _alive(pid: int) -> bool:
 def _write(parts, step: int, folder: Path) -> Dict:
     cfg, s = parts.cfg, parts.cfg.schedule
     r = cfg.reader
-    classifier = export.Classifier(parts.model, parts.classes, r, cfg.top_k)
+    classifier = export.Classifier(parts.model, parts.inputs.classes, r, cfg.top_k)
     resizing = ("antialiased bilinear, as reader.resize" if r.resize == "squash" else
                 f"the centred square of {r.crop_fraction:g} of the shorter side, then antialiased bilinear, "
                 "as reader.resize=crop")
@@ -125,7 +125,7 @@ def _write(parts, step: int, folder: Path) -> Dict:
     info = {
         "run": str(parts.run_dir.resolve()),
         "step": step,
-        "classes": list(parts.classes),
+        "classes": list(parts.inputs.classes),
         "image_size": r.image_size,
         "resize": {"mode": r.resize, **({"crop_fraction": r.crop_fraction} if r.resize == "crop" else {})},
         "preprocessing": parts.model.get_layer("preprocess").spec(),

@@ -24,12 +24,12 @@ log = logging.getLogger("worklab")
 def run(parts) -> Dict:
     """Train each stage at its rate up to its end step, then test; return the last test's statistics."""
     stages = parts.cfg.schedule.stages
-    parts.check_inputs(train=True, test=True)
+    parts.inputs.check_inputs(train=True, test=True)
     parts.restore()
     ends = list(itertools.accumulate(stage.steps for stage in stages))
     results = {}
     for number, (stage, end) in enumerate(zip(stages, ends), start=1):
-        results = parts.writer.evaluated(end, parts.decision_split)
+        results = parts.writer.evaluated(end, parts.inputs.decision_split)
         if results is not None:
             continue
         log.info("stage %d/%d: to step %d", number, len(stages), end)
@@ -37,7 +37,7 @@ def run(parts) -> Dict:
         warmup = number == 1 and parts.cfg.schedule.warmup_steps
         train_until(parts, end, curve=linear_warmup(stage.lr, parts.cfg.schedule.warmup_steps) if warmup else None)
         if number == len(stages) and parts.cfg.schedule.recalibrate:
-            recalibrate(parts.model, parts.reader.train(parts.train_images, start=int(parts.examples.numpy())),
+            recalibrate(parts.model, parts.reader.train(parts.inputs.train_images, start=int(parts.examples.numpy())),
                         parts.bn_momentum, parts.cfg.schedule.recalibrate)
             parts.session.save()
         results = evaluate(parts)

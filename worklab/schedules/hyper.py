@@ -47,12 +47,12 @@ def run(parts) -> Dict:
         write_table(parts, rows)
         previous = checkpoint_path(Path(variant.run_dir), result["step"])
         if values_since_best(rows) >= s.hyper_patience:
-            log.info("%s: no better %s loss for %d value(s): stopping", s.param, parts.decision_split,
+            log.info("%s: no better %s loss for %d value(s): stopping", s.param, parts.inputs.decision_split,
                      values_since_best(rows))
             break
-    best = min(rows, key=lambda row: row["loss"])
-    log.info("best %s=%s: %s loss %.4f at step %d\n%s", s.param, best["value"], parts.decision_split, best["loss"],
-             best["step"], format_table(s.param, rows, parts.decision_split))
+    best, split = min(rows, key=lambda row: row["loss"]), parts.inputs.decision_split
+    log.info("best %s=%s: %s loss %.4f at step %d\n%s", s.param, best["value"], split, best["loss"], best["step"],
+             format_table(s.param, rows, split))
     result = RunFolder(parts.run_dir / best["folder"]).best()
     if parts.summary and result.get("test"):
         parts.summary.evaluated({**result["test"], "step": result["step"], "split": "test"}, decides=False)
@@ -86,7 +86,7 @@ def write_table(parts, rows: List[Dict]) -> None:
     s = parts.cfg.schedule
     parts.folder.write("state.json", {"schedule": "hyper", "param": s.param, "values": list(s.values),
                                       "results": rows, "values_since_best": values_since_best(rows)})
-    write_text(parts.folder.file("hyper.txt"), format_table(s.param, rows, parts.decision_split) + "\n")
+    write_text(parts.folder.file("hyper.txt"), format_table(s.param, rows, parts.inputs.decision_split) + "\n")
 
 
 def format_table(param: str, rows: List[Dict], split: str = "test") -> str:

@@ -81,20 +81,20 @@ def evaluate(parts, split: Optional[str] = None, step: Optional[int] = None) -> 
     """Evaluate the current weights on `split`; save, log and return the statistics with step, split and lr.
 
     With network.ema the weight average is evaluated (Parts.evaluation_weights). The
-    default split is the one decisions are made on (Parts.decision_split): val when the
+    default split is the one decisions are made on (RunInputs.decision_split): val when the
     run has a validation set, else test. `step` labels weights restored from an earlier
     checkpoint (the best one) in place of the global step.
     """
-    split = split or parts.decision_split
+    split = split or parts.inputs.decision_split
     step = int(parts.step.numpy()) if step is None else step
     tester = parts.validator if split == "val" else parts.tester
     bar = Progress(tester.batches, unit="batch")
     with parts.evaluation_weights():
         result = {"step": step, "split": split, "lr": float(parts.lr.numpy()), **tester.evaluate(on_batch=bar.update)}
     bar.break_line()
-    parts.writer.evaluation(result, parts.classes)
+    parts.writer.evaluation(result, parts.inputs.classes)
     if parts.summary:
-        parts.summary.evaluated(result, decides=split == parts.decision_split)
+        parts.summary.evaluated(result, decides=split == parts.inputs.decision_split)
     log.info("%s step %d loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)", split, step, result["loss"],
              result["accuracy"], result["top_k"], result["top_k_accuracy"], result["f1_macro"], result["count"])
     return result
@@ -106,7 +106,7 @@ def report_test(parts, step: int) -> Optional[Dict]:
     Its result is written with split test and kept apart from every decision. A result
     already on disk (a run stopped after it) is returned as it is.
     """
-    if not parts.has_validation:
+    if not parts.inputs.has_validation:
         return None
     done = parts.writer.evaluated(step, "test")
     if done is not None:

@@ -51,7 +51,7 @@ class PatienceState:
 def run(parts) -> Dict:
     """Train and test until the last plateau (or max_steps); return the best step's test results."""
     cfg = parts.cfg.schedule
-    parts.check_inputs()
+    parts.inputs.check_inputs()
     parts.restore()
     state = PatienceState(**parts.session.load_state())
     set_rate(parts, *starting_rate(state, parts.cfg.optimizer.lr, float(parts.lr.numpy())))
@@ -65,13 +65,13 @@ def run(parts) -> Dict:
             train_until(parts, next_test(step, cfg), schedule_state=asdict(state))
         except NonFiniteLoss as blowup:
             recover(parts, state, blowup)
-    best = parts.writer.evaluated(state.best_step, parts.decision_split)
+    best = parts.writer.evaluated(state.best_step, parts.inputs.decision_split)
     test = report_test(parts, state.best_step)
     if test is not None:
         best["test"] = {key: test[key] for key in ("loss", "accuracy", "top_k_accuracy", "count")}
     if parts.folder.writable:
         parts.folder.write("best.json", best)
-    log.info("best: step %d, %s loss %.4f, accuracy %.3f", best["step"], parts.decision_split, best["loss"],
+    log.info("best: step %d, %s loss %.4f, accuracy %.3f", best["step"], parts.inputs.decision_split, best["loss"],
              best["accuracy"])
     return best
 
@@ -94,9 +94,9 @@ def next_test(step: int, cfg) -> int:
 
 def reuse_or_test(parts, step: int) -> Dict:
     """The result of `step` on the decision split: the one saved before an interruption, or a new test."""
-    saved = parts.writer.evaluated(step, parts.decision_split)
+    saved = parts.writer.evaluated(step, parts.inputs.decision_split)
     if saved is not None:
-        log.info("%s of step %d already done before the restart: loss %.4f", parts.decision_split, step,
+        log.info("%s of step %d already done before the restart: loss %.4f", parts.inputs.decision_split, step,
                  saved["loss"])
         return saved
     return evaluate(parts)

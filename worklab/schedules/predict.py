@@ -110,15 +110,15 @@ def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
     step = target.restore_for_inference(s.step)
     from worklab.serve.export import Classifier
 
-    r = cfg.reader
-    k = min(parts.cfg.top_k, len(target.classes))
-    classifier = Classifier(target.model, target.classes, r, k)
-    log.info("classifier: %s step %d, %d classes, top %d, %d px", run, step, len(target.classes), k, r.image_size)
+    r, classes = cfg.reader, target.inputs.classes
+    k = min(parts.cfg.top_k, len(classes))
+    classifier = Classifier(target.model, classes, r, k)
+    log.info("classifier: %s step %d, %d classes, top %d, %d px", run, step, len(classes), k, r.image_size)
 
     def classify(images):
         return {key: value.numpy() for key, value in classifier.from_bytes(images).items()}
 
-    return classify, ClassNames(target.classes), {"run": str(run), "step": step}
+    return classify, ClassNames(classes), {"run": str(run), "step": step}
 
 
 def _from_model(location: str, out: Path) -> Tuple[Classify, ClassNames, Dict]:

@@ -15,10 +15,10 @@ from worklab.schedules.loop import evaluate
 
 
 def run(parts) -> Dict:
-    parts.check_inputs()
+    parts.inputs.check_inputs()
     parts.session.restore_step(None)
     start = int(parts.examples.numpy())
-    recalibrate(parts.model, parts.reader.train(parts.train_images, start=start), parts.bn_momentum,
+    recalibrate(parts.model, parts.reader.train(parts.inputs.train_images, start=start), parts.bn_momentum,
                 parts.cfg.schedule.batches)
     parts.session.save()
     return evaluate(parts, "test")

@@ -10,7 +10,7 @@ from worklab.schedules.loop import evaluate
 def run(parts) -> Dict:
     """Restore schedule.step (default: the latest checkpoint) and evaluate it on schedule.split."""
     s = parts.cfg.schedule
-    if s.split == "val" and not parts.has_validation:
+    if s.split == "val" and not parts.inputs.has_validation:
         raise UserError(f"schedule.split=val: {parts.run_dir} has no validation set (reader.val or reader.val_split).")
     parts.session.restore_step(s.step)
     return evaluate(parts, s.split)

@@ -8,7 +8,7 @@ from worklab.schedules.loop import set_rate, train_until
 
 def run(parts) -> Dict:
     """Train to schedule.steps at optimizer.lr; a rerun with a larger value continues from the last checkpoint."""
-    parts.check_inputs(train=True, test=False)
+    parts.inputs.check_inputs(train=True, test=False)
     parts.restore()
     set_rate(parts, parts.cfg.optimizer.lr, "optimizer.lr")
     scalars = train_until(parts, parts.cfg.schedule.steps)
