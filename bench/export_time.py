@@ -39,8 +39,8 @@ from worklab.config.schedules import TestSchedule
 tf = runtime.configure(RuntimeConfig(), 0)
 from worklab.run.parts import Parts
 from worklab.run.run_config import load_run_config
-parts = Parts(load_run_config(Path(sys.argv[1]), TestSchedule()), None)
-parts.session.restore_step(None)
+parts = Parts(load_run_config(Path(sys.argv[1]), TestSchedule()), None, tf.distribute.get_strategy())
+parts.restore_for_inference(default="latest")
 parts.model.export(sys.argv[2], verbose=False)
 """
 

@@ -188,7 +188,7 @@ def no_cond_trainer(tf, Trainer):
                 losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
                 data_loss = tf.nn.compute_average_loss(losses)
                 loss = data_loss + tf.nn.scale_regularization_loss(self._decay())
-            self.optimizers.apply(tape.gradient(loss, self.optimizers.variables))
+            self.optimizers.apply(tape.gradient(loss, self.optimizers.variables), self.strategy)
             correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
                                             tf.float32))
             return tf.stack([data_loss, correct, tf.cast(tf.size(labels), tf.float32)])

@@ -34,6 +34,13 @@ def tiny(overrides: List[str]) -> List[str]:
 STAGES = "schedule.stages=[{lr: 0.05, steps: 4}, {lr: 0.005, steps: 2}]"  # for the default fixed schedule
 
 
+def one_device():
+    """The strategy of runtime.strategy=default: one device, one replica (what Parts and Tester are given)."""
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One data folder for the whole session, so the tiny demo set is drawn once."""

@@ -7,7 +7,7 @@ import signal
 import numpy as np
 import pytest
 
-from conftest import compose
+from conftest import compose, one_device
 from worklab import runtime
 from worklab.errors import Interrupted, UserError
 from worklab.run import runfolder
@@ -46,7 +46,7 @@ def train(schedule, cfg, stop=None):
     stop = StopAt(10 ** 9) if stop is None else stop
     runtime.configure(cfg.runtime, cfg.seed)  # the seeded start app.run makes
     runfolder.lock(cfg.run_dir)  # a writing session, as app.run has
-    parts = Parts(cfg, stop)
+    parts = Parts(cfg, stop, one_device())
     stop.parts = parts
     rates = {}
     record = parts.writer.train_scalars

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import compose
+from conftest import compose, one_device
 from test_cosine import StopAt, train
 from worklab.config.network import LrRule, NetworkConfig
 from worklab.config.training import OptimizerConfig
@@ -135,7 +135,7 @@ def test_a_resumed_run_continues_the_same_average_and_tests_and_exports_use_it(t
     for key, value in averages["whole"].items():
         np.testing.assert_allclose(averages["split"][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
 
-    parts = Parts(compose(EMA, tmp_path / "whole", data_dir), StopAt(0))
+    parts = Parts(compose(EMA, tmp_path / "whole", data_dir), StopAt(0), one_device())
     assert parts.restore_for_inference() == 8
     kernel = parts.model.get_layer("head").kernel
     np.testing.assert_array_equal(kernel.numpy(), parts.average.averages["head/kernel"].numpy())

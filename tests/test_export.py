@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import STAGES, TINY, compose, run_py
+from conftest import STAGES, TINY, compose, run_py, one_device
 from worklab import app
 from worklab.config.schedules import ExportSchedule
 from worklab.data.reader import decode
@@ -72,7 +72,7 @@ def reference(cfg, step: int):
     from worklab.data.reader import resize
     from worklab.run.parts import Parts
 
-    parts = Parts(cfg, None)
+    parts = Parts(cfg, None, one_device())
     assert parts.restore_for_inference(step) == step
     tester = parts.tester
     probs = np.concatenate([tester._predict(images)[0].numpy() for images, _ in tester.dataset])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import compose
+from conftest import compose, one_device
 from worklab import app
 from worklab.config.network import LrRule
 from worklab.errors import UserError
@@ -60,7 +60,7 @@ def snapshot(model):
                   "reader.image_size=32", "network.freeze=block_2"], marks=pytest.mark.slow),
 ])
 def test_frozen_weights_and_statistics_stay_bit_identical_through_training(tmp_path, data_dir, network):
-    parts = Parts(compose(network, tmp_path / "run", data_dir), StopRequest())
+    parts = Parts(compose(network, tmp_path / "run", data_dir), StopRequest(), one_device())
     parts.restore()
     before = snapshot(parts.model)
     parts.trainer.train(3)

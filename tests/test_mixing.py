@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import compose
+from conftest import compose, one_device
 from worklab.config.reader import AugmentConfig
 from worklab.config.training import OptimizerConfig
 from worklab.errors import UserError
@@ -200,7 +200,7 @@ def test_xla_mixes_alike():
 
 def test_parts_mix_the_first_inputs_for_tensorboard_as_the_trainer_mixes_them(tmp_path, data_dir):
     cfg = compose(["schedule=train", "reader.augment.cutmix=1.0", "seed=3"], tmp_path / "run", data_dir)
-    parts = Parts(cfg, StopRequest())
+    parts = Parts(cfg, StopRequest(), one_device())
     written = []
     parts.writer.input_images = lambda step, images: written.append(images)
     parts.restore()

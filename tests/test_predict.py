@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, run_py, train_here
+from conftest import ROOT, one_device, run_py, train_here
 from worklab.hydra_edge import to_plain
 from worklab.errors import UserError
 from worklab.hydra_edge import to_plain
@@ -190,8 +190,8 @@ def outputs_of_the_tester(run: Path):
     from worklab.run.run_config import load_run_config
 
     with StopRequest() as stop:
-        parts = Parts(load_run_config(run, TestSchedule()), stop, results_dir=run.parent / "tester")
-        parts.session.restore_step(None)
+        parts = Parts(load_run_config(run, TestSchedule()), stop, one_device(), results_dir=run.parent / "tester")
+        parts.restore_for_inference(default="latest")
         tester = parts.tester
         probs = np.concatenate([tester._predict(x)[0].numpy() for x, _ in tester.dataset])
         return probs, tester.evaluate(), parts.inputs.test_images.paths, parts.inputs.classes

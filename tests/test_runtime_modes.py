@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import compose
+from conftest import compose, one_device
 
 
 
@@ -23,7 +23,7 @@ def bfloat16_and_xla(tmp_path, data_dir):
     try:
         from worklab.run.parts import Parts
 
-        yield Parts(cfg, StopRequest())
+        yield Parts(cfg, StopRequest(), one_device())
     finally:
         keras.mixed_precision.set_global_policy("float32")  # process-wide: other tests build float32 models
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import compose
+from conftest import compose, one_device
 from worklab.config.network import ArchArgs, NetworkConfig
 from worklab.config.schedules import PredictSchedule
 from worklab.data.imagelist import ImageList, warn_missing_classes
@@ -44,11 +44,11 @@ def test_a_run_warns_of_the_classes_its_validation_list_lacks(tmp_path, data_dir
     from worklab.run.parts import Parts
 
     train = compose([], tmp_path / "run", data_dir)
-    demo_test = Path(Parts(train, StopRequest()).inputs.sources[1])
+    demo_test = Path(Parts(train, StopRequest(), one_device()).inputs.sources[1])
     kept = {path: label for path, label in json.loads(demo_test.read_text()).items() if label in ("circle", "square")}
     val = tmp_path / "val.json"
     val.write_text(json.dumps({str((demo_test.parent / path).resolve()): label for path, label in kept.items()}))
-    parts = Parts(compose([f"reader.val={val}"], tmp_path / "run", data_dir), StopRequest())
+    parts = Parts(compose([f"reader.val={val}"], tmp_path / "run", data_dir), StopRequest(), one_device())
     with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         assert len(parts.inputs.val_images) == 6
     lacking = [r.getMessage() for r in caplog.records if "(reader.val) has no images" in r.getMessage()]
@@ -88,7 +88,7 @@ def loose_file_folder(tmp_path: Path) -> List[str]:
 def test_a_training_list_warning_is_given_once_per_run(tmp_path, data_dir, caplog, make, says):
     from worklab.run.parts import Parts
 
-    parts = Parts(compose(make(tmp_path), tmp_path / "run", data_dir), StopRequest())
+    parts = Parts(compose(make(tmp_path), tmp_path / "run", data_dir), StopRequest(), one_device())
     with caplog.at_level(logging.WARNING, logger="worklab.data.imagelist"):
         parts.inputs.check_inputs()
     assert [says in r.getMessage() for r in caplog.records].count(True) == 1
@@ -111,7 +111,7 @@ def test_each_kind_of_network_is_described_by_its_architecture():
 def test_the_log_names_the_architecture_of_the_network(tmp_path, data_dir, caplog):
     from worklab.run.parts import Parts
 
-    parts = Parts(compose([], tmp_path / "run", data_dir), StopRequest())
+    parts = Parts(compose([], tmp_path / "run", data_dir), StopRequest(), one_device())
     with caplog.at_level(logging.INFO, logger="worklab.run.parts"):
         parts.model
     assert "network: ResNet-10 (resnet, width=0.125, layout=resnet), 10 classes" in caplog.text
@@ -148,7 +148,8 @@ def test_predict_and_the_tester_take_a_confidently_wrong_loss_from_log_probabili
     assert np.float32(np.exp(-hand[0])) == 0  # the red image's p(a), e^-110, underflows in float32
 
     reading = ReaderConfig(image_size=8, batch_size=2)
-    tester = Tester(model, Reader(reading, 0).test(ImageList("list.json", paths, [0, 1])), 2, 2, top_k=1)
+    dataset = Reader(reading, 0).test(ImageList("list.json", paths, [0, 1]))
+    tester = Tester(model, dataset, 2, 2, top_k=1, strategy=one_device())
     classifier = Classifier(model, ["a", "b", "c"], reading, top_k=1)
     results, outputs = classify_files(lambda images: {k: v.numpy() for k, v in classifier.from_bytes(images).items()},
                                       paths, batch_size=2)

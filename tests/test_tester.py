@@ -6,6 +6,8 @@ import math
 import keras
 import numpy as np
 import pytest
+
+from conftest import one_device
 import tensorflow as tf
 
 from worklab.train import tester
@@ -26,7 +28,8 @@ def test_statistics_match_numpy_on_known_predictions():
     labels = rng.integers(0, C, size=N).astype("int32")
     dataset = tf.data.Dataset.from_tensor_slices((logits, labels)).batch(BATCH)
     seen = []
-    stats = tester.Tester(identity_model(), dataset, N, BATCH, top_k=2).evaluate(on_batch=seen.append)
+    stats = tester.Tester(identity_model(), dataset, N, BATCH, top_k=2,
+                          strategy=one_device()).evaluate(on_batch=seen.append)
 
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
@@ -53,7 +56,7 @@ def test_a_model_that_outputs_nan_gives_a_non_finite_loss_instead_of_raising():
     labels = np.tile(np.arange(C, dtype="int32"), 2)
     logits[[1, 6]] = np.nan  # two examples blew up
     dataset = tf.data.Dataset.from_tensor_slices((logits, labels)).batch(BATCH)
-    stats = tester.Tester(identity_model(), dataset, 8, BATCH, top_k=2).evaluate()
+    stats = tester.Tester(identity_model(), dataset, 8, BATCH, top_k=2, strategy=one_device()).evaluate()
     assert math.isnan(stats["loss"])
     assert stats["non_finite"] == 2 and stats["accuracy"] == 6 / 8 and stats["top_k_accuracy"] == 6 / 8
     assert sum(map(sum, stats["confusion"])) == 6
@@ -63,4 +66,5 @@ def test_a_model_that_outputs_nan_gives_a_non_finite_loss_instead_of_raising():
 def test_a_pass_over_another_number_of_examples_than_the_list_is_an_error(seen, count):
     dataset = tf.data.Dataset.from_tensor_slices((np.zeros((N, C), "float32"), np.zeros(N, "int32")))
     with pytest.raises(tester.IncompleteTestPass, match=f"tested {seen} of {count} test examples"):
-        tester.Tester(identity_model(), dataset.take(seen).batch(BATCH), count, BATCH, top_k=2).evaluate()
+        tester.Tester(identity_model(), dataset.take(seen).batch(BATCH), count, BATCH, top_k=2,
+                      strategy=one_device()).evaluate()

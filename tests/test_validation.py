@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import compose
+from conftest import compose, one_device
 from worklab import runtime
 from worklab.data.imagelist import ImageList
 from worklab.data.split import hold_out, split
@@ -58,16 +58,17 @@ def test_the_split_is_saved_and_a_resumed_run_keeps_it(tmp_path, data_dir):
     cfg = compose(["reader.val_split=0.25"], tmp_path / "run", data_dir)
     lock(cfg)
     try:
-        first = Parts(cfg, StopRequest())
+        first = Parts(cfg, StopRequest(), one_device())
         val = list(first.inputs.val_images.paths)
         assert len(val) == 10 and set(val).isdisjoint(first.inputs.train_images.paths)  # 1 of 4 per class, 10 classes
         saved = json.loads((tmp_path / "run" / "split.json").read_text())
         assert sorted(saved["val"]) == sorted(val)
-        again = Parts(cfg, StopRequest())
-        assert list(again.inputs.val_images.paths) == val and list(again.inputs.train_images.paths) == list(first.inputs.train_images.paths)
+        again = Parts(cfg, StopRequest(), one_device())
+        assert list(again.inputs.val_images.paths) == val
+        assert list(again.inputs.train_images.paths) == list(first.inputs.train_images.paths)
         other = compose(["reader.val_split=0.5"], tmp_path / "run", data_dir)
         with pytest.raises(UserError, match="this run was validated on the split of val_split=0.25"):
-            Parts(other, StopRequest()).inputs.val_images
+            Parts(other, StopRequest(), one_device()).inputs.val_images
     finally:
         runfolder.release(cfg.run_dir)
 
@@ -86,7 +87,7 @@ def test_a_validation_list_with_a_class_the_training_list_lacks_is_refused(tmp_p
     val.write_text(json.dumps({str(next(Path(data_dir).rglob("*.png"))): "unicorn"}))
     cfg = compose([f"reader.val={val}"], tmp_path / "run", data_dir)
     with pytest.raises(UserError, match=f"Image list {val}: 1 label.* not in the class map.*'unicorn'"):
-        Parts(cfg, StopRequest()).inputs.val_images
+        Parts(cfg, StopRequest(), one_device()).inputs.val_images
 
 
 class Scripted:
@@ -113,7 +114,7 @@ TEST_LOSSES = {2: 0.5, 4: 0.6, 6: 0.2, 8: 0.7}
 def run_patience(cfg, test_losses):
     lock(cfg)
     try:
-        parts = Parts(cfg, StopRequest())
+        parts = Parts(cfg, StopRequest(), one_device())
         seen = []
         parts.__dict__["tester"] = Scripted(parts, test_losses, seen if parts.inputs.has_validation else None)
         parts.__dict__["validator"] = Scripted(parts, VAL_LOSSES)
@@ -147,7 +148,7 @@ def test_fixed_tests_stages_on_validation_and_the_test_set_at_the_end(tmp_path, 
                    "schedule.log_every=2", "schedule.save_every=2"], tmp_path / "run", data_dir)
     lock(cfg)
     try:
-        parts = Parts(cfg, StopRequest())
+        parts = Parts(cfg, StopRequest(), one_device())
         result = fixed.run(parts)
     finally:
         runfolder.release(cfg.run_dir)
@@ -158,11 +159,12 @@ def test_fixed_tests_stages_on_validation_and_the_test_set_at_the_end(tmp_path, 
     assert validated["count"] == 10
 
     reading = compose(["reader.val_split=0.25", "schedule=test", "schedule.split=val"], tmp_path / "run", data_dir)
-    again = test.run(Parts(reading, StopRequest()))
+    again = test.run(Parts(reading, StopRequest(), one_device()))
     assert (again["split"], again["count"]) == ("val", 10)  # the saved split, read back by a later test
     assert again["loss"] == pytest.approx(validated["loss"], rel=1e-5)
     with pytest.raises(UserError, match="schedule.split=val: .* has no validation set"):
-        test.run(Parts(compose(["schedule=test", "schedule.split=val"], tmp_path / "run", data_dir), StopRequest()))
+        cfg = compose(["schedule=test", "schedule.split=val"], tmp_path / "run", data_dir)
+        test.run(Parts(cfg, StopRequest(), one_device()))
 
 
 @pytest.mark.slow  # the patience case checks the line by default
@@ -172,7 +174,7 @@ def test_without_validation_the_log_says_the_test_set_decides(tmp_path, data_dir
     lock(cfg)
     try:
         with caplog.at_level(logging.INFO):
-            fixed.run(Parts(cfg, StopRequest()))
+            fixed.run(Parts(cfg, StopRequest(), one_device()))
     finally:
         runfolder.release(cfg.run_dir)
     assert "decisions (best step, rate drops, best value) are made on the test set" in caplog.text

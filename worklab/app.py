@@ -56,7 +56,7 @@ def run(cfg: Config) -> Dict:
         stop = distribute.agreed(signals, strategy)
         if hasattr(schedule, "settle"):  # a schedule that chooses settings from the data (bit)
             cfg = schedule.settle(cfg)
-        parts = Parts(cfg, stop, results_dir=results)
+        parts = Parts(cfg, stop, strategy, results_dir=results)
         if kind.summarised and parts.chief:
             parts.summary = Summary(parts.run_dir, kind.name, saved_overrides(parts.run_dir))
         with tracked(parts.summary):

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -44,20 +44,23 @@ log = logging.getLogger(__name__)
 class Parts:
     """Reader, model, session, trainer, tester and writer of one run folder."""
 
-    def __init__(self, cfg: Config, stop: StopRequest, results_dir: Optional[Path] = None):
-        """`results_dir` (default: the run folder) receives test results and TensorBoard events."""
+    def __init__(self, cfg: Config, stop: StopRequest, strategy: tf.distribute.Strategy,
+                 results_dir: Optional[Path] = None):
+        """Every part is built under `strategy` (worklab.distribute.build); `results_dir` (default: the run
+        folder) receives test results and TensorBoard events."""
         self.cfg = cfg
         self.stop = stop
         self.folder = RunFolder(cfg.run_dir)
         self.run_dir = self.folder.path
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.strategy = tf.distribute.get_strategy()
+        self.strategy = strategy
         self.chief = self.strategy.extended.should_checkpoint  # False for a cluster's other workers only
         self.inputs = RunInputs(cfg, self.folder)
         self.reader = Reader(cfg.reader, cfg.seed)
         self.writer = (Writer if self.chief else WorkerWriter)(results_dir or self.run_dir)
         self.summary: Optional[Summary] = None  # summary.json, for the schedules that train
         self.position: Optional[int] = None  # the input position, set by restore()
+        self.averaged = False  # network.ema's average put into the model for good (restore_for_inference)
         with self.strategy.scope():
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.examples = tf.Variable(0, dtype=tf.int64, trainable=False, name="examples")
@@ -118,8 +121,9 @@ class Parts:
             return LossScale()
 
     def evaluation_weights(self):
-        """A context in which the model holds the weights to evaluate: the average with network.ema."""
-        return self.average.swapped() if self.average else contextlib.nullcontext()
+        """A context in which the model holds the weights to evaluate: with network.ema the average, swapped in
+        for the block while training, already in place after restore_for_inference."""
+        return self.average.swapped() if self.average and not self.averaged else contextlib.nullcontext()
 
     @cached_property
     def session(self) -> Session:
@@ -140,14 +144,15 @@ class Parts:
     def _averages(self):
         return self.average.averages if self.average else None
 
-    def restore_for_inference(self, step: Optional[int] = None) -> int:
+    def restore_for_inference(self, step: Optional[int] = None, default: Literal["best", "latest"] = "best") -> int:
         """Restore the weights to evaluate or deploy and return their step: the one door for them.
 
-        Checkpoint `step` when given, else the run's best step (best.json, written by
-        patience and hyper), else its latest; with network.ema, its weight average, put
-        into the model for good. Export and predict ask here.
+        Checkpoint `step` when given; else with `default` "best" the run's best step
+        (best.json, written by patience and hyper) when it has one, and with "latest" or
+        without one its latest. With network.ema its weight average goes into the model
+        for good. test, watch, export, predict and a training schedule's final test ask here.
         """
-        best = self.folder.best() if step is None else None
+        best = self.folder.best() if step is None and default == "best" else None
         if best:
             step = best["step"]
             if step not in self.session.steps():
@@ -157,6 +162,7 @@ class Parts:
         restored = self.session.restore_step(step)
         if self.average:
             self.average.apply()
+            self.averaged = True
             log.info("step %d: using the weight average (network.ema=%g)", restored, self.average.decay)
         return restored
 

@@ -68,7 +68,7 @@ def run_value(parts, variant, override: str, warm_start: Optional[Path]) -> Dict
 
     runfolder.lock(variant.run_dir)
     keras.utils.set_random_seed(variant.seed)  # each value starts as a run of its own with that seed would
-    sub = Parts(variant, parts.stop)
+    sub = Parts(variant, parts.stop, parts.strategy)
     sub.session.warm_start = warm_start
     overrides = parts.summary.data["overrides"] + [override] if parts.summary else [override]
     sub.summary = Summary(sub.run_dir, "patience", overrides)

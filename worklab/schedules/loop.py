@@ -111,8 +111,8 @@ def report_test(parts, step: int) -> Optional[Dict]:
     done = parts.writer.evaluated(step, "test")
     if done is not None:
         return done
-    if step != int(parts.step.numpy()):
-        parts.session.restore_weights(step)
+    if step != int(parts.step.numpy()):  # else the weights just trained (and saved) are the ones to test
+        parts.restore_for_inference(step)
     log.info("test set: step %d, chosen on the validation set, reported apart", step)
     return evaluate(parts, "test", step)
 

@@ -106,7 +106,7 @@ def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
     if not RunFolder(run).file("classes.json").is_file():
         raise UserError(f"schedule.run={run} has no classes.json: it has not started training, so there is "
                         "no model to predict with. Pass a run folder that has checkpoints.")
-    target = Parts(cfg, parts.stop, results_dir=Path(parts.cfg.run_dir))
+    target = Parts(cfg, parts.stop, parts.strategy, results_dir=Path(parts.cfg.run_dir))
     step = target.restore_for_inference(s.step)
     from worklab.serve.export import Classifier
 

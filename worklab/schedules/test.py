@@ -12,5 +12,5 @@ def run(parts) -> Dict:
     s = parts.cfg.schedule
     if s.split == "val" and not parts.inputs.has_validation:
         raise UserError(f"schedule.split=val: {parts.run_dir} has no validation set (reader.val or reader.val_split).")
-    parts.session.restore_step(s.step)
+    parts.restore_for_inference(s.step, default="latest")
     return evaluate(parts, s.split)

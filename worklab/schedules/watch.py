@@ -32,7 +32,7 @@ def run(parts) -> Dict:
     watched = Path(s.run)
     from worklab.run.parts import Parts
 
-    target = Parts(load_run_config(watched, s), parts.stop, results_dir=watchers.folder(watched))
+    target = Parts(load_run_config(watched, s), parts.stop, parts.strategy, results_dir=watchers.folder(watched))
     log.info("watching %s (every %gs, timeout %gs)", watched, s.poll, s.timeout)
     last, quiet_since = {}, time.monotonic()
     with watchers.kept_alive(watched):  # fresh however long a backlog of tests takes; removed on exit
@@ -61,7 +61,7 @@ def run(parts) -> Dict:
 
 def test_checkpoint(target, watched: Path, step: int) -> Dict:
     """Restore checkpoint `step` of the watched run, test it, and record it in the ledger."""
-    target.session.restore_step(step)
+    target.restore_for_inference(step)
     result = evaluate(target, "test")
     watchers.record_tested(watched, step)
     return result

@@ -31,10 +31,10 @@ class Tester:
     """Runs the model in inference mode over one pass of the test set."""
 
     def __init__(self, model: keras.Model, dataset: tf.data.Dataset, count: int, batch_size: int,
-                 top_k: int, xla: bool = False, strategy: Optional[tf.distribute.Strategy] = None):
-        """`strategy` defaults to the one in scope."""
+                 top_k: int, xla: bool = False, *, strategy: tf.distribute.Strategy):
+        """Each batch is split across `strategy`'s replicas (the run's, one replica without one)."""
         self.model = model
-        self.strategy = strategy or tf.distribute.get_strategy()
+        self.strategy = strategy
         replicas = self.strategy.num_replicas_in_sync
         self.dataset = self.strategy.distribute_datasets_from_function(
             lambda context: dataset.map(lambda images, labels: shares(*padded(images, labels, replicas), context,

@@ -97,7 +97,7 @@ class OptimizerGroups:
                   if self.include.search(v.path) and not (self.exclude and self.exclude.search(v.path))]
         return [(v, r) for v, r in chosen if r > 0]
 
-    def apply(self, gradients: List[tf.Tensor]) -> None:
+    def apply(self, gradients: List[tf.Tensor], strategy: tf.distribute.Strategy) -> None:
         """Update every group from `gradients` (all-reduced; per replica under a strategy of several).
 
         Runs in cross-replica context, where the Trainer decides whether a step applies at all.
@@ -108,7 +108,6 @@ class OptimizerGroups:
         `extended.update` (one update per device, each with its own replica's gradient) and
         the optimizer's `update_step`, and its iteration count follows.
         """
-        strategy = tf.distribute.get_strategy()
         start = 0
         for (optimizer, variables, mult), decoupled in zip(self.groups, self._decoupled):
             for variable, rate in decoupled:
@@ -275,7 +274,7 @@ class Trainer:
         return tf.add_n(terms) if terms else tf.constant(0.0)
 
     def _apply(self, gradients) -> tf.Tensor:
-        self.optimizers.apply(gradients)
+        self.optimizers.apply(gradients, self.strategy)
         if self.average:
             self.average.update(self.step)
         return tf.constant(True)
