@@ -239,6 +239,8 @@ def count_flops(tf, keras, build_resnet, network):
     """Forward FLOPs per image: TF1 profiler on a concrete function, and 2 x Conv2D/Dense multiply-adds."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    from worklab import compat
+
     model = build_resnet(network, CLASSES, IMAGE_SIZE)
     forward = tf.function(lambda x: model(x, training=False))
     concrete = forward.get_concrete_function(tf.TensorSpec([1, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32))
@@ -248,7 +250,7 @@ def count_flops(tf, keras, build_resnet, network):
                                              options=options).total_float_ops
 
     multiply_adds = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):  # Keras 3 has no public walk
+    for layer in compat.flatten_layers(model):
         if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
             def counted(x, *args, _call=layer.call, _layer=layer, **kwargs):
                 y = _call(x, *args, **kwargs)

@@ -194,10 +194,32 @@ def test_omegaconf_child_reads_unresolved_and_missing_nodes_and_is_set_tells_the
     assert OmegaConf.is_interpolation(node, "later") and children["later"] is not None
 
 
+@pytest.fixture(scope="module")
+def restored(tmp_path_factory):
+    """A SavedModel's function with a Python `training` flag, traced for both values, and a signature."""
+    class Module(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2]), tf.TensorSpec([], tf.bool)])
+        def call(self, x, training):
+            return x
+
+    path = str(tmp_path_factory.mktemp("restored") / "model")
+    tf.saved_model.save(Module(), path)
+    return tf.saved_model.load(path)
+
+
+def test_restored_functions_tell_their_traces_and_argument_names_and_a_signature_is_one_trace(restored):
+    traces = compat.restored_traces(restored.call)
+    assert len(traces) == 1 and traces[0].structured_input_signature[0][0].shape.as_list() == [None, 2]
+    assert compat.restored_argument_names(restored.call) == ["x", "training"]
+    signature = restored.signatures["serving_default"]
+    assert compat.restored_traces(signature) == [signature] and compat.restored_argument_names(signature) == []
+
+
 @pytest.mark.parametrize("shim", ["snake_case_name", "flatten_layers", "run_through_graph",
                                   "variable_outside_strategy", "tfsm_weight_hook", "batch_norm_settings",
-                                  "omegaconf_child", "omegaconf_is_set"])
-def test_a_missing_private_name_raises_a_runtime_error_naming_the_shim(monkeypatch, shim):
+                                  "omegaconf_child", "omegaconf_is_set", "restored_traces",
+                                  "restored_argument_names"])
+def test_a_missing_private_name_raises_a_runtime_error_naming_the_shim(monkeypatch, shim, restored):
     from keras.src.ops.function import Function
     from keras.src.utils import naming
     from omegaconf.base import Container, Node
@@ -218,6 +240,10 @@ def test_a_missing_private_name_raises_a_runtime_error_naming_the_shim(monkeypat
         "omegaconf_child": ((DictConfig, Container), "_get_node", lambda: compat.omegaconf_child(node, "a"),
                             "omegaconf"),
         "omegaconf_is_set": (Node, "_is_none", lambda: compat.omegaconf_is_set(node), "omegaconf"),
+        "restored_traces": (restored.call, "concrete_functions", lambda: compat.restored_traces(restored.call),
+                            "tensorflow"),
+        "restored_argument_names": (type(restored.call).__mro__[1], "function_spec",
+                                    lambda: compat.restored_argument_names(restored.call), "tensorflow"),
     }
     owners, name, call, package = cases[shim]
     for owner in owners if isinstance(owners, tuple) else (owners,):  # the class and the bases defining it

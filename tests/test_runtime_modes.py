@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import compose, one_device
-
+from worklab import compat
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def bfloat16_and_xla(tmp_path, data_dir):
 @pytest.mark.slow
 def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_logits(bfloat16_and_xla):
     model = bfloat16_and_xla.model
-    conv = next(layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.Conv2D))
+    conv = next(layer for layer in compat.flatten_layers(model) if isinstance(layer, keras.layers.Conv2D))
     assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
     assert {v.dtype for v in model.trainable_variables} == {"float32"}
     images, _ = next(iter(bfloat16_and_xla.reader.test(bfloat16_and_xla.inputs.test_images)))

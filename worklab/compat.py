@@ -193,6 +193,35 @@ def tfsm_loaded_object(layer: Any) -> Any:
     return _require(layer, "_reloaded_obj", "tfsm_loaded_object", "keras.layers.TFSMLayer._reloaded_obj", "keras")
 
 
+def restored_traces(fn: Any) -> List[Any]:
+    """The concrete functions (traces) of a function tf.saved_model.load restored; [fn] for a signature.
+
+    Private: RestoredFunction.concrete_functions. saved_model.py picks the trace of a TF
+    Hub SavedModel's inference or training call from them; without it the two cannot be
+    told apart.
+    """
+    import tensorflow as tf
+
+    if isinstance(fn, tf.types.experimental.ConcreteFunction):
+        return [fn]
+    return list(_require(fn, "concrete_functions", "restored_traces", "RestoredFunction.concrete_functions",
+                         "tensorflow"))
+
+
+def restored_argument_names(fn: Any) -> List[str]:
+    """The Python argument names of a function tf.saved_model.load restored; [] for a signature (tensors only).
+
+    Private: tf.function's function_spec.fullargspec. saved_model.py finds a TF Hub
+    SavedModel's `training` flag, and its position, in them.
+    """
+    import tensorflow as tf
+
+    if isinstance(fn, tf.types.experimental.ConcreteFunction):
+        return []
+    spec = _require(fn, "function_spec", "restored_argument_names", "tf.function.function_spec", "tensorflow")
+    return list(spec.fullargspec.args)
+
+
 def track_variable(layer: Any, variable: Any) -> None:
     """Make `layer` own an existing keras.Variable (listed in its weights, saved and restored with it).
 

@@ -43,7 +43,8 @@ from typing import Any, List, Optional
 import keras
 import tensorflow as tf
 
-from worklab.compat import tfsm_loaded_object, tfsm_weight_hook, track_variable
+from worklab.compat import (restored_argument_names, restored_traces, tfsm_loaded_object, tfsm_weight_hook,
+                            track_variable)
 from worklab.config.network import NetworkConfig
 from worklab.errors import UserError
 from worklab.model.saved_model_folder import check_folder
@@ -216,13 +217,8 @@ def _resolve(obj: Any, key: str, name: Optional[str], path: str) -> Any:
     return fn
 
 
-def _concrete(fn: Any) -> List[Any]:
-    return list(getattr(fn, "concrete_functions", None) or [fn])
-
-
 def _flag_position(fn: Any) -> Optional[int]:
-    spec = getattr(fn, "function_spec", None)
-    args = list(getattr(getattr(spec, "fullargspec", None), "args", None) or [])
+    args = restored_argument_names(fn)
     return args.index(TRAINING_ARGUMENT) if TRAINING_ARGUMENT in args else None
 
 
@@ -243,7 +239,7 @@ def _training_variants(fn: Any) -> List[Any]:
     """The concrete functions of a TF Hub style `fn` traced with training=True."""
     if fn is None or not _takes_training(fn):
         return []
-    return [c for c in _concrete(fn) if _flag_value(fn, c) is True]
+    return [c for c in restored_traces(fn) if _flag_value(fn, c) is True]
 
 
 def _check_function(key: str, name: str, fn: Any, flag: Optional[bool], path: str, size: int) -> str:
@@ -252,7 +248,7 @@ def _check_function(key: str, name: str, fn: Any, flag: Optional[bool], path: st
     `flag`: only its functions traced with training=flag count (None: all of them).
     """
     where = f"network.{key}={name} of the SavedModel in network.path={path}"
-    traced = [c for c in _concrete(fn) if flag is None or _flag_value(fn, c) is flag]
+    traced = [c for c in restored_traces(fn) if flag is None or _flag_value(fn, c) is flag]
     inputs = [(c, _input_spec(c)) for c in traced]
     single = [(c, s) for c, s in inputs if s is not None]
     if not single:
