@@ -181,8 +181,8 @@ def test_dct_scaled_decode_of_a_large_window_is_close_to_the_full_decode(tmp_pat
     big = np.asarray(Image.fromarray(photo()).resize((1280, 768), Image.BICUBIC))
     contents = tf.io.read_file(str(save_jpeg(tmp_path / "big.jpg", big)))
     window = lambda shape: tf.constant([100, 200, 600, 900])  # noqa: E731
-    scaled = scale(decode_window(contents, window, size=32), 32).numpy()
-    full = scale(decode_window(contents, window), 32).numpy()
+    scaled = scale(decode_window(contents, window, size=32), 32, "area").numpy()
+    full = scale(decode_window(contents, window), 32, "area").numpy()
     assert decode_window(contents, window, size=32).shape == (75, 113, 3)  # 600 x 900 at 1/8, edges rounded
     # the window's edges round to the 1/8 grid, up to 4 pixels of 900: a hard edge moves by up to 0.15 px
     assert np.abs(scaled - full).mean() < 3 and np.percentile(np.abs(scaled - full), 99) < 25

@@ -140,3 +140,14 @@ def test_a_run_folder_from_before_resumes_and_tests_the_same(tmp_path, data_dir)
     assert "network.preprocessing: " not in resumed.stderr  # not refused as a changed key
     assert "input preprocessing: mean_std" in resumed.stdout
     assert (run / "evaluations" / "step-000008.json").is_file()
+
+
+def test_a_run_from_before_reader_resample_keeps_the_antialias_filter(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("[]\n")
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"reader": {"image_size": 32}}))
+    assert saved_config(run).reader.resample == "antialias"
+    assert "reader.resample=antialias" in resume_argv(["run.py", f"resume={run}"])
+    (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"reader": {"image_size": 32, "resample": "area"}}))
+    assert saved_config(run).reader.resample == "area"

@@ -81,7 +81,7 @@ def test_settled_settings_come_after_the_saved_overrides_and_before_the_new_ones
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- experiment=bit\n- reader.image_size=32\n- reader.new_data=true\n")
-    (run / ".hydra" / "config.yaml").write_text("network:\n  preprocessing: null\n")
+    (run / ".hydra" / "config.yaml").write_text("network:\n  preprocessing: null\nreader:\n  resample: area\n")
     (run / "settled.json").write_text(json.dumps({"by": "bit", "settings": {"reader.image_size": 12,
                                                                             "reader.augment.crop_scale": [0.7, 0.7]}}))
     argv = command.resume_argv(["run.py", f"resume={run}", "schedule=test"])

@@ -11,6 +11,7 @@ from worklab.config.checks import inert, positive, require
 SOURCES = ("demo", "json", "folder")
 CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop window (worklab.data.crops)
 RESIZES = ("squash", "crop")  # reader.resize: how an image becomes image_size x image_size (worklab.data.reader)
+RESAMPLES = ("area", "antialias")  # reader.resample: the filter every resize to image_size uses (worklab.data.reader)
 DEMO_VARIANTS = ("shapes", "hard")  # worklab.data.demo.VARIANTS
 
 
@@ -103,6 +104,7 @@ class ReaderConfig:
     cache: bool = False  # keep decoded, resized images in memory
     resize: str = "squash"  # squash: to image_size x image_size, aspect ignored | crop: aspect kept, centre crop
     crop_fraction: float = 0.875  # resize=crop: the centre square's side as a fraction of the shorter side
+    resample: str = "area"  # area: pixel means when shrinking, bilinear when enlarging | antialias: TF's, slower
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -123,6 +125,8 @@ class ReaderConfig:
         require(not (self.val and self.val_split),
                 f"reader.val={self.val} and reader.val_split={self.val_split}: give one validation set, not both.")
         require(self.resize in RESIZES, f"reader.resize={self.resize!r} is not one of {', '.join(RESIZES)}.")
+        require(self.resample in RESAMPLES,
+                f"reader.resample={self.resample!r} is not one of {', '.join(RESAMPLES)}.")
         require(0 < self.crop_fraction <= 1, f"reader.crop_fraction={self.crop_fraction} must be in (0, 1].")
         if self.resize == "squash":
             inert("reader", "reader.resize=squash", self, ReaderConfig, ["crop_fraction"])

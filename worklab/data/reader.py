@@ -119,7 +119,7 @@ def resize(image: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
     """
     if cfg.resize == "crop":
         image = cut(image, shown(tf.shape(image)[-3:-1], cfg))
-    return scale(image, cfg.image_size)
+    return scale(image, cfg.image_size, cfg.resample)
 
 
 def shown(shape: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
@@ -132,9 +132,28 @@ def cut(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
     return image[..., window[0]:window[0] + window[2], window[1]:window[1] + window[3], :]
 
 
-def scale(image: tf.Tensor, size: int) -> tf.Tensor:
-    """Antialiased bilinear resize to size x size, float32 clipped to [0, 255]."""
-    image = tf.image.resize(image, [size, size], antialias=True)
+FILTERS = {  # reader.resample -> what it does, as export.json and the log say it
+    "area": "the mean of the pixels each covers when shrinking (tf.image.resize method='area'), bilinear when "
+            "enlarging",
+    "antialias": "antialiased bilinear (tf.image.resize antialias=True)",
+}
+
+
+def scale(image: tf.Tensor, size: int, resample: str) -> tf.Tensor:
+    """An image or a batch resized to size x size with reader.resample's filter, float32 clipped to [0, 255].
+
+    `area` makes each pixel the mean of the pixels it covers when the image shrinks on both
+    sides (a box filter, as OpenCV's INTER_AREA), and interpolates bilinearly when it grows
+    on either. `antialias` is TensorFlow's antialiased bilinear (triangle) filter: within
+    about 1 level of area's on photos, and on a 500x375 photo several times slower than the
+    decoding itself (docs/performance.md, section 2b); runs from before reader.resample keep it.
+    """
+    if resample == "antialias":
+        image = tf.image.resize(image, [size, size], antialias=True)
+    else:
+        shrinks = tf.reduce_min(tf.shape(image)[-3:-1]) >= size
+        image = tf.cond(shrinks, lambda: tf.image.resize(image, [size, size], method="area"),
+                        lambda: tf.image.resize(image, [size, size]))
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
@@ -258,13 +277,14 @@ class Reader:
 
             def from_memory(i, seeds):
                 image = cached[i]
-                return scale(cut(image, self.window(tf.shape(image)[:2], seeds, crops.whole)), self.size)
+                return scale(cut(image, self.window(tf.shape(image)[:2], seeds, crops.whole)), self.size,
+                             self.cfg.resample)
             return from_memory
         paths = tf.constant(images.paths)
 
         def from_file(i, seeds):
             window = lambda shape: self.window(shape, seeds, lambda s: shown(s, self.cfg))  # noqa: E731
-            return scale(decode_window(tf.io.read_file(paths[i]), window, self.size), self.size)
+            return scale(decode_window(tf.io.read_file(paths[i]), window, self.size), self.size, self.cfg.resample)
         return from_file
 
     def _cache(self, images: ImageList) -> tf.Variable:

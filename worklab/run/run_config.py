@@ -48,10 +48,13 @@ def older_worklab_overrides(saved: Dict[str, Any]) -> List[str]:
     network took inputs normalised with reader.mean and reader.std: such a run keeps that
     (mean_std), whatever its restore mapping now says. A ResNet keeps the depth and width
     it was built with: the demo group (conf/demo/) now gives the demo set a smaller ResNet
-    than the ResNet-18 a demo run had before it.
+    than the ResNet-18 a demo run had before it. Before reader.resample existed, every image
+    was resized with the antialias filter: such a run keeps it.
     """
     network = saved.get("network") or {}
     older = [] if "preprocessing" in network else ["network.preprocessing=mean_std"]
+    if "resample" not in (saved.get("reader") or {}):
+        older.append("reader.resample=antialias")
     if network.get("kind") == "resnet":
         older += [f"network.{key}={network[key]}" for key in ("depth", "width") if key in network]
     return older

@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from worklab.atomic import umask, write_json
+from worklab.data.reader import FILTERS
 from worklab.errors import UserError
 from worklab.run.runfolder import read_state
 from worklab.run.session import listed_steps
@@ -99,8 +100,8 @@ def _write(parts, step: int, folder: Path) -> Dict:
     cfg, s = parts.cfg, parts.cfg.schedule
     r = cfg.reader
     classifier = export.Classifier(parts.model, parts.inputs.classes, r, cfg.top_k)
-    resizing = ("antialiased bilinear, as reader.resize" if r.resize == "squash" else
-                f"the centred square of {r.crop_fraction:g} of the shorter side, then antialiased bilinear, "
+    resizing = (f"{FILTERS[r.resample]}, as reader.resize" if r.resize == "squash" else
+                f"the centred square of {r.crop_fraction:g} of the shorter side, then {FILTERS[r.resample]}, "
                 "as reader.resize=crop")
     notes = {}
     saved_model = folder / "saved_model"
@@ -119,7 +120,7 @@ def _write(parts, step: int, folder: Path) -> Dict:
             (folder / name).write_bytes(data)
         notes["tflite"] = (f"signature {export.TFLITE_SIGNATURE}: float32 [N, {r.image_size}, {r.image_size}, 3] "
                            f"RGB 0-255, already resized ({resizing}); TFLite has no kernel for decoding files nor "
-                           f"for the antialiased resize, so those stay the caller's job (ops: {ops})")
+                           f"for reader.resample's resize, so those stay the caller's job (ops: {ops})")
     if "saved_model" not in s.formats:
         shutil.rmtree(saved_model)
     info = {

@@ -81,8 +81,8 @@ class Classifier(tf.Module):
     def _from_resized(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """0-255 images already at image_size x image_size (the caller resized them) -> predictions.
 
-        What the TFLite files are converted from: TFLite has no kernel for the antialiased
-        resize (ScaleAndTranslate) nor for decoding, so they take resized pixels, clipped
+        What the TFLite files are converted from: TFLite has no kernel for reader.resample's
+        filters (ResizeArea, ScaleAndTranslate) nor for decoding, so they take resized pixels, clipped
         to [0, 255] as reader.resize's last step does.
         """
         return self._classify(tf.clip_by_value(images, 0.0, 255.0))
@@ -179,8 +179,8 @@ TFLITE_SIGNATURE = "serving_resized"
 def tflite(saved_model: Path, quantize: bool) -> tuple:
     """The SavedModel's serving_resized signature as a TFLite flatbuffer: (bytes, op sets used).
 
-    Not serving_pixels: its antialiased resize (ScaleAndTranslate) is neither a TFLite
-    built-in nor a select TF op, so the converter refuses it. TFLite's built-in ops are
+    Not serving_pixels: its resize (ResizeArea or ScaleAndTranslate) is not a TFLite
+    built-in, so pixels come resized. TFLite's built-in ops are
     tried first; select TF ops (the Flex delegate) only when they do not suffice.
     """
     def convert(select: bool) -> bytes:
