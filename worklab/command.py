@@ -42,7 +42,7 @@ from worklab.errors import UserError
 from worklab.hydra_edge import to_plain
 from worklab.model.saved_model_folder import check_folder
 from worklab.run import runfolder
-from worklab.run.run_config import older_worklab_overrides, saved_config
+from worklab.run.run_config import older_worklab_overrides, saved_config, saved_dict
 from worklab.run.runfolder import RunFolder
 from worklab.run.summary import read_summary
 
@@ -230,7 +230,7 @@ def resume_argv(argv: List[str]) -> List[str]:
     new_keys = {override_key(a) for a in given}
     replaced = lambda key: key in new_keys or key.split(".", 1)[0] in new_keys  # noqa: E731
     run = Path(resume[-1])
-    saved = [o for o in [*saved_overrides(run), *older_worklab_overrides(_saved_dict(run)), *settled_overrides(run)]
+    saved = [o for o in [*saved_overrides(run), *older_worklab_overrides(saved_dict(run)), *settled_overrides(run)]
              if not replaced(override_key(o)) and override_key(o) not in ONCE]
     return argv[:1] + saved + argv[1:]
 
@@ -242,11 +242,6 @@ def settled_overrides(run_dir: Path) -> List[str]:
 
 def _override_value(value) -> str:
     return f"[{','.join(map(str, value))}]" if isinstance(value, (list, tuple)) else str(value)
-
-
-def _saved_dict(run_dir: Path) -> dict:
-    path = RunFolder(run_dir).saved_config
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
 
 
 def saved_overrides(run_dir: Path) -> List[str]:

@@ -27,10 +27,9 @@ def saved_config(run_dir: Path):
     job that wrote it had.
     """
     folder = RunFolder(run_dir)
-    saved_file = folder.saved_config
-    if not saved_file.is_file():
-        raise UserError(f"{run_dir} is not a run folder: {saved_file} does not exist.")
-    saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
+    if not folder.saved_config.is_file():
+        raise UserError(f"{run_dir} is not a run folder: {folder.saved_config} does not exist.")
+    saved = saved_dict(run_dir)
     node = OmegaConf.merge(OmegaConf.structured(Config),
                            {k: v for k, v in saved.items() if k not in ("schedule", "run_dir")})
     for override in older_worklab_overrides(saved):
@@ -39,6 +38,12 @@ def saved_config(run_dir: Path):
     for key, value in folder.settled().items():  # what the schedule settled at run time
         OmegaConf.update(node, key, value)
     return node
+
+
+def saved_dict(run_dir: Path) -> Dict[str, Any]:
+    """The run's .hydra/config.yaml as it was written, unresolved ({} when it has none)."""
+    path = RunFolder(run_dir).saved_config
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=False) if path.is_file() else {}
 
 
 def older_worklab_overrides(saved: Dict[str, Any]) -> List[str]:
