@@ -18,7 +18,7 @@ from worklab.config.reader import AugmentConfig, ReaderConfig
 from worklab.data import crops
 from worklab.data.augment import draws
 from worklab.data.imagelist import ImageList
-from worklab.data.reader import Reader, cut, decode, decode_window, scale
+from worklab.data.reader import Reader, cut, decode, decode_window, load, resize, scale
 from worklab.errors import UserError
 
 RANDOM_RESIZED = {**OFF, "crop": "random_resized"}
@@ -186,6 +186,17 @@ def test_dct_scaled_decode_of_a_large_window_is_close_to_the_full_decode(tmp_pat
     assert decode_window(contents, window, size=32).shape == (75, 113, 3)  # 600 x 900 at 1/8, edges rounded
     # the window's edges round to the 1/8 grid, up to 4 pixels of 900: a hard edge moves by up to 0.15 px
     assert np.abs(scaled - full).mean() < 3 and np.percentile(np.abs(scaled - full), 99) < 25
+
+
+def test_a_large_photo_is_tested_from_a_reduced_decode_close_to_the_full_one(tmp_path):
+    """reader.resample=area decodes a 1280 x 768 JPEG at 1/8 for a 32 px test input (not bit for bit the full
+    decode's, within a level or two of it); a run from before the key (antialias) decodes it whole, as then."""
+    big = np.asarray(Image.fromarray(photo()).resize((1280, 768), Image.BICUBIC))
+    contents = tf.io.read_file(str(save_jpeg(tmp_path / "big.jpg", big)))
+    area, before = ReaderConfig(image_size=32), ReaderConfig(image_size=32, resample="antialias")
+    reduced, full = load(contents, area).numpy(), scale(decode(contents), 32, "area").numpy()
+    assert 0 < np.abs(reduced - full).mean() < 2
+    np.testing.assert_array_equal(load(contents, before).numpy(), resize(decode(contents), before).numpy())
 
 
 # reader.resize -------------------------------------------------------------------------------

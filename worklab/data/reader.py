@@ -12,7 +12,8 @@ from the bytes and applied with graph ops only, so training, testing, the cache 
 exported SavedModel that takes raw JPEG bytes all see the same upright image.
 
 `resize` is what every pipeline does at test time (reader.resize: squash, or keep the
-aspect and cut the centre square). Training instead cuts its crop window
+aspect and cut the centre square), with reader.resample's filter (`scale`); `load` does it
+from a file's bytes, decoding a large JPEG at reduced scale. Training instead cuts its crop window
 (worklab.data.crops) from the decoded image and resizes it once; `decode_window` decodes
 only that window of a JPEG, the window mapped through the EXIF orientation, and lets the
 JPEG decoder shrink large images by 2, 4 or 8 while keeping the window at least
@@ -120,6 +121,22 @@ def resize(image: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
     if cfg.resize == "crop":
         image = cut(image, shown(tf.shape(image)[-3:-1], cfg))
     return scale(image, cfg.image_size, cfg.resample)
+
+
+def load(contents: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
+    """An encoded image -> float32 RGB in [0, 255] at image_size, upright: the test-time input, from a file.
+
+    The test and validation sets, the cache, predict and the exported SavedModel's encoded
+    input all call this. With reader.resample=area only the part `resize` shows is decoded,
+    and a JPEG at 1/2, 1/4 or 1/8 scale when that part is that many times image_size on
+    both sides (the decoder's DCT scaling, as training decodes its windows): a phone photo
+    costs a fraction of its full decode. With antialias the image is decoded whole, as runs
+    from before reader.resample were.
+    """
+    if cfg.resample == "antialias":
+        return resize(decode(contents), cfg)
+    return scale(decode_window(contents, lambda shape: shown(shape, cfg), cfg.image_size), cfg.image_size,
+                 cfg.resample)
 
 
 def shown(shape: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
@@ -263,7 +280,7 @@ class Reader:
             cached = self._cache(images)
             return lambda i: tf.cast(cached[i], tf.float32)
         paths = tf.constant(images.paths)
-        return lambda i: resize(decode(tf.io.read_file(paths[i])), self.cfg)
+        return lambda i: load(tf.io.read_file(paths[i]), self.cfg)
 
     def _train_loader(self, images: ImageList):
         """(index, seeds) -> the example's crop window resized to image_size, float in [0, 255].
@@ -291,7 +308,7 @@ class Reader:
         """Every image as `resize` gives it, rounded to uint8, in memory."""
         log.info("caching %d images of %d px in memory", len(images), self.size)
         batches = (tf.data.Dataset.from_tensor_slices(images.paths)
-                   .map(lambda p: tf.cast(tf.round(resize(decode(tf.io.read_file(p)), self.cfg)), tf.uint8),
+                   .map(lambda p: tf.cast(tf.round(load(tf.io.read_file(p), self.cfg)), tf.uint8),
                         num_parallel_calls=AUTOTUNE)
                    .batch(256))
         return tf.Variable(np.concatenate(list(batches.as_numpy_iterator())), trainable=False, name="image_cache")

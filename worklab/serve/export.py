@@ -1,8 +1,8 @@
 """A trained network as models to deploy: a SavedModel module, a Keras file of built-in layers, TFLite.
 
 `Classifier` wraps the network with the reader's own decoding and resizing
-(`reader.decode`, `reader.resize` with the run's reader.resize and crop_fraction: the
-functions the Tester's input pipeline calls, not copies); the scaling the network
+(`reader.load` for encoded files, `reader.resize` for pixels, with the run's reader
+settings: the functions the Tester's input pipeline calls, not copies); the scaling the network
 expects is the network's own first layer (worklab.model.preprocessing). So a SavedModel
 that takes encoded image files or 0-255 pixels of any size answers as the Tester does.
 Its class names and k are constants inside the graph.
@@ -64,7 +64,7 @@ class Classifier(tf.Module):
     @tf.function(input_signature=[ENCODED])
     def from_bytes(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Encoded JPEG, PNG, BMP, GIF or WebP files (EXIF orientation applied) -> predictions."""
-        pixels = tf.map_fn(lambda contents: reader.resize(reader.decode(contents), self._reading.value), images,
+        pixels = tf.map_fn(lambda contents: reader.load(contents, self._reading.value), images,
                            fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.float32))
         return self._classify(pixels)
 
