@@ -28,7 +28,9 @@ written once under bench/.data/ (--photos):
   * small: 240 JPEGs of 500x375 (a quarter portrait), the size of most public data sets'
     photos, textured at several scales so that they compress as photos do (about 58 KB);
   * large: 300 JPEGs of mixed sizes from 400x300 to 2000x1500 (a quarter portrait, some of
-    those stored turned with EXIF orientation 6 as phones do), smooth shapes with fine noise.
+    those stored turned with EXIF orientation 6 as phones do), smooth shapes with fine noise;
+  * phone: 48 JPEGs of 12 megapixels (4032x3024), textured as the small ones, a quarter
+    portrait, some of those stored turned with EXIF orientation 6.
 
 Each contender runs in its own child process (bench/common.py Worker), frozen between its
 rounds, so one contender's tf.data threads neither take CPU nor fill buffers while another is
@@ -36,7 +38,7 @@ timed. A round runs batches until a time budget has passed.
 
 Run from the repository root:
     python bench/input_speed.py                   # the small photos, about 8 minutes
-    python bench/input_speed.py --photos large    # the large ones
+    python bench/input_speed.py --photos large    # the large ones (or phone: 12-megapixel photos)
     python bench/input_speed.py --images ~/photos
     python bench/input_speed.py --quick           # about 2 minutes
 
@@ -59,6 +61,7 @@ PHOTO_SETS = {  # name -> (folder, count, landscape sizes in turn, textured)
     "small": (common.DATA / "photos-500x375", 240, [(500, 375)], True),
     "large": (common.DATA / "photos", 300, [(400, 300), (640, 480), (800, 600), (1024, 768), (1280, 960),
                                            (1600, 1200), (2000, 1500)], False),
+    "phone": (common.DATA / "photos-12mp", 48, [(4032, 3024)], True),
 }
 WORKERS = [
     ("worklab train", dict(kind="worklab")),
