@@ -14,7 +14,8 @@ from omegaconf import MISSING
 
 from worklab.config.checks import positive, rate, require
 
-EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8", "onnx")  # worklab.serve.formats.FORMATS's
+INT8_IO = ("uint8", "int8")  # the input and output types model_int8.tflite may take and give
 
 
 @dataclass
@@ -203,9 +204,13 @@ class ExportSchedule(ScheduleConfig):
     """Write one checkpoint of a run as models to deploy, in RUN/export/step-N/ (or OUT/step-N) with export.json."""
 
     step: Optional[int] = None  # default: the run's best step (best.json) when it has one, else the latest
-    formats: List[str] = field(default_factory=lambda: ["saved_model", "keras"])  # saved_model, keras, tflite
+    formats: List[str] = field(default_factory=lambda: ["saved_model", "keras"])  # any of EXPORT_FORMATS
     quantize: Optional[str] = None  # dynamic: a dynamic-range quantized TFLite file beside the float one
     out: Optional[str] = None  # the folder step-N is written into; default RUN/export
+    calibration_images: Optional[int] = None  # tflite_int8's representative images; default min(200, training list)
+    int8_io: str = "uint8"  # tflite_int8's input and output type: uint8 (Edge TPU, microcontrollers) or int8
+    min_agreement: float = 0.98  # a format whose top-1 agrees with the SavedModel's on less is warned about
+    strict: bool = False  # true: such a format refuses the export instead, and nothing is written
 
     def __post_init__(self) -> None:
         require(len(self.formats) > 0, f"schedule.formats is empty: list some of {', '.join(EXPORT_FORMATS)}.")
@@ -215,6 +220,10 @@ class ExportSchedule(ScheduleConfig):
         require(self.quantize in (None, "dynamic"), f"schedule.quantize={self.quantize!r} is not dynamic or null.")
         require(self.quantize is None or "tflite" in self.formats,
                 "schedule.quantize=dynamic quantizes the TFLite file: add tflite to schedule.formats.")
+        if self.calibration_images is not None:
+            positive("schedule.calibration_images", self.calibration_images)
+        require(self.int8_io in INT8_IO, f"schedule.int8_io={self.int8_io!r} is not one of {', '.join(INT8_IO)}.")
+        require(0 <= self.min_agreement <= 1, f"schedule.min_agreement={self.min_agreement} must be in [0, 1].")
 
 
 @dataclass
