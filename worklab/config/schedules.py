@@ -228,17 +228,17 @@ class ExportSchedule(ScheduleConfig):
 
 @dataclass
 class PredictSchedule(ScheduleConfig):
-    """Classify images with a run's checkpoint or an exported SavedModel; results in this job's own folder."""
+    """Classify images with a run's checkpoint or an exported model; results in this job's own folder."""
 
     images: str = MISSING  # a list file (labels optional), a class-folder tree, or a folder searched for images
     run: Optional[str] = None  # a run folder: its best step (best.json), else its latest, or schedule.step
-    model: Optional[str] = None  # an exported model: RUN/export/step-N or its saved_model folder
+    model: Optional[str] = None  # RUN/export/step-N, its saved_model, or a file in it (.keras, .tflite, .onnx)
     step: Optional[int] = None  # with schedule.run: the checkpoint to use
 
     def __post_init__(self) -> None:
         require(self.run is not None or self.model is not None,
                 "schedule=predict needs one of schedule.run=RUN (a run folder) or schedule.model=PATH "
-                "(an exported SavedModel): neither is given.")
+                "(an export folder or a file in it): neither is given.")
         require(self.run is None or self.model is None,
                 f"schedule=predict needs one of schedule.run={self.run} or schedule.model={self.model}, "
                 "not both.")

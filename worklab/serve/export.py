@@ -65,9 +65,7 @@ class Classifier(tf.Module):
     @tf.function(input_signature=[ENCODED])
     def from_bytes(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Encoded JPEG, PNG, BMP, GIF or WebP files (EXIF orientation applied) -> predictions."""
-        pixels = tf.map_fn(lambda contents: reader.resize(reader.decode(contents), self._reading.value), images,
-                           fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.float32))
-        return self._classify(pixels)
+        return self._classify(decoded(images, self._reading.value))
 
     @tf.function(input_signature=[PIXELS])
     def from_pixels(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -102,6 +100,13 @@ class Classifier(tf.Module):
                 "serving_pixels": self.from_pixels.get_concrete_function(),
                 "serving_uint8": self.from_uint8.get_concrete_function(),
                 "serving_resized": self.from_resized.get_concrete_function()}
+
+
+def decoded(images: tf.Tensor, reading: ReaderConfig) -> tf.Tensor:
+    """Encoded image files [N] -> float32 0-255 pixels [N, S, S, 3], decoded and resized as the Tester's input is."""
+    size = reading.image_size
+    return tf.map_fn(lambda contents: reader.resize(reader.decode(contents), reading), images,
+                     fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
 class _Untracked:

@@ -17,13 +17,14 @@ import numpy as np
 
 OPSET = 17  # onnxruntime 1.17 and later run it; tf2onnx 1.17 converts to it
 INSTALL = 'pip install "worklab[onnx]"'
+PACKAGES = ("tf2onnx", "onnx", "onnxruntime")  # the [onnx] extra's, by import name
 
 
 def missing() -> str:
     """'' when the [onnx] extra is installed, else what is missing and the pip command that installs it."""
     import importlib.util
 
-    absent = [name for name in ("tf2onnx", "onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    absent = [name for name in PACKAGES if importlib.util.find_spec(name) is None]
     return f"{', '.join(absent)} not installed; {INSTALL} installs them" if absent else ""
 
 
