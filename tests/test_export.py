@@ -318,7 +318,7 @@ def test_a_quantized_file_giving_wrong_classes_is_warned_about_or_refused_with_s
                                                                                        monkeypatch):
     """The silent failure users report (a quantized model that "always predicts the same class"), simulated by a
     model_int8.tflite whose answers are shifted by one class: agreement 0, a warning, and with schedule.strict a
-    refusal that leaves the run folder byte for byte."""
+    refusal that leaves the run folder byte for byte; so does onnx without its packages."""
     from worklab.errors import UserError
     from worklab.serve.formats import FORMATS
 
@@ -336,6 +336,11 @@ def test_a_quantized_file_giving_wrong_classes_is_warned_about_or_refused_with_s
                                         r"images, below schedule.min_agreement=0\.98. schedule.strict=true: nothing "
                                         r"was written"):
         app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["tflite", "tflite_int8"], strict=True)))
+    assert contents(run) == before and not (run / "export").exists()
+    monkeypatch.setattr("worklab.serve.onnx_model.PACKAGES", ("onnx", "worklab_no_such_package"))
+    with pytest.raises(UserError, match=r'schedule.formats has onnx, but worklab_no_such_package not installed; '
+                                        r'pip install "worklab\[onnx\]" installs them; nothing was written'):
+        app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["saved_model", "onnx"])))
     assert contents(run) == before and not (run / "export").exists()
     app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["tflite", "tflite_int8"])))
     checks = json.loads((run / "export" / "step-4" / "export.json").read_text())["checks"]
