@@ -94,8 +94,9 @@ def main() -> None:
             for name, model in models.items():
                 latency[name] += seconds_per_call(model, pixels[:1], calls)
                 throughput[name].append(32 * calls / sum(seconds_per_call(model, pixels, calls)))
-    print(f"TFLite runtime: {runtime()}; onnx opset {info['onnx_opset']}; checks on the {info['checks']['tflite']['set']}"
-          f" set, {info['checks']['tflite']['count']} images")
+    checked = info["checks"]["saved_model"]
+    print(f"TFLite runtime: {runtime()}; onnx opset {info['onnx_opset']}; checks on the {checked['set']} set, "
+          f"{checked['count']} images")
     common.table(["format", "file", "size (MB)", "latency b1 median (ms)", "latency b1 p90 (ms)",
                   "throughput b32 (img/s)", "agreement", "accuracy", "max_abs_diff"],
                  [[name, TABLE[name].file, sizes[name] / 1e6, 1e3 * float(np.median(latency[name])),
