@@ -93,10 +93,15 @@ def test_a_saved_model_extractor_trains_resumes_and_exports_as_a_saved_model(tmp
 
     refused = run_py(["schedule=export", f"resume={run}"], tmp_path)  # the default formats include keras
     assert refused.returncode == 2 and "schedule.formats=[saved_model]" in refused.stderr
+    assert "with any of tflite, tflite_int8, onnx if wanted" in refused.stderr
     assert not (run / "export").exists()
-    exported = run_py(["schedule=export", f"resume={run}", "schedule.formats=[saved_model]"], tmp_path)
+    exported = run_py(["schedule=export", f"resume={run}", "schedule.formats=[saved_model,tflite_int8,onnx]"],
+                      tmp_path)
     assert exported.returncode == 0, exported.stdout + exported.stderr
     assert (run / "export" / "step-6" / "saved_model" / "saved_model.pb").is_file()
+    checks = json.loads((run / "export" / "step-6" / "export.json").read_text())["checks"]
+    assert checks["onnx"]["agreement"] == 1.0 and checks["onnx"]["max_abs_diff"] <= 1e-5  # the formats it names
+    assert checks["tflite_int8"]["count"] == 30 and checks["tflite_int8"]["max_abs_diff"] <= 0.1
 
 
 def folder_files(root: Path) -> list:

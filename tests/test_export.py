@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import STAGES, TINY, compose, run_py, one_device
+from conftest import STAGES, TINY, compose, one_device, run_py, train_here
 from worklab import app
 from worklab.config.schedules import ExportSchedule
 from worklab.data.reader import decode
 
-ALL = ["schedule.formats=[saved_model,keras,tflite]", "schedule.quantize=dynamic"]
+ALL = ["schedule.formats=[saved_model,keras,tflite,tflite_int8,onnx]", "schedule.quantize=dynamic"]
 
 # Loads the export with TensorFlow and Keras only: serving_default on the files' bytes,
 # serving_pixels on each decoded image, model.keras (safe mode) on the resized pixels.
@@ -81,6 +81,12 @@ def reference(cfg, step: int):
     return probs, paths, resized, list(parts.inputs.classes)
 
 
+def reference_labels(folder: Path, paths) -> np.ndarray:
+    """The test images' labels as class indices: the demo set's files sit in folders named after their class."""
+    classes = json.loads((folder / "export.json").read_text())["classes"]
+    return np.array([classes.index(Path(p).parent.name) for p in paths])
+
+
 def fresh_process(folder: Path, paths, resized: np.ndarray, tmp: Path):
     """What the export answers, computed in a process that has TensorFlow and Keras but not worklab."""
     (tmp / "paths.json").write_text(json.dumps(paths))
@@ -94,8 +100,9 @@ def fresh_process(folder: Path, paths, resized: np.ndarray, tmp: Path):
 
 
 def tflite(path: Path, resized: np.ndarray) -> np.ndarray:
-    runner = tf.lite.Interpreter(model_path=str(path)).get_signature_runner("serving_resized")
-    return runner(images=resized.astype(np.float32))["probabilities"]
+    from worklab.serve.litert import TFLiteModel
+
+    return TFLiteModel(path)(resized)
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +136,23 @@ def test_every_format_gives_the_testers_probabilities(trained, tmp_path, data_di
     assert np.abs(tflite(folder / "model.tflite", resized) - expected).max() <= 1e-4
     dynamic = tflite(folder / "model_dynamic.tflite", resized)
     assert np.mean(dynamic.argmax(1) == expected.argmax(1)) >= 0.98
-    for name in ("model.keras", "model.tflite", "model_dynamic.tflite", "saved_model/saved_model.pb"):
+    from worklab.serve.onnx_model import OnnxModel
+
+    assert np.abs(OnnxModel(folder / "model.onnx")(resized) - expected).max() <= 1e-4
+    int8 = tflite(folder / "model_int8.tflite", resized)
+    assert np.mean(int8.argmax(1) == expected.argmax(1)) >= 0.9 and np.abs(int8 - expected).max() <= 0.1
+    for name in ("model.keras", "model.tflite", "model_dynamic.tflite", "model_int8.tflite", "model.onnx",
+                 "saved_model/saved_model.pb"):
         assert f"export: wrote {name}" in log
+    served = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_resized"](
+        images=tf.constant(resized, tf.float32))["probabilities"].numpy()
+    checks = json.loads((folder / "export.json").read_text())["checks"]
+    assert checks["tflite_int8"] == {"agreement": np.mean(int8.argmax(1) == served.argmax(1)),
+                                     "accuracy": np.mean(int8.argmax(1) == reference_labels(folder, paths)),
+                                     "max_abs_diff": pytest.approx(np.abs(int8 - served).max(), abs=1e-7),
+                                     "set": "test", "count": 30}
+    for name in ("saved_model", "keras", "tflite", "tflite_dynamic", "tflite_int8", "onnx"):
+        assert f"export: check {name:<14} agreement {checks[name]['agreement']:.4f}" in log
     assert "exported step 4 to" in log
 
 
@@ -142,7 +164,9 @@ def test_export_json_describes_the_export(trained):
     evaluation = json.loads((run / "evaluations" / "step-000004.json").read_text())
     assert info["step"] == 4 and info["run"] == str(run.resolve())
     assert info["classes"] == json.loads((run / "classes.json").read_text())["classes"]
-    assert (info["image_size"], info["top_k"], info["formats"]) == (16, 5, ["saved_model", "keras", "tflite"])
+    assert (info["image_size"], info["top_k"], info["formats"]) == (16, 5, ["saved_model", "keras", "tflite",
+                                                                          "tflite_int8", "onnx"])
+    assert (info["onnx_opset"], info["calibration_images"]) == (17, 40)  # 40: the whole training list
     assert info["preprocessing"] == {"mode": "mean_std", "bgr": False, "divisor": 255.0,
                                      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert info["test"] == {k: evaluation[k] for k in ("loss", "accuracy", "top_k", "top_k_accuracy", "count")}
@@ -238,8 +262,16 @@ def test_bad_input_exits_2_naming_the_path_or_key_and_exports_nothing(trained, t
     result = export(run, "schedule.step=99")
     assert result.returncode == 2
     assert "schedule.step=99" in result.stdout and "available: [4, 6]" in result.stdout
-    result = export(run, "schedule.formats=[saved_model,onnx]")
-    assert result.returncode == 2 and "schedule.formats" in result.stderr and "onnx" in result.stderr
+    result = export(run, "schedule.formats=[saved_model,coreml]")
+    assert result.returncode == 2 and "schedule.formats" in result.stderr and "coreml" in result.stderr
+    before = contents(run)
+    result = export(run, "schedule.formats=[tflite_int8]", "schedule.calibration_images=41")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("schedule.calibration_images=41 is more than the training list holds (40 images): pass at most 40."
+            in result.stdout)
+    result = export(run, "schedule.formats=[tflite_int8]", "schedule.calibration_images=0")
+    assert result.returncode == 2 and "schedule.calibration_images=0 must be greater than 0" in result.stderr
+    assert contents(run) == before  # byte for byte
     assert contents(run / "export") == exported and contents(run / "checkpoints") == checkpoints
     assert contents(run / ".hydra") == config
 
@@ -279,3 +311,48 @@ def test_the_default_step_is_the_runs_best_when_it_has_one(trained):
         assert json.loads((run / "export" / "step-4" / "export.json").read_text())["step"] == 4
     finally:
         (run / "best.json").unlink()
+
+
+@pytest.mark.slow
+def test_a_quantized_file_giving_wrong_classes_is_warned_about_or_refused_with_strict(tmp_path, data_dir,
+                                                                                       monkeypatch):
+    """The silent failure users report (a quantized model that "always predicts the same class"), simulated by a
+    model_int8.tflite whose answers are shifted by one class: agreement 0, a warning, and with schedule.strict a
+    refusal that leaves the run folder byte for byte; so does onnx without its packages."""
+    from worklab.errors import UserError
+    from worklab.serve.formats import FORMATS
+
+    run = train_here(tmp_path / "run", data_dir, ["schedule=train", "schedule.steps=4"])  # the lock let go
+    cfg = compose(["schedule=test"], run, data_dir)
+    before = contents(run)
+    real = FORMATS["tflite_int8"]
+
+    def shifted(path):
+        model = real.load(path)
+        return dataclasses.replace(SimpleModel(model.input_size), call=lambda pixels: np.roll(model(pixels), 1, 1))
+
+    monkeypatch.setitem(FORMATS, "tflite_int8", dataclasses.replace(real, load=shifted))
+    with pytest.raises(UserError, match=r"tflite_int8 agrees with the SavedModel's top-1 on 0\.0000 of the 30 test "
+                                        r"images, below schedule.min_agreement=0\.98. schedule.strict=true: nothing "
+                                        r"was written"):
+        app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["tflite", "tflite_int8"], strict=True)))
+    assert contents(run) == before and not (run / "export").exists()
+    monkeypatch.setattr("worklab.serve.onnx_model.PACKAGES", ("onnx", "worklab_no_such_package"))
+    with pytest.raises(UserError, match=r'schedule.formats has onnx, but worklab_no_such_package not installed; '
+                                        r'pip install "worklab\[onnx\]" installs them; nothing was written'):
+        app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["saved_model", "onnx"])))
+    assert contents(run) == before and not (run / "export").exists()
+    app.run(dataclasses.replace(cfg, schedule=ExportSchedule(formats=["tflite", "tflite_int8"])))
+    checks = json.loads((run / "export" / "step-4" / "export.json").read_text())["checks"]
+    assert checks["tflite_int8"]["agreement"] == 0.0 and checks["tflite"]["agreement"] == 1.0
+
+
+@dataclasses.dataclass
+class SimpleModel:
+    """A stand-in for a loaded export file (worklab.serve.formats.Model)."""
+
+    input_size: tuple
+    call: object = None
+
+    def __call__(self, pixels):
+        return self.call(pixels)

@@ -303,8 +303,19 @@ def test_the_exported_model_gives_the_rows_of_its_run(trained, tmp_path):
     assert expected.shape == (30, 10)
     np.testing.assert_allclose(np.sort(expected, axis=1)[:, ::-1][:, :5],
                                [[float(r[f"prob_{i}"]) for i in range(1, 6)] for r in from_model], atol=2e-6)
-    lite = tf.lite.Interpreter(model_path=str(model / "model.tflite")).get_signature_runner("serving_resized")
-    assert np.abs(lite(images=resized.astype(np.float32))["probabilities"] - expected).max() <= 1e-4
+    from worklab.serve.litert import TFLiteModel
+
+    assert np.abs(TFLiteModel(model / "model.tflite")(resized) - expected).max() <= 1e-4
+    predict(tmp_path / "from_tflite", f"schedule.model={model / 'model.tflite'}", f"schedule.images={test_list}")
+    from_tflite = predictions.read_csv(tmp_path / "from_tflite" / "predictions.csv")
+    assert [list(r) for r in from_tflite] == [list(r) for r in from_model]  # the same columns, the same rows
+    for a, b in zip(from_model, from_tflite):
+        assert (a["path"], a["true_label"], a["label_1"]) == (b["path"], b["true_label"], b["label_1"])
+        np.testing.assert_allclose([float(a[f"prob_{i}"]) for i in range(1, 6)],
+                                   [float(b[f"prob_{i}"]) for i in range(1, 6)], atol=1e-4)
+    evaluation = json.loads((tmp_path / "from_tflite" / "evaluation.json").read_text())
+    assert (evaluation["model"], evaluation["format"]) == (str(model / "model.tflite"), "tflite")
+    assert contents(copy) == before
 
     alone = shutil.copytree(model / "saved_model", tmp_path / "alone" / "saved_model")  # no export.json beside it
     predict(tmp_path / "from_alone", f"schedule.model={alone}", f"schedule.images={test_list}")
@@ -325,6 +336,11 @@ def test_bad_input_is_refused_with_exit_2_naming_it_and_the_run_is_left_alone(tr
         result = run_py(["schedule=predict", *images, *args, f"hydra.run.dir={tmp_path / 'job'}"], tmp_path)
         assert result.returncode == 2, result.stdout + result.stderr
         assert says in result.stdout + result.stderr
+    (tmp_path / "model.pt").write_bytes(b"weights of another framework")
+    result = run_py(["schedule=predict", f"schedule.images={test_list}", f"schedule.model={tmp_path / 'model.pt'}",
+                     f"hydra.run.dir={tmp_path / 'job3'}"], tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"schedule.model={tmp_path / 'model.pt'} is a file of an unknown kind (.pt)" in result.stdout
     for args, says in (([f"schedule.model={run}"], f"schedule.model={run} is not a SavedModel"),
                        ([f"schedule.run={tmp_path}"], f"{tmp_path} is not a run folder"),
                        ([f"schedule.run={run}", "schedule.step=3"], "schedule.step=3: no checkpoint of that step")):

@@ -20,8 +20,8 @@ from worklab.config.network import NetworkConfig
 from worklab.config.preprocessing_policy import input_preprocessing
 from worklab.config.reader import ReaderConfig
 from worklab.config.runtime import RuntimeConfig
-from worklab.config.schedules import (CosineSchedule, ExportSchedule, HyperSchedule, RecalibrateSchedule,
-                                      ScheduleConfig, TrainingSchedule)
+from worklab.config.schedules import (EXPORT_FORMATS, CosineSchedule, ExportSchedule, HyperSchedule,
+                                      RecalibrateSchedule, ScheduleConfig, TrainingSchedule)
 from worklab.config.training import LossConfig, OptimizerConfig, RestoreConfig
 
 
@@ -64,8 +64,8 @@ class Config:
         require(not (isinstance(self.schedule, ExportSchedule) and self.network.kind == "saved_model"
                      and "keras" in self.schedule.formats),
                 "schedule.formats has keras, which cannot hold network=saved_model's body (a .keras file keeps "
-                "only a reference to the SavedModel folder): pass 'schedule.formats=[saved_model]', with tflite "
-                "if wanted.")
+                "only a reference to the SavedModel folder): pass 'schedule.formats=[saved_model]', with any of "
+                f"{', '.join(f for f in EXPORT_FORMATS if f not in ('saved_model', 'keras'))} if wanted.")
         require(not (self.network.weight_decay and self.optimizer.weight_decay),
                 f"network.weight_decay={self.network.weight_decay} (L2 in the loss) and optimizer.weight_decay="
                 f"{self.optimizer.weight_decay} (decoupled) are both set: pick one, e.g. network.weight_decay=0.")

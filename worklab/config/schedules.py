@@ -14,7 +14,8 @@ from omegaconf import MISSING
 
 from worklab.config.checks import positive, rate, require
 
-EXPORT_FORMATS = ("saved_model", "keras", "tflite")
+EXPORT_FORMATS = ("saved_model", "keras", "tflite", "tflite_int8", "onnx")  # worklab.serve.formats.FORMATS's
+INT8_IO = ("uint8", "int8")  # the input and output types model_int8.tflite may take and give
 
 
 @dataclass
@@ -203,9 +204,13 @@ class ExportSchedule(ScheduleConfig):
     """Write one checkpoint of a run as models to deploy, in RUN/export/step-N/ (or OUT/step-N) with export.json."""
 
     step: Optional[int] = None  # default: the run's best step (best.json) when it has one, else the latest
-    formats: List[str] = field(default_factory=lambda: ["saved_model", "keras"])  # saved_model, keras, tflite
+    formats: List[str] = field(default_factory=lambda: ["saved_model", "keras"])  # any of EXPORT_FORMATS
     quantize: Optional[str] = None  # dynamic: a dynamic-range quantized TFLite file beside the float one
     out: Optional[str] = None  # the folder step-N is written into; default RUN/export
+    calibration_images: Optional[int] = None  # tflite_int8's representative images; default min(200, training list)
+    int8_io: str = "uint8"  # tflite_int8's input and output type: uint8 (Edge TPU, microcontrollers) or int8
+    min_agreement: float = 0.98  # a format whose top-1 agrees with the SavedModel's on less is warned about
+    strict: bool = False  # true: such a format refuses the export instead, and nothing is written
 
     def __post_init__(self) -> None:
         require(len(self.formats) > 0, f"schedule.formats is empty: list some of {', '.join(EXPORT_FORMATS)}.")
@@ -215,21 +220,25 @@ class ExportSchedule(ScheduleConfig):
         require(self.quantize in (None, "dynamic"), f"schedule.quantize={self.quantize!r} is not dynamic or null.")
         require(self.quantize is None or "tflite" in self.formats,
                 "schedule.quantize=dynamic quantizes the TFLite file: add tflite to schedule.formats.")
+        if self.calibration_images is not None:
+            positive("schedule.calibration_images", self.calibration_images)
+        require(self.int8_io in INT8_IO, f"schedule.int8_io={self.int8_io!r} is not one of {', '.join(INT8_IO)}.")
+        require(0 <= self.min_agreement <= 1, f"schedule.min_agreement={self.min_agreement} must be in [0, 1].")
 
 
 @dataclass
 class PredictSchedule(ScheduleConfig):
-    """Classify images with a run's checkpoint or an exported SavedModel; results in this job's own folder."""
+    """Classify images with a run's checkpoint or an exported model; results in this job's own folder."""
 
     images: str = MISSING  # a list file (labels optional), a class-folder tree, or a folder searched for images
     run: Optional[str] = None  # a run folder: its best step (best.json), else its latest, or schedule.step
-    model: Optional[str] = None  # an exported model: RUN/export/step-N or its saved_model folder
+    model: Optional[str] = None  # RUN/export/step-N, its saved_model, or a file in it (.keras, .tflite, .onnx)
     step: Optional[int] = None  # with schedule.run: the checkpoint to use
 
     def __post_init__(self) -> None:
         require(self.run is not None or self.model is not None,
                 "schedule=predict needs one of schedule.run=RUN (a run folder) or schedule.model=PATH "
-                "(an exported SavedModel): neither is given.")
+                "(an export folder or a file in it): neither is given.")
         require(self.run is None or self.model is None,
                 f"schedule=predict needs one of schedule.run={self.run} or schedule.model={self.model}, "
                 "not both.")

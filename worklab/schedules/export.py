@@ -1,6 +1,6 @@
 """schedule=export: one checkpoint of a run as models to deploy, in RUN/export/step-N/.
 
-    python run.py schedule=export resume=RUN [schedule.step=N] ['schedule.formats=[saved_model,keras,tflite]']
+    python run.py schedule=export resume=RUN [schedule.step=N] ['schedule.formats=[saved_model,keras,tflite,onnx]']
 
 The weights come through `Parts.restore_for_inference` (schedule.step, else the best
 step, else the latest). The export goes to RUN/export/step-N, or with schedule.out=DIR to
@@ -10,6 +10,12 @@ kill leaves no partial step-N; the next export removes what a killed one left. E
 a step again writes a new folder and then replaces the old one: the old step-N is renamed
 aside, the new one renamed into place, and the old one deleted. No checkpoint, and
 nothing else of the run, is changed.
+
+The formats are worklab.serve.formats' table. Each written file is loaded as predict loads
+it and checked against the SavedModel on the run's validation set (else its test set):
+export.json's "checks" holds each one's top-1 agreement, accuracy and largest probability
+difference, and a format agreeing on less than schedule.min_agreement is warned about, or
+with schedule.strict=true refuses the export.
 """
 from __future__ import annotations
 
@@ -19,21 +25,24 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator, List
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from worklab.atomic import umask, write_json
-from worklab.data.reader import FILTERS
+from worklab.data import reader
 from worklab.errors import UserError
 from worklab.run.runfolder import read_state
 from worklab.run.session import listed_steps
-from worklab.serve import export
+from worklab.serve import checks, export, formats, onnx_model
+from worklab.serve.formats import FORMATS, Format, Writing
 
 log = logging.getLogger("worklab")
 
 TEST_KEYS = ("loss", "accuracy", "top_k", "top_k_accuracy", "count")
+CALIBRATION_IMAGES = 200  # tflite_int8's representative images when schedule.calibration_images is not set
 
 
 def run(parts) -> Dict:
@@ -43,16 +52,21 @@ def run(parts) -> Dict:
     _check_step(parts, s.step)
     root = Path(s.out) if s.out else parts.folder.exports
     _check_writable(root)
+    chosen = formats.chosen(s.formats, s.quantize)
+    _check_formats(parts, chosen)
     step = parts.restore_for_inference(s.step)
+    created = next(p for p in (root, *root.parents) if p.exists()) != root
     root.mkdir(parents=True, exist_ok=True)
     _clear_stale(root)
     final = root / f"step-{step}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".step-{step}.{os.getpid()}."))
     try:
-        info = _write(parts, step, tmp)
+        info = _write(parts, step, tmp, chosen)
         _replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if created and not any(root.iterdir()):
+            root.rmdir()  # the folder this export made, so a refused export leaves the run as it was
         raise
     log.info("exported step %d to %s in %.1fs", step, final, time.monotonic() - start)
     return info
@@ -96,33 +110,21 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _write(parts, step: int, folder: Path) -> Dict:
+def _write(parts, step: int, folder: Path, chosen: List[Format]) -> Dict:
     cfg, s = parts.cfg, parts.cfg.schedule
     r = cfg.reader
     classifier = export.Classifier(parts.model, parts.inputs.classes, r, cfg.top_k)
-    resizing = (f"{FILTERS[r.resample]}, as reader.resize" if r.resize == "squash" else
-                f"the centred square of {r.crop_fraction:g} of the shorter side, then {FILTERS[r.resample]}, "
+    resizing = (f"{reader.FILTERS[r.resample]}, as reader.resize" if r.resize == "squash" else
+                f"the centred square of {r.crop_fraction:g} of the shorter side, then {reader.FILTERS[r.resample]}, "
                 "as reader.resize=crop")
-    notes = {}
-    saved_model = folder / "saved_model"
-    # The SavedModel is written whatever formats says: TFLite is converted from it; when not
-    # asked for, it is removed again before the rename.
-    tf.saved_model.save(classifier, str(saved_model), signatures=classifier.signatures())
-    if "keras" in s.formats:
-        export.keras_model(parts.model, r.image_size).save(folder / "model.keras")
-        notes["keras"] = (f"float32 [N, {r.image_size}, {r.image_size}, 3] RGB 0-255, already resized to "
-                          f"{r.image_size}x{r.image_size} ({resizing}); "
-                          "output: softmax probabilities")
-    if "tflite" in s.formats:
-        files = [("model.tflite", False)] + ([("model_dynamic.tflite", True)] if s.quantize == "dynamic" else [])
-        for name, quantize in files:
-            data, ops = export.tflite(saved_model, quantize)
-            (folder / name).write_bytes(data)
-        notes["tflite"] = (f"signature {export.TFLITE_SIGNATURE}: float32 [N, {r.image_size}, {r.image_size}, 3] "
-                           f"RGB 0-255, already resized ({resizing}); TFLite has no kernel for decoding files nor "
-                           f"for reader.resample's resize, so those stay the caller's job (ops: {ops})")
+    # The SavedModel is written whatever formats says: the others are converted from it and
+    # checked against it; when not asked for, it is removed again before the rename.
+    tf.saved_model.save(classifier, str(folder / "saved_model"), signatures=classifier.signatures())
+    writing = Writing(classifier, folder, resizing, s.int8_io, lambda: _calibration(parts))
+    notes = {f.name: f.write(writing) for f in chosen}
+    checks = _checks(parts, folder, chosen)
     if "saved_model" not in s.formats:
-        shutil.rmtree(saved_model)
+        shutil.rmtree(folder / "saved_model")
     info = {
         "run": str(parts.run_dir.resolve()),
         "step": step,
@@ -143,6 +145,9 @@ def _write(parts, step: int, folder: Path) -> Dict:
                        "outputs": "probabilities [N, classes], log_probabilities [N, classes], classes [N, k], "
                                   "labels [N, k], scores [N, k]"},
         "notes": notes,
+        "checks": checks,
+        **({"onnx_opset": onnx_model.OPSET} if FORMATS["onnx"] in chosen else {}),
+        **({"calibration_images": _calibration_count(parts)} if FORMATS["tflite_int8"] in chosen else {}),
     }
     info["sha256"] = {str(p.relative_to(folder)): export.sha256(p) for p in export.files_in(folder)}
     for path in info["sha256"]:
@@ -150,6 +155,58 @@ def _write(parts, step: int, folder: Path) -> Dict:
     write_json(folder / "export.json", info)
     log.info("export: wrote export.json (the sha256 of every other file)")
     return info
+
+
+def _checks(parts, folder: Path, chosen: List[Format]) -> Dict[str, Dict]:
+    """Every written file against the SavedModel on the validation set, else the test set: one log line each.
+
+    An agreement below schedule.min_agreement is a warning, or with schedule.strict a
+    refusal (UserError; the caller removes the temporary folder, so nothing is written).
+    """
+    s = parts.cfg.schedule
+    split, images = ("val", parts.inputs.val_images) if parts.inputs.has_validation else ("test", parts.inputs.test_images)
+    models = {f.name: f.load(folder / f.file) for f in chosen}
+    batches = ((pixels.numpy(), labels.numpy()) for pixels, labels in parts.reader.test(images))
+    results = checks.compare(FORMATS["saved_model"].load(folder / "saved_model"), models, batches, split)
+    low = []
+    for name, c in results.items():
+        log.info("export: check %-14s agreement %.4f accuracy %.4f max_abs_diff %.2e (%s set, %d images)", name,
+                 c["agreement"], c["accuracy"], c["max_abs_diff"], c["set"], c["count"])
+        if c["agreement"] < s.min_agreement:
+            low.append(f"{name} agrees with the SavedModel's top-1 on {c['agreement']:.4f} of the {c['count']} "
+                       f"{split} images, below schedule.min_agreement={s.min_agreement:g}")
+    if low and s.strict:
+        raise UserError("; ".join(low) + ". schedule.strict=true: nothing was written. Export without that format, "
+                        "or with more schedule.calibration_images for tflite_int8.")
+    for line in low:
+        log.warning("export: %s", line)
+    return results
+
+
+def _check_formats(parts, chosen: List[Format]) -> None:
+    """Refuse, before anything is built, a format whose package is missing or whose calibration cannot be drawn."""
+    s = parts.cfg.schedule
+    if FORMATS["onnx"] in chosen and onnx_model.missing():
+        raise UserError(f"schedule.formats has onnx, but {onnx_model.missing()}; nothing was written.")
+    if FORMATS["tflite_int8"] in chosen and s.calibration_images is not None:
+        count = len(parts.inputs.train_images)
+        if s.calibration_images > count:
+            raise UserError(f"schedule.calibration_images={s.calibration_images} is more than the training list "
+                            f"holds ({count} images): pass at most {count}.")
+
+
+def _calibration_count(parts) -> int:
+    s = parts.cfg.schedule
+    return s.calibration_images or min(CALIBRATION_IMAGES, len(parts.inputs.train_images))
+
+
+def _calibration(parts) -> Iterator[np.ndarray]:
+    """tflite_int8's representative images: _calibration_count training images drawn with the run's seed, each
+    decoded and resized as the Tester's input does, [1, S, S, 3] float 0-255."""
+    paths = parts.inputs.train_images.paths
+    drawn = np.random.default_rng(parts.cfg.seed).choice(len(paths), _calibration_count(parts), replace=False)
+    for i in sorted(drawn):
+        yield reader.load(tf.io.read_file(paths[i]), parts.cfg.reader)[None].numpy()
 
 
 def _test_statistics(parts, step: int):

@@ -1,9 +1,10 @@
-"""schedule=predict: classify image files with a run's checkpoint or an exported SavedModel.
+"""schedule=predict: classify image files with a run's checkpoint or an exported model.
 
-Both ways end in the same call, a batch of encoded image files in and probabilities and
-top-k labels out: `worklab.serve.export.Classifier.from_bytes` around the run's network, or the
-SavedModel's `serving_default` signature, which export wrote from that same Classifier.
-So predict gives what a deployed model gives, preprocessing included.
+Every way ends in the same call, a batch of encoded image files in and probabilities and
+top-k labels out: `worklab.serve.export.Classifier.from_bytes` around the run's network, the
+SavedModel's `serving_default` signature, which export wrote from that same Classifier, or
+any other file export wrote (model.keras, a .tflite, model.onnx: worklab.serve.exported),
+decoded and resized as the Tester does. So predict gives what the deployed file gives.
 
 The sections, as the log shows them:
 1. the images: a list file, a class-folder tree or a folder (worklab.serve.predictions);
@@ -122,16 +123,23 @@ def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
 
 
 def _from_model(location: str, out: Path) -> Tuple[Classify, ClassNames, Dict]:
-    """An exported SavedModel's serving_default signature; class names from export.json beside it."""
+    """An exported file (worklab.serve.exported), or a SavedModel's serving_default signature with the class names
+    from export.json beside it."""
     import tensorflow as tf
 
     path = Path(location)
+    if path.is_file():
+        from worklab.serve.exported import from_file
+
+        classify, names, origin = from_file(path, "schedule.model")
+        log.info("classifier: %s %s, %d classes", origin["format"], path, len(names))
+        return classify, ClassNames(names), origin
     folder = next((p for p in (path, path / "saved_model") if p.is_dir() and tf.saved_model.contains_saved_model(
         str(p))), None)
     if folder is None:
         raise UserError(f"schedule.model={location} is not a SavedModel: neither it nor {path / 'saved_model'} holds "
-                        "a saved_model.pb. Pass RUN/export/step-N (written by schedule=export) or its saved_model "
-                        "folder.")
+                        "a saved_model.pb. Pass RUN/export/step-N (written by schedule=export), its saved_model "
+                        "folder, or a file in it (model.keras, model.tflite, model_int8.tflite, model.onnx).")
     if out.resolve() == path.resolve() or path.resolve() in out.resolve().parents:
         raise UserError(f"this job's folder {out} is inside schedule.model={location}: predict never writes into "
                         "the model it reads; drop hydra.run.dir (a new dated folder is used) or pick another.")

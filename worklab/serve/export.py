@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import numbers
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from worklab.compat import run_through_graph
@@ -64,9 +65,7 @@ class Classifier(tf.Module):
     @tf.function(input_signature=[ENCODED])
     def from_bytes(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Encoded JPEG, PNG, BMP, GIF or WebP files (EXIF orientation applied) -> predictions."""
-        pixels = tf.map_fn(lambda contents: reader.load(contents, self._reading.value), images,
-                           fn_output_signature=tf.TensorSpec([self.image_size, self.image_size, 3], tf.float32))
-        return self._classify(pixels)
+        return self._classify(decoded(images, self._reading.value))
 
     @tf.function(input_signature=[PIXELS])
     def from_pixels(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
@@ -101,6 +100,13 @@ class Classifier(tf.Module):
                 "serving_pixels": self.from_pixels.get_concrete_function(),
                 "serving_uint8": self.from_uint8.get_concrete_function(),
                 "serving_resized": self.from_resized.get_concrete_function()}
+
+
+def decoded(images: tf.Tensor, reading: ReaderConfig) -> tf.Tensor:
+    """Encoded image files [N] -> float32 0-255 pixels [N, S, S, 3], decoded and resized as the Tester's input is."""
+    size = reading.image_size
+    return tf.map_fn(lambda contents: reader.load(contents, reading), images,
+                     fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
 
 
 class _Untracked:
@@ -184,7 +190,7 @@ def tflite(saved_model: Path, quantize: bool) -> tuple:
     tried first; select TF ops (the Flex delegate) only when they do not suffice.
     """
     def convert(select: bool) -> bytes:
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[TFLITE_SIGNATURE])
+        converter = _converter(saved_model)
         if select:
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
         if quantize:
@@ -195,6 +201,26 @@ def tflite(saved_model: Path, quantize: bool) -> tuple:
         return convert(False), "builtins"
     except Exception:  # the converter raises ConverterError for ops outside the built-in set
         return convert(True), "builtins+select_tf_ops"
+
+
+def tflite_int8(saved_model: Path, calibration: Callable[[], Iterator[np.ndarray]], io_type: str) -> bytes:
+    """serving_resized as a full-integer TFLite flatbuffer: int8 weights and activations, `io_type` in and out.
+
+    `calibration()` yields 0-255 images [1, S, S, 3], the representative dataset from which
+    the converter sets each activation's range. Only TFLite's int8 built-in ops are
+    allowed (what an Edge TPU or a microcontroller runs), so a graph that needs a float op
+    fails to convert rather than giving a file that is not full-integer.
+    """
+    converter = _converter(saved_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ({"images": image} for image in calibration())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.as_dtype(io_type)
+    return converter.convert()
+
+
+def _converter(saved_model: Path) -> "tf.lite.TFLiteConverter":
+    return tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=[TFLITE_SIGNATURE])
 
 
 def sha256(path: Path) -> str:
