@@ -184,6 +184,7 @@ class RunFolder:
       settled.json          settings the schedule decided at run time (BiT's crop), applied on every resume
       lists.json            fingerprints of the training, validation and test lists the run was trained on
       classes.json, split.json, checked_images.json, restore_report.json
+      leakage.json          copies of one image across and within the lists (worklab.data.leakage)
       checkpoints/          the checkpoints and their index (worklab.run.checkpoints)
       evaluations/[val/]step-N.json, metrics.jsonl, tensorboard/   results (worklab.run.writer)
       summary.json, best.json, state.json, bit.json, hyper.txt      the schedule's record
@@ -308,6 +309,7 @@ FILES = {
     "classes.json": "the first training session, from the training list",
     "split.json": "the first training session with reader.val_split",
     "checked_images.json": "every training session, from the image check",
+    "leakage.json": "every training session, the copies the image check's hashes found across and within the lists",
     "restore_report.json": "a fresh start from restore.path",
     "summary.json": "train, fixed, cosine, bit, patience, hyper",
     "best.json": "patience and hyper, when they end",
