@@ -12,7 +12,7 @@ counted exactly once.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import keras
 import numpy as np
@@ -31,8 +31,10 @@ class Tester:
     """Runs the model in inference mode over one pass of the test set."""
 
     def __init__(self, model: keras.Model, dataset: tf.data.Dataset, count: int, batch_size: int,
-                 top_k: int, xla: bool = False, strategy: Optional[tf.distribute.Strategy] = None):
-        """`strategy` defaults to the one in scope."""
+                 top_k: int, xla: bool = False, strategy: Optional[tf.distribute.Strategy] = None,
+                 worst: int = 16, paths: Optional[Sequence[str]] = None):
+        """`strategy` defaults to the one in scope; `worst` is how many of the highest-loss examples the
+        statistics list, named by their file in `paths` (the dataset's files, in its order) when given."""
         self.model = model
         self.strategy = strategy or tf.distribute.get_strategy()
         replicas = self.strategy.num_replicas_in_sync
@@ -42,11 +44,14 @@ class Tester:
         self.count = count
         self.batches = math.ceil(count / batch_size)
         self.top_k = top_k
+        self.worst = worst
+        self.paths = paths
         self._predict = tf.function(self._predict_fn, jit_compile=xla, reduce_retracing=True)
         self._step = tf.function(self._step_fn, reduce_retracing=True)
 
     def evaluate(self, on_batch: Optional[Callable[[int], None]] = None) -> Dict:
-        """Loss, top-1 and top-k accuracy, confusion matrix, recall, macro F1 (and AUC for two classes).
+        """Loss, top-1 and top-k accuracy, confusion matrix, recall, macro F1 (and AUC for two classes),
+        the worst examples with their files, the confused class pairs, ECE and its reliability bins.
 
         Raises IncompleteTestPass when the pass yields another number of examples than `count`.
         """
@@ -65,7 +70,10 @@ class Tester:
                                      "another number than its list holds (was the list or its folder changed "
                                      "while the run was going?)")
         labels, probs, losses = (np.concatenate(x) for x in (labels, probs, losses))
-        return evaluation_statistics(labels, probs, losses, top_k=self.top_k)
+        stats = evaluation_statistics(labels, probs, losses, top_k=self.top_k, worst=self.worst)
+        if self.paths is not None:
+            stats["worst"] = [{"path": self.paths[row["index"]], **row} for row in stats["worst"]]
+        return stats
 
     def _step_fn(self, images, labels):
         """(labels, probabilities, log-probabilities) of one batch, every replica's slice gathered in batch order."""
