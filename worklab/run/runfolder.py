@@ -188,6 +188,7 @@ class RunFolder:
       checkpoints/          the checkpoints and their index (worklab.run.checkpoints)
       evaluations/[val/]step-N.json, metrics.jsonl, tensorboard/   results (worklab.run.writer)
       summary.json, best.json, state.json, bit.json, hyper.txt      the schedule's record
+      calibration.json      the temperature schedule=calibrate fitted on the validation set
       export/step-N/        exports; watch/ a watcher's ledger; workers/ a cluster's other workers' logs
       superseded/           records of steps whose checkpoints were lost, moved aside when the run went back
     """
@@ -317,6 +318,7 @@ FILES = {
     "bit.json": "bit, what its HyperRule chose",
     "hyper.txt": "hyper, its table",
     "metrics.jsonl": "every evaluation",
+    "calibration.json": "calibrate, the temperature fitted on the validation set",
 }
 
 

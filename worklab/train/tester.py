@@ -12,7 +12,7 @@ counted exactly once.
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -55,13 +55,25 @@ class Tester:
 
         Raises IncompleteTestPass when the pass yields another number of examples than `count`.
         """
-        labels, probs, losses = [], [], []
+        labels, probs, log_probs = self.outputs(on_batch)
+        stats = evaluation_statistics(labels, probs, cross_entropy(labels, log_probs), top_k=self.top_k,
+                                      worst=self.worst)
+        if self.paths is not None:
+            stats["worst"] = [{"path": self.paths[row["index"]], **row} for row in stats["worst"]]
+        return stats
+
+    def outputs(self, on_batch: Optional[Callable[[int], None]] = None) -> Tuple[np.ndarray, ...]:
+        """(labels, probabilities, log-probabilities) of every example, in the dataset's order.
+
+        Raises IncompleteTestPass when the pass yields another number of examples than `count`.
+        """
+        labels, probs, log_probs = [], [], []
         for i, batch in enumerate(self.dataset):
             batch_labels, batch_probs, batch_log_probs = (t.numpy() for t in self._step(*batch))
             kept = batch_labels != PADDING
             labels.append(batch_labels[kept])
             probs.append(batch_probs[kept])
-            losses.append(cross_entropy(batch_labels[kept], batch_log_probs[kept]))
+            log_probs.append(batch_log_probs[kept])
             if on_batch:
                 on_batch(i + 1)
         tested = sum(len(batch) for batch in labels)
@@ -69,11 +81,7 @@ class Tester:
             raise IncompleteTestPass(f"tested {tested} of {self.count} test examples: the test set yielded "
                                      "another number than its list holds (was the list or its folder changed "
                                      "while the run was going?)")
-        labels, probs, losses = (np.concatenate(x) for x in (labels, probs, losses))
-        stats = evaluation_statistics(labels, probs, losses, top_k=self.top_k, worst=self.worst)
-        if self.paths is not None:
-            stats["worst"] = [{"path": self.paths[row["index"]], **row} for row in stats["worst"]]
-        return stats
+        return tuple(np.concatenate(x) for x in (labels, probs, log_probs))
 
     def _step_fn(self, images, labels):
         """(labels, probabilities, log-probabilities) of one batch, every replica's slice gathered in batch order."""
