@@ -266,6 +266,11 @@ class RunFolder:
         """best.json: the step a patience or hyper run chose, with its results (None before it ends)."""
         return self.read("best.json", ("step", "loss"))
 
+    def temperature(self, step: int) -> float:
+        """The temperature schedule=calibrate fitted for checkpoint `step` (calibration.json); 1.0 if none was."""
+        data = self.read("calibration.json", ("temperature", "step"))
+        return float(data["temperature"]) if data and data["step"] == step else 1.0
+
     def settled(self) -> Dict[str, Any]:
         """settled.json's settings, `key: value` for dotted config keys ({} when nothing was settled)."""
         data = self.read("settled.json", ("by", "settings"))

@@ -6,7 +6,7 @@ the confused pairs show which classes it mixes up. Both are part of every evalua
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -29,6 +29,11 @@ def worst_examples(labels: np.ndarray, probs: np.ndarray, losses: np.ndarray, k:
         rows.append({"index": int(i), "label": int(labels[i]), "predicted": predicted,
                      "probability": float(probs[i, predicted]) if finite else None, "loss": float(losses[i])})
     return rows
+
+
+def with_paths(worst: List[Dict], paths: Sequence[str]) -> List[Dict]:
+    """The worst examples, each led by its file: paths[index] (the set's files, in its order)."""
+    return [{"path": paths[row["index"]], **row} for row in worst]
 
 
 def confused_pairs(confusion: np.ndarray, limit: int = CONFUSED) -> List[Dict]:

@@ -18,7 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from worklab.train.failures import with_paths
 from worklab.train.stats import cross_entropy, evaluation_statistics
+from worklab.train.temperature import scaled
 
 PADDING = -1  # the label of the examples that fill a last batch up to a multiple of the replicas
 
@@ -49,17 +51,21 @@ class Tester:
         self._predict = tf.function(self._predict_fn, jit_compile=xla, reduce_retracing=True)
         self._step = tf.function(self._step_fn, reduce_retracing=True)
 
-    def evaluate(self, on_batch: Optional[Callable[[int], None]] = None) -> Dict:
+    def evaluate(self, on_batch: Optional[Callable[[int], None]] = None, temperature: float = 1.0) -> Dict:
         """Loss, top-1 and top-k accuracy, confusion matrix, recall, macro F1 (and AUC for two classes),
         the worst examples with their files, the confused class pairs, ECE and its reliability bins.
 
+        With `temperature` (schedule=calibrate's), of the probabilities softmax(logits / temperature).
         Raises IncompleteTestPass when the pass yields another number of examples than `count`.
         """
         labels, probs, log_probs = self.outputs(on_batch)
+        if temperature != 1.0:
+            log_probs = scaled(log_probs, temperature)
+            probs = np.exp(log_probs)
         stats = evaluation_statistics(labels, probs, cross_entropy(labels, log_probs), top_k=self.top_k,
                                       worst=self.worst)
         if self.paths is not None:
-            stats["worst"] = [{"path": self.paths[row["index"]], **row} for row in stats["worst"]]
+            stats["worst"] = with_paths(stats["worst"], self.paths)
         return stats
 
     def outputs(self, on_batch: Optional[Callable[[int], None]] = None) -> Tuple[np.ndarray, ...]:
