@@ -142,6 +142,12 @@ def contents(folder: Path):
 REFUSED = "reader.leakage=refuse: 1 test images duplicate training images: 1 exact, 0 near"
 
 
+def refused(result) -> bool:
+    """The command exited non-zero with the one-line refusal and no traceback."""
+    output = result.stdout + result.stderr
+    return result.returncode != 0 and REFUSED in output and "Traceback" not in output
+
+
 def test_an_unknown_leakage_policy_is_refused_before_the_run_folder_is_made(leaky, tmp_path):
     result = run_py([*leaky, "reader.leakage=maybe"], tmp_path)
     assert result.returncode == 2
@@ -151,7 +157,7 @@ def test_an_unknown_leakage_policy_is_refused_before_the_run_folder_is_made(leak
 
 def test_refused_leakage_stops_a_new_run_before_step_1(leaky, tmp_path):
     result = run_py([*leaky, "reader.leakage=refuse"], tmp_path)
-    assert result.returncode != 0 and REFUSED in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert refused(result)
     assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "leakage.json").exists()
 
 
@@ -162,5 +168,5 @@ def test_refused_leakage_on_resume_leaves_the_run_byte_for_byte(leaky, tmp_path)
     assert json.loads((tmp_path / "run" / "leakage.json").read_text())["pairs_found"] == 1
     before = contents(tmp_path / "run")
     result = run_py([f"resume={tmp_path / 'run'}", "reader.leakage=refuse"], tmp_path)
-    assert result.returncode != 0 and REFUSED in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert refused(result)
     assert contents(tmp_path / "run") == before

@@ -32,7 +32,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 from PIL import Image, UnidentifiedImageError
 
 from worklab.atomic import write_json
-from worklab.data.imagehash import SIDE, content_hash, perceptual_hash
+from worklab.data.imagehash import DRAFT, content_hash, perceptual_hash
 from worklab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ def _examine(path: str, hashed: bool = True) -> Tuple[Optional[str], Optional[Ha
     """(why the file is not an image TensorFlow reads, or None; its Hashes, when readable and `hashed`).
 
     A JPEG is decoded at down to 1/8 scale (`draft`), no smaller than the perceptual hash's
-    SIDE: the whole stream is still read and entropy-decoded, so a cut or corrupt file
+    DRAFT: the whole stream is still read and entropy-decoded, so a cut or corrupt file
     fails, at a fraction of the cost. The content hash is taken of the bytes decoded.
     """
     try:
@@ -358,7 +358,7 @@ def _examine(path: str, hashed: bool = True) -> Tuple[Optional[str], Optional[Ha
             if problem:
                 return problem, None
             if image.format == "JPEG":
-                image.draft(None, (SIDE, SIDE))
+                image.draft(None, (DRAFT, DRAFT))
             large = image.format != "JPEG" and image.width * image.height > LARGE_PIXELS
             with _LARGE if large else nullcontext():
                 image.load()
