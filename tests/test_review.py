@@ -242,3 +242,24 @@ def test_a_finished_run_whose_newest_checkpoint_was_lost_is_not_shown_finished(t
     assert review(capsys, tmp_path)[0]["status"] == "finished"
     (tmp_path / "run" / "checkpoints" / "ckpt-400.data-00000-of-00001").unlink()  # the newest one is lost
     assert review(capsys, tmp_path)[0]["status"] == "ckpt lost"
+
+
+def job(folder: Path, schedule: str, files: Dict[str, object]) -> None:
+    """A reading job's folder: its saved overrides and the result files given."""
+    write(folder / ".hydra" / "overrides.yaml", f"- {schedule}\n- resume=outputs/run\n")
+    for name, data in files.items():
+        write(folder / name, json.dumps(data))
+
+
+def test_reading_jobs_are_shown_as_what_they_are(tmp_path, capsys):
+    evaluation = {"step": 400, "loss": 0.52, "accuracy": 0.81, "ece": 0.041}
+    job(tmp_path / "a-test", "schedule=test", {"evaluations/step-000400.json": evaluation})
+    job(tmp_path / "b-predict", "schedule=predict", {"predictions.jsonl": {}, "evaluation.json": evaluation})
+    job(tmp_path / "c-predict", "schedule=predict", {})  # failed before its predictions were written
+    job(tmp_path / "d-export", "schedule=export", {})
+    rows = review(capsys, tmp_path)
+    assert [(r["run"], r["schedule"], r["status"], r["test loss"], r["ECE"]) for r in rows] == [
+        ("a-test", "test", "done", "0.5200", "0.041"), ("b-predict", "predict", "done", "0.5200", "0.041"),
+        ("c-predict", "predict", "no result", "-", "-"), ("d-export", "export", "-", "-", "-")]
+    (row,) = review(capsys, tmp_path / "a-test")
+    assert row["run"] == "a-test"  # one job given alone is named by its folder

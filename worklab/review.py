@@ -9,7 +9,13 @@ Usage:
 
 Every folder at or below a PATH that holds a summary.json is a run: single runs
 (outputs/DATE/TIME), multirun jobs (multirun/DATE/TIME/N, multirun/NAME/OVERRIDES) and
-the sub-runs of a hyper search (RUN/PARAM=VALUE). checkpoints/, tensorboard/,
+the sub-runs of a hyper search (RUN/PARAM=VALUE). A job folder of a schedule that reads
+a run (test, predict, export, inspect, watch: its .hydra/overrides.yaml names it) is a
+row too, shown as that schedule: status 'done' with the test's loss, accuracy and ECE
+when its result is there (a test's evaluation, predict's predictions and, for labelled
+images, its evaluation.json), 'no result' when it is not (it failed or is still
+running), '-' for the schedules whose result is written elsewhere (an export into the
+run). checkpoints/, tensorboard/,
 evaluations/, watch/ and hidden folders such as .hydra/ are not searched: they never
 hold runs and can be large.
 
@@ -50,6 +56,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Set
 
+import yaml
+
+from worklab.config.schedules import SCHEDULES
 from worklab.errors import UserError
 from worklab.run.checkpoints import CheckpointFolder
 from worklab.run.runfolder import RunFolder, read_state
@@ -60,6 +69,7 @@ NOT_RUNS = {"checkpoints", "tensorboard", "evaluations", "watch", "export", "sup
 MISSING = "-"
 BEST = "<- best"
 LOST = "ckpt lost"
+READING = {kind.name for kind in SCHEDULES if kind.reads}  # schedules whose jobs have folders of their own
 HEADERS = ["run", "schedule", "status", "steps", "chosen on", "best loss", "accuracy", "test loss", "test accuracy",
            "ECE", "wall time", ""]
 WIDE = {"at step": "accuracy", "overrides": ""}  # the --wide columns, each after the one named
@@ -89,15 +99,47 @@ class Row:
 
 
 def find_runs(top: str) -> Iterator[str]:
-    """Yield every folder at or below `top` that holds a summary.json.
+    """Yield every folder at or below `top` that holds a summary.json, or is the folder of a reading job.
 
     Folders that never hold runs are pruned, so a walk over many runs does not list
     their checkpoints and event files.
     """
     for folder, subfolders, files in os.walk(top):
         subfolders[:] = [name for name in subfolders if name not in NOT_RUNS and not name.startswith(".")]
-        if FILE in files:
+        if FILE in files or job_schedule(folder):
             yield folder
+
+
+def job_schedule(folder: str) -> Optional[str]:
+    """The schedule of the reading job whose folder `folder` is (its saved overrides name it), else None."""
+    path = Path(folder) / ".hydra" / "overrides.yaml"
+    if (Path(folder) / FILE).exists() or not path.is_file():
+        return None
+    try:
+        overrides = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(overrides, list):
+        return None
+    named = [o.split("=", 1)[1] for o in overrides if isinstance(o, str) and o.startswith("schedule=")]
+    return named[-1] if named and named[-1] in READING else None
+
+
+def read_job(folder: str, name: str, schedule: str) -> Row:
+    """The row of a reading job: its schedule, whether its result is there, and the test it made."""
+    job = RunFolder(Path(folder))
+    if schedule == "test":
+        steps = job.evaluated_steps("test")
+        found = read_state(job.evaluation(steps[-1], "test")) if steps else None
+    elif schedule == "predict":
+        found = read_state(job.path / "evaluation.json") or ({} if (job.path / "predictions.jsonl").is_file() else None)
+    else:
+        return Row(name, schedule=schedule)
+    if found is None:
+        return Row(name, schedule=schedule, status="no result")
+    return Row(name, schedule=schedule, status="done", steps=number(found.get("step")),
+               test_loss=number(found.get("loss")), test_accuracy=number(found.get("accuracy")),
+               ece=number(found.get("ece")))
 
 
 def label_base(folders: Sequence[str]) -> str:
@@ -106,7 +148,7 @@ def label_base(folders: Sequence[str]) -> str:
     Stepping up from a run keeps that run's own row from being named '.'.
     """
     base = os.path.commonpath(folders)
-    return os.path.dirname(base) if os.path.isfile(os.path.join(base, FILE)) else base
+    return os.path.dirname(base) if os.path.isfile(os.path.join(base, FILE)) or job_schedule(base) else base
 
 
 def number(value) -> Optional[float]:
@@ -118,6 +160,9 @@ def number(value) -> Optional[float]:
 def read_row(folder: str, base: str) -> Row:
     """The row of the run in `folder`, with status 'unreadable' if its summary cannot be read."""
     name = os.path.relpath(folder, base)
+    schedule = job_schedule(folder)
+    if schedule:
+        return read_job(folder, name, schedule)
     summary = read_summary(Path(folder))
     if summary is None:
         return Row(name, status="unreadable")
