@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 NEAR_BITS = 40  # copies measured 10-38 apart (JPEG quality 20, resized to 1/4, mirrored); distinct photos 94+
 ORDER = ("train", "val", "test")  # a copy in a later list of an image in an earlier one is the held-out side's
 NAMES = {"train": "training", "val": "validation", "test": "test"}
-WRITTEN = 10000  # pairs listed in leakage.json at most (the counts are always complete)
+WRITTEN = 2000  # pairs listed in leakage.json at most (counts always complete): under the 1 MiB runfolder.SMALL
+#                a refused command's snapshot puts back whole
 BLOCK = 1 << 22  # hash comparisons held in memory at once
 
 
