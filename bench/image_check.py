@@ -1,12 +1,16 @@
 """The check of every listed image before step 1: what it costs, and what the record saves on a resume.
 
-What it measures: the wall time of checking one list of generated JPEGs, three ways, in
+What it measures: the wall time of checking one list of generated JPEGs, five ways, in
 interleaved rounds (median and min-max over the rounds):
     header only        PIL's verify() on each file: the check before full decoding (the baseline)
-    full decode        imagelist.check_files: every image decoded (JPEGs at 1/8 scale), no record
+    decode, no hashes  every image decoded (JPEGs at down to 1/8 scale) as the check does, nothing hashed
+    full check         imagelist.check_files: decoded, and the content and perceptual hashes taken; no record
+    pair search        leakage.find_pairs over the list's hashes (every pair compared)
     recorded re-check  check_files with the record of an earlier check: a resumed run, nothing changed
 The full decode is the price of naming a truncated or corrupt file before step 1 instead of
-failing at it; the recorded re-check is what a resume pays.
+failing at it; "full check" less "decode, no hashes", plus the pair search, is what finding
+duplicates and leakage adds; the recorded re-check is what a resume pays. Last, the pair
+search alone on random hashes of larger sets, since it grows with the square of the images.
 
 Run from the repository root:
     python bench/image_check.py                 # 500 JPEGs of 640x480 and 60 of 4032x3024
@@ -27,6 +31,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+from worklab.data import imagelist, leakage  # noqa: E402
 from worklab.data.imagelist import ImageList, check_files  # noqa: E402
 
 
@@ -50,6 +55,19 @@ def header_only(images: ImageList) -> None:
         list(pool.map(verify, images.paths))
 
 
+def decode_only(images: ImageList) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(imagelist._image_problem, images.paths))
+
+
+def random_hashes(count: int) -> ImageList:
+    """A list of `count` images that exist only as random perceptual hashes, for timing the pair search."""
+    rng = np.random.default_rng(0)
+    values = [rng.bytes(32).hex() for _ in range(count)]
+    paths = [f"/set/{i}.jpg" for i in range(count)]
+    return ImageList("random", paths, [0] * count, {p: (p, v, v) for p, v in zip(paths, values)})
+
+
 def timed(work) -> float:
     start = time.perf_counter()
     work()
@@ -67,11 +85,13 @@ def main() -> None:
             folder.mkdir()
             images = write_jpegs(folder, count, size)
             record = folder / "checked_images.json"
-            check_files(images, skip_bad=False, record=record)
+            checked = check_files(images, skip_bad=False, record=record)
             print(f"\n{count} JPEGs of {size[0]}x{size[1]}:")
             results = common.interleave([
                 ("header only", lambda: timed(lambda: header_only(images))),
-                ("full decode", lambda: timed(lambda: check_files(images, skip_bad=False))),
+                ("decode, no hashes", lambda: timed(lambda: decode_only(images))),
+                ("full check", lambda: timed(lambda: check_files(images, skip_bad=False))),
+                ("pair search", lambda: timed(lambda: leakage.find_pairs({"train": checked}, ["0", "1"]))),
                 ("recorded re-check", lambda: timed(lambda: check_files(images, skip_bad=False, record=record))),
             ], rounds)
             base = common.median(results["header only"])
@@ -80,6 +100,10 @@ def main() -> None:
                     for name, v in results.items() if not name.startswith("_")]
             common.table(["check", "seconds", "min-max", "ms per image", "vs header only"], rows)
             print(common.others_summary(results))
+    sizes = (2000, 5000) if args.quick else (5000, 20000)
+    print("\npair search on random hashes:")
+    search = lambda images: leakage.find_pairs({"train": images}, ["0"])  # noqa: E731
+    common.table(["images", "seconds"], [[n, f"{timed(lambda: search(random_hashes(n))):.2f}"] for n in sizes])
 
 
 if __name__ == "__main__":

@@ -94,6 +94,7 @@ def test_test_label_not_in_the_class_map(lists):
     ("schedule.stages=[{lr: 0.1, steps: 2}, {lr: inf, steps: 2}]", "schedule.stages[1].lr=inf must be a finite"),
     ("top_k=0", "top_k=0 must be at least 1"),
     ("seed=-3", "seed=-3 must be in [0, 2**32 - 1]"),
+    ("worst=-1", "worst=-1 must be 0 (list none) or more"),
     ("+network.dpeth=18", "network.dpeth: no such config key"),
     ("optimizer=sgd|optimizer.nesterov=true", "optimizer.nesterov=True has no effect with optimizer=sgd"),
     ("optimizer=adam|optimizer.momentum=0.5", "optimizer.momentum=0.5 has no effect with optimizer=adam"),

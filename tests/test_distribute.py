@@ -142,7 +142,11 @@ def test_the_tester_counts_every_example_once_across_two_replicas():
     one, two = results["one"], results["two"]
     assert sum(map(sum, two["confusion"])) == 23
     assert two.keys() == one.keys()
-    for key in one:  # pytest.approx takes no nested lists, so every statistic is compared as an array
+    records = ("worst", "confused", "reliability")  # lists of records: the same examples, pairs and bins
+    assert [row["index"] for row in two["worst"]] == [row["index"] for row in one["worst"]]
+    assert two["confused"] == one["confused"]
+    assert [b["count"] for b in two["reliability"]] == [b["count"] for b in one["reliability"]]
+    for key in one.keys() - set(records):  # pytest.approx takes no nested lists: each statistic as an array
         np.testing.assert_allclose(two[key], one[key], rtol=1e-6, err_msg=key)
 
 

@@ -506,8 +506,8 @@ def test_a_recorded_check_decodes_only_files_that_changed(tmp_path, monkeypatch)
     images = ImageList("list.json", paths, [0, 1, 0])
     record = tmp_path / "run" / "checked_images.json"
     decoded = []
-    real = imagelist._image_problem
-    monkeypatch.setattr(imagelist, "_image_problem", lambda p: decoded.append(p) or real(p))
+    real = imagelist._examine
+    monkeypatch.setattr(imagelist, "_examine", lambda p: decoded.append(p) or real(p))
     assert len(check_files(images, skip_bad=False, record=record)) == 3 and len(decoded) == 3
     decoded.clear()
     assert len(check_files(images, skip_bad=False, record=record)) == 3 and decoded == []

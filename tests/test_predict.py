@@ -222,6 +222,7 @@ def test_predict_from_a_run_gives_the_testers_probabilities_and_statistics(train
     assert evaluation["accuracy"] == pytest.approx(stats["accuracy"], abs=1e-9)
     assert evaluation["loss"] == pytest.approx(stats["loss"], abs=1e-5)
     assert evaluation["confusion"] == stats["confusion"]
+    assert [row["path"] for row in evaluation["worst"]] == [row["path"] for row in stats["worst"]]
 
 
 @pytest.mark.slow

@@ -104,7 +104,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     assert summary["status"] == "failed" and "NaN or infinite" in summary["error"]
 
 
-SCHEDULES = "schedule: bit, cosine, export, fixed, hyper, inspect, patience, predict, recalibrate, test, train, watch"
+SCHEDULES = "schedule: bit, calibrate, cosine, export, fixed, hyper, inspect, patience, predict, recalibrate, test, train, watch"
 
 
 @pytest.mark.parametrize("flags, shown", [(["--help"], SCHEDULES), (["--cfg", "job"], "kind: resnet")])

@@ -122,7 +122,7 @@ def test_random_predictions_match_brute_force(num_classes, top_k):
     losses = rng.uniform(0.0, 3.0, size=n)
     stats = evaluation_statistics(labels, probs, losses, top_k=top_k)
     expected = _brute_force(labels, probs, losses, min(top_k, num_classes))
-    assert stats.keys() == expected.keys()
+    assert expected.keys() <= stats.keys()  # the failures and calibration keys: tests/test_failures.py, ..._calibration.py
     for key, value in expected.items():
         if key == "recall":
             assert stats[key] == [None if v is None else pytest.approx(v) for v in value]
@@ -139,6 +139,8 @@ def test_result_is_plain_json_without_numpy_types():
     def plain(value):
         if isinstance(value, list):
             return all(plain(v) for v in value)
+        if isinstance(value, dict):  # a worst example, a confused pair, a reliability bin
+            return all(plain(v) for v in value.values())
         return value is None or type(value) in (int, float)
 
     assert all(plain(v) for v in stats.values())

@@ -38,6 +38,7 @@ class Config:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0  # shuffling, augmentation and initialisation
     top_k: int = 5  # the k of the top-k test accuracy
+    worst: int = 16  # the highest-loss examples every evaluation lists, with their files (0: none)
     resume: Optional[str] = None  # a run folder to continue in, with its saved config
     run_name: Optional[str] = None  # outputs/NAME as the run folder, so the same command continues the run
     sweep: Optional[str] = None  # a multirun's name: job folders multirun/NAME/<overrides>, resumable
@@ -47,6 +48,8 @@ class Config:
     def __post_init__(self) -> None:
         require(0 <= self.seed < 2 ** 32, f"seed={self.seed} must be in [0, 2**32 - 1].")
         require(self.top_k >= 1, f"top_k={self.top_k} must be at least 1.")
+        require(self.worst >= 0, f"worst={self.worst} must be 0 (list none) or more: the number of highest-loss "
+                                 "examples every evaluation lists.")
         require(self.run_name is None or (bool(self.run_name) and "/" not in self.run_name),
                 f"run_name={self.run_name!r} must be a folder name without '/' (use hydra.run.dir for a path).")
         for key, wanted in self.restore.requires.items():

@@ -59,6 +59,13 @@ class TestSchedule(ScheduleConfig):
 
 
 @dataclass
+class CalibrateSchedule(ScheduleConfig):
+    """Fit a temperature for one checkpoint's probabilities on the run's validation set (calibration.json)."""
+
+    step: Optional[int] = None  # default: the run's best step (best.json) when it has one, else the latest
+
+
+@dataclass
 class Stage:
     """One stage of the fixed schedule: `steps` steps at learning rate `lr`."""
 
@@ -282,6 +289,7 @@ SCHEDULES = (
     ScheduleKind("patience", PatienceSchedule, writes=True, summarised=True),
     ScheduleKind("hyper", HyperSchedule, writes=True, summarised=True),
     ScheduleKind("recalibrate", RecalibrateSchedule, writes=True),  # adds a checkpoint to the run it reads
+    ScheduleKind("calibrate", CalibrateSchedule, writes=True),  # writes calibration.json into the run it reads
     ScheduleKind("test", TestSchedule, reads="resume"),
     ScheduleKind("inspect", InspectSchedule, reads="resume"),
     ScheduleKind("export", ExportSchedule, reads="resume"),  # writes RUN/export/step-N, or into schedule.out

@@ -9,12 +9,15 @@ and reused, so test labels and later runs agree on indices. A class without imag
 stable; a path listed with two labels, or a training list of one class, is refused. A
 validation list without images of some class is kept, with a warning naming the classes.
 
-Before the first step every listed image is decoded once with PIL (JPEGs at 1/8 scale,
-which still reads every byte), so a truncated or corrupt file is named here, not by a
-failed training step. Nothing here imports TensorFlow.
+Before the first step every listed image is decoded once with PIL (JPEGs at down to 1/8
+scale, which still reads every byte), so a truncated or corrupt file is named here, not
+by a failed training step. The same pass hashes every file and its pixels
+(worklab.data.imagehash), so copies across and within the lists are found at little
+extra cost (worklab.data.leakage). Nothing here imports TensorFlow.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -22,13 +25,14 @@ import threading
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from PIL import Image, UnidentifiedImageError
 
 from worklab.atomic import write_json
+from worklab.data.imagehash import DRAFT, content_hash, perceptual_hash
 from worklab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -42,15 +46,25 @@ LARGE_PIXELS = 2 ** 24  # images above this that are not JPEGs are decoded one a
 _LARGE = threading.Semaphore(1)
 
 Entry = Tuple[str, object]  # (absolute path, raw label)
+Hashes = Tuple[str, Optional[str], Optional[str]]  # the file's sha256, its perceptual hash and its mirror's
 
 
 @dataclass
 class ImageList:
-    """Absolute image paths with class indices; `source` names the list in messages."""
+    """Absolute image paths with class indices; `source` names the list in messages.
+
+    `hashes` (path -> Hashes) is filled by check_files for the images it checked.
+    """
 
     source: str
     paths: List[str]
     labels: List[int]
+    hashes: Dict[str, Hashes] = field(default_factory=dict, repr=False)
+
+    def subset(self, rows: Sequence[int], source: Optional[str] = None) -> "ImageList":
+        """The images at `rows`, in that order, with their hashes (`source` renames the list)."""
+        return ImageList(source or self.source, [self.paths[i] for i in rows], [self.labels[i] for i in rows],
+                         self.hashes)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -248,13 +262,17 @@ def warn_missing_classes(images: ImageList, classes: List[str]) -> ImageList:
 def check_files(images: ImageList, skip_bad: bool, record: Optional[Path] = None) -> ImageList:
     """Stop on missing files; stop on unreadable ones, or drop them and say how many with skip_bad.
 
-    Every image is decoded (see `_image_problem`), in threads: PIL releases the GIL while decoding.
-    With `record` (a JSON file in the run folder), a file whose size and modification time
-    are those of an earlier check is not decoded again, so a resumed run of a large set
+    Every image is decoded and hashed (see `_examine`), in threads: PIL releases the GIL while
+    decoding. With `record` (a JSON file in the run folder), a file whose size and modification
+    time are those of an earlier check is not decoded again, so a resumed run of a large set
     starts at once. A list with no readable image left is an error with or without skip_bad.
+    The list returned carries the readable images' hashes.
     """
     _check_paths(images)
-    problems = _problems(images.paths, record)
+    checked = _checked(images.paths, record)
+    problems = [checked[p][2] for p in images.paths]
+    images = ImageList(images.source, images.paths, images.labels,
+                       {p: tuple(checked[p][3:]) for p, why in zip(images.paths, problems) if not why})
     bad = [(p, why) for p, why in zip(images.paths, problems) if why]
     if not bad:
         return images
@@ -266,21 +284,24 @@ def check_files(images: ImageList, skip_bad: bool, record: Optional[Path] = None
         raise UserError(f"Image list {images.source}: {len(bad)} file(s) cannot be read as images: "
                         f"{shown}. Fix or remove them, or set reader.skip_bad=true to skip them.")
     log.warning("skipping %d unreadable image(s) of %s: %s", len(bad), images.source, shown)
-    keep = [i for i, why in enumerate(problems) if not why]
-    return ImageList(images.source, [images.paths[i] for i in keep], [images.labels[i] for i in keep])
+    return images.subset([i for i, why in enumerate(problems) if not why])
 
 
-def _problems(paths: List[str], record: Optional[Path]) -> List[Optional[str]]:
-    """Each file's problem (None: readable), from the record where the file is unchanged, else decoded now."""
+def _checked(paths: List[str], record: Optional[Path]) -> Dict[str, list]:
+    """path -> [size, mtime, problem (None: readable), sha256, perceptual hash, mirror's hash].
+
+    From the record where the file is unchanged since it was checked and hashed, else
+    decoded now (a record written before hashing was added is checked again once).
+    """
     known = _read_record(record)
     stamps = {p: [os.stat(p).st_size, os.stat(p).st_mtime_ns] for p in paths}
-    todo = [p for p in paths if known.get(p, [None, None, None])[:2] != stamps[p]]
+    todo = [p for p in paths if not (len(known.get(p, ())) == 6 and known[p][:2] == stamps[p])]
     with _pil_limit_lifted(), ThreadPoolExecutor(max_workers=8) as pool:
-        for path, problem in zip(todo, pool.map(_image_problem, todo)):
-            known[path] = [*stamps[path], problem]
+        for path, (problem, hashes) in zip(todo, pool.map(_examine, todo)):
+            known[path] = [*stamps[path], problem, *(hashes or (None, None, None))]
     if record is not None and todo:
         write_json(record, known)
-    return [known[p][2] for p in paths]
+    return known
 
 
 def _read_record(record: Optional[Path]) -> Dict[str, list]:
@@ -319,26 +340,34 @@ def _pil_limit_lifted() -> Iterator[None]:
 
 
 def _image_problem(path: str) -> Optional[str]:
-    """Why the file is not an image TensorFlow reads, or None; decodes every byte of it.
+    """Why the file is not an image TensorFlow reads, or None; decodes every byte of it, hashes nothing."""
+    return _examine(path, hashed=False)[0]
 
-    A JPEG is decoded at 1/8 scale (`draft`): the whole stream is still read and
-    entropy-decoded, so a cut or corrupt file fails, at a fraction of the cost.
+
+def _examine(path: str, hashed: bool = True) -> Tuple[Optional[str], Optional[Hashes]]:
+    """(why the file is not an image TensorFlow reads, or None; its Hashes, when readable and `hashed`).
+
+    A JPEG is decoded at down to 1/8 scale (`draft`), no smaller than the perceptual hash's
+    DRAFT: the whole stream is still read and entropy-decoded, so a cut or corrupt file
+    fails, at a fraction of the cost. The content hash is taken of the bytes decoded.
     """
     try:
-        with Image.open(path) as image:
+        data = Path(path).read_bytes() if hashed else None
+        with Image.open(io.BytesIO(data) if hashed else path) as image:
             problem = _header_problem(image)
             if problem:
-                return problem
+                return problem, None
             if image.format == "JPEG":
-                image.draft(None, (1, 1))
+                image.draft(None, (DRAFT, DRAFT))
             large = image.format != "JPEG" and image.width * image.height > LARGE_PIXELS
             with _LARGE if large else nullcontext():
                 image.load()
+                hashes = (content_hash(data), *(perceptual_hash(image) or (None, None))) if hashed else None
     except UnidentifiedImageError:
-        return "not a readable image (no known image format: the header is missing or corrupt)"
+        return "not a readable image (no known image format: the header is missing or corrupt)", None
     except Exception as error:  # PIL raises many types for broken files
-        return f"not a readable image ({error.__class__.__name__}: {error})"
-    return None
+        return f"not a readable image ({error.__class__.__name__}: {error})", None
+    return None, hashes
 
 
 def _header_problem(image: Image.Image) -> Optional[str]:

@@ -39,9 +39,7 @@ def split(images: ImageList, held: Set[str]) -> Tuple[ImageList, ImageList]:
     """(training images, validation images): the list without and with the held-out paths, in list order."""
     keep = [i for i, p in enumerate(images.paths) if p not in held]
     out = [i for i, p in enumerate(images.paths) if p in held]
-    pick = lambda rows: ([images.paths[i] for i in rows], [images.labels[i] for i in rows])  # noqa: E731
-    return (ImageList(images.source, *pick(keep)),
-            ImageList(f"{images.source} (held out, reader.val_split)", *pick(out)))
+    return images.subset(keep), images.subset(out, f"{images.source} (held out, reader.val_split)")
 
 
 def load(folder, fraction: float, seed: int) -> Optional[Set[str]]:

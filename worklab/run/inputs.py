@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from functools import cached_property
 from pathlib import Path
-from typing import List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from worklab.config.root import Config
-from worklab.data import demo
+from worklab.data import demo, leakage
 from worklab.data.fingerprints import difference, fingerprint
 from worklab.data.imagelist import (Entry, ImageList, build_classes, check_files, load_classes, read_entries,
                                     save_classes, to_image_list, warn_missing_classes)
@@ -119,6 +119,8 @@ class RunInputs:
             self.test_images
         if self.folder.writable:
             self._check_lists()
+        kept = leakage.guard(self.cfg.reader.leakage, self._loaded(), self.classes, self.folder)
+        self.__dict__.update({f"{name}_images": images for name, images in kept.items()})
         if train and test and not self.has_validation:
             log.info("no validation set: the schedule's decisions (best step, rate drops, best value) are made on "
                      "the test set, so the test result is optimistic; reader.val_split=0.1 or reader.val=PATH "
@@ -127,9 +129,7 @@ class RunInputs:
     def _check_lists(self) -> None:
         """Refuse to go on training on other lists than the run was trained on, unless reader.new_data=true;
         then record the lists' fingerprints (lists.json)."""
-        loaded = {name: self.__dict__.get(key) for name, key in
-                  (("train", "train_images"), ("val", "val_images"), ("test", "test_images"))}
-        now = {name: fingerprint(images, self.classes, self.sources[2]) for name, images in loaded.items()
+        now = {name: fingerprint(images, self.classes, self.sources[2]) for name, images in self._loaded().items()
                if images is not None}
         recorded = self.folder.read("lists.json") or {}
         changes = [change for name in now if (change := difference(name, recorded.get(name), now[name]))]
@@ -141,6 +141,10 @@ class RunInputs:
             log.warning("reader.new_data=true: training goes on on other data than before: %s", "; ".join(changes))
         if now != {name: recorded.get(name) for name in now}:
             self.folder.write("lists.json", {**recorded, **now})
+
+    def _loaded(self) -> Dict[str, Optional[ImageList]]:
+        """train, val, test -> the list as read so far (None: not read, or no validation set)."""
+        return {name: self.__dict__.get(f"{name}_images") for name in ("train", "val", "test")}
 
     def loaded_image_lists(self) -> List[ImageList]:
         """The lists read so far (a failure in TensorFlow can only involve these)."""

@@ -234,4 +234,5 @@ class Parts:
     def _tester(self, images: ImageList) -> Tester:
         r = self.cfg.reader
         return Tester(self.model, self.reader.test(images), len(images), r.test_batch_size or r.batch_size,
-                      self.cfg.top_k, xla=self.cfg.runtime.xla, strategy=self.strategy)
+                      self.cfg.top_k, xla=self.cfg.runtime.xla, strategy=self.strategy, worst=self.cfg.worst,
+                      paths=images.paths)

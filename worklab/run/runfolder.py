@@ -184,9 +184,11 @@ class RunFolder:
       settled.json          settings the schedule decided at run time (BiT's crop), applied on every resume
       lists.json            fingerprints of the training, validation and test lists the run was trained on
       classes.json, split.json, checked_images.json, restore_report.json
+      leakage.json          copies of one image across and within the lists (worklab.data.leakage)
       checkpoints/          the checkpoints and their index (worklab.run.checkpoints)
       evaluations/[val/]step-N.json, metrics.jsonl, tensorboard/   results (worklab.run.writer)
       summary.json, best.json, state.json, bit.json, hyper.txt      the schedule's record
+      calibration.json      the temperature schedule=calibrate fitted on the validation set
       export/step-N/        exports; watch/ a watcher's ledger; workers/ a cluster's other workers' logs
       superseded/           records of steps whose checkpoints were lost, moved aside when the run went back
     """
@@ -264,6 +266,11 @@ class RunFolder:
         """best.json: the step a patience or hyper run chose, with its results (None before it ends)."""
         return self.read("best.json", ("step", "loss"))
 
+    def temperature(self, step: int) -> float:
+        """The temperature schedule=calibrate fitted for checkpoint `step` (calibration.json); 1.0 if none was."""
+        data = self.read("calibration.json", ("temperature", "step"))
+        return float(data["temperature"]) if data and data["step"] == step else 1.0
+
     def settled(self) -> Dict[str, Any]:
         """settled.json's settings, `key: value` for dotted config keys ({} when nothing was settled)."""
         data = self.read("settled.json", ("by", "settings"))
@@ -308,6 +315,7 @@ FILES = {
     "classes.json": "the first training session, from the training list",
     "split.json": "the first training session with reader.val_split",
     "checked_images.json": "every training session, from the image check",
+    "leakage.json": "every training session, the copies the image check's hashes found across and within the lists",
     "restore_report.json": "a fresh start from restore.path",
     "summary.json": "train, fixed, cosine, bit, patience, hyper",
     "best.json": "patience and hyper, when they end",
@@ -315,6 +323,7 @@ FILES = {
     "bit.json": "bit, what its HyperRule chose",
     "hyper.txt": "hyper, its table",
     "metrics.jsonl": "every evaluation",
+    "calibration.json": "calibrate, the temperature fitted on the validation set",
 }
 
 

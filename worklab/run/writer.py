@@ -1,7 +1,8 @@
 """What a run leaves for review: TensorBoard events, per-step evaluation files and metrics.jsonl.
 
 Layout in the run folder:
-  tensorboard/train, tensorboard/test   event files (scalars, input images, confusion matrix)
+  tensorboard/train, tensorboard/test   event files (scalars, input images, confusion matrix, the worst
+                                        examples captioned, the reliability diagram)
   tensorboard/val                       the same for the validation set, when the run has one
   evaluations/step-000400.json          the full statistics of the test of the checkpoint of step 400
   evaluations/val/step-000400.json      the same on the validation set
@@ -19,11 +20,12 @@ import numpy as np
 import tensorflow as tf
 
 from worklab.atomic import append_line, write_json
+from worklab.run.figures import reliability_diagram, worst_grid
 from worklab.run.runfolder import RunFolder, read_state
 
 log = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ("loss", "accuracy", "top_k_accuracy", "f1_macro", "auc")
+SUMMARY_KEYS = ("loss", "accuracy", "top_k_accuracy", "f1_macro", "auc", "ece")
 
 
 class Writer:
@@ -67,7 +69,7 @@ class Writer:
 
     def evaluation(self, stats: Dict, classes: List[str]) -> None:
         """Save one evaluation (statistics with step, split and lr): its JSON file, a metrics.jsonl line,
-        TensorBoard scalars and the confusion matrix image."""
+        TensorBoard scalars and images: the confusion matrix, the worst examples, the reliability diagram."""
         step, split = stats["step"], stats.get("split", "test")
         write_json(self.folder.evaluation(step, split), {**stats, "classes": classes})
         line = {"step": step, "split": split, "lr": stats["lr"], "time": round(time.time(), 3),
@@ -79,6 +81,10 @@ class Writer:
                 if stats.get(key) is not None:
                     tf.summary.scalar(key, stats[key])
             tf.summary.image("confusion_matrix", confusion_image(stats["confusion"])[None])
+            tf.summary.image("reliability_diagram", reliability_diagram(stats["reliability"])[None])
+            grid = worst_grid(stats["worst"], classes)
+            if grid is not None:
+                tf.summary.image("worst_examples", grid[None])
         events.flush()
 
     def hparams(self, values: Dict[str, Any]) -> None:

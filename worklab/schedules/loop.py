@@ -83,14 +83,18 @@ def evaluate(parts, split: Optional[str] = None, step: Optional[int] = None) -> 
     With network.ema the weight average is evaluated (Parts.evaluation_weights). The
     default split is the one decisions are made on (RunInputs.decision_split): val when the
     run has a validation set, else test. `step` labels weights restored from an earlier
-    checkpoint (the best one) in place of the global step.
+    checkpoint (the best one) in place of the global step. A schedule that reads the run
+    (test, watch) applies the temperature schedule=calibrate fitted for that step; one
+    that writes it (training, calibrate itself) never does.
     """
     split = split or parts.inputs.decision_split
     step = int(parts.step.numpy()) if step is None else step
     tester = parts.validator if split == "val" else parts.tester
     bar = Progress(tester.batches, unit="batch")
+    temperature = 1.0 if parts.folder.writable else parts.folder.temperature(step)
     with parts.evaluation_weights():
-        result = {"step": step, "split": split, "lr": float(parts.lr.numpy()), **tester.evaluate(on_batch=bar.update)}
+        result = {"step": step, "split": split, "lr": float(parts.lr.numpy()), "temperature": temperature,
+                  **tester.evaluate(on_batch=bar.update, temperature=temperature)}
     bar.break_line()
     parts.writer.evaluation(result, parts.inputs.classes)
     if parts.summary:

@@ -258,6 +258,7 @@ def _evaluate(parts, source: Source, rows: List[Row], outputs: Dict[int, Dict[st
               classes: ClassNames, origin: Dict, out: Path) -> Optional[Dict]:
     """The Tester's statistics over the classified images whose label is a class of the model (evaluation.json)."""
     from worklab.atomic import write_json
+    from worklab.train.failures import with_paths
     from worklab.train.stats import cross_entropy, evaluation_statistics
 
     index = classes.index()
@@ -273,7 +274,8 @@ def _evaluate(parts, source: Source, rows: List[Row], outputs: Dict[int, Dict[st
     labels = np.array([index[source.labels[i]] for i in kept], np.int64)
     probs = np.stack([outputs[i]["probabilities"] for i in kept]).astype(np.float64)
     losses = cross_entropy(labels, np.stack([_log_probabilities(outputs[i]) for i in kept]))
-    stats = evaluation_statistics(labels, probs, losses, top_k=parts.cfg.top_k)
+    stats = evaluation_statistics(labels, probs, losses, top_k=parts.cfg.top_k, worst=parts.cfg.worst)
+    stats["worst"] = with_paths(stats["worst"], [rows[i].path for i in kept])
     write_json(out / "evaluation.json", {**stats, **origin, "images": str(source.location),
                                          "errors": len(rows) - len(kept),
                                          "classes": classes.names if classes.complete else None})

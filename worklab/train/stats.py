@@ -7,13 +7,22 @@ it be tested on hand-made predictions and keeps the package import fast.
 
 import numpy as np
 
+from worklab.train.calibration import expected_calibration_error, reliability
+from worklab.train.failures import confused_pairs, worst_examples
 
-def evaluation_statistics(labels, probs, losses, top_k=5):
-    """Return loss, accuracy, top-k accuracy, confusion matrix, recall, macro F1 and (binary) AUC.
+
+def evaluation_statistics(labels, probs, losses, top_k=5, worst=16):
+    """Return loss, accuracy, top-k accuracy, confusion matrix, recall, macro F1, (binary) AUC, where the
+    model fails and how well calibrated it is.
 
     labels: int array (N,) of true classes in [0, C); probs: float array (N, C)
     of predicted probabilities; losses: float array (N,) of per-example losses;
-    top_k: int >= 1, clipped to C (the value used is reported as "top_k").
+    top_k: int >= 1, clipped to C (the value used is reported as "top_k");
+    worst: int >= 0, how many of the highest-loss examples "worst" lists.
+
+    "worst" and "confused" are worklab.train.failures' (examples by their index
+    in the set, classes by index); "ece" and "reliability" are
+    worklab.train.calibration's, over the examples with finite probabilities.
 
     Ties between equal probabilities go to the lower class index, both for the
     top-1 prediction (np.argmax) and for top-k membership (a stable argsort of
@@ -37,9 +46,9 @@ def evaluation_statistics(labels, probs, losses, top_k=5):
     The result holds only python ints, floats, lists and None, so it can be
     written with json.dump; a non-finite loss is written as NaN or Infinity (as
     json.dumps does by default; json.loads reads them back). Raises ValueError
-    when the shapes disagree, N == 0, a label is out of range, or top_k < 1.
+    when the shapes disagree, N == 0, a label is out of range, top_k < 1 or worst < 0.
     """
-    labels, probs, losses = _checked_arrays(labels, probs, losses, top_k)
+    labels, probs, losses = _checked_arrays(labels, probs, losses, top_k, worst)
     num_classes = probs.shape[1]
     k = min(int(top_k), num_classes)
     finite = np.all(np.isfinite(probs), axis=1)
@@ -58,7 +67,11 @@ def evaluation_statistics(labels, probs, losses, top_k=5):
         "recall": _per_class_recall(confusion, class_counts),
         "f1_macro": _macro_f1(confusion, class_counts),
         "non_finite": int(np.sum(~finite)),
+        "worst": worst_examples(labels, probs, losses, worst),
+        "confused": confused_pairs(confusion),
     }
+    stats["reliability"] = reliability(labels, probs)
+    stats["ece"] = expected_calibration_error(stats["reliability"])
     if num_classes == 2:
         stats["auc"] = _binary_auc(labels == 1, probs[:, 1]) if np.all(finite) else None
     return stats
@@ -76,7 +89,7 @@ def cross_entropy(labels, log_probabilities):
     return -np.take_along_axis(log_probabilities, labels[:, None], axis=1)[:, 0]
 
 
-def _checked_arrays(labels, probs, losses, top_k):
+def _checked_arrays(labels, probs, losses, top_k, worst):
     """Convert the inputs to numpy arrays and reject anything the statistics cannot describe.
 
     Checks run shape-first so that a mismatch is reported as such rather than
@@ -104,6 +117,8 @@ def _checked_arrays(labels, probs, losses, top_k):
         )
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
+    if worst < 0:
+        raise ValueError(f"worst must be 0 or more, got {worst}")
     return labels, probs, losses
 
 
