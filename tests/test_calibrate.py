@@ -82,3 +82,8 @@ def test_calibrate_writes_the_temperature_of_a_run_with_a_validation_set(tmp_pat
     assert tested.returncode == 0, tested.stdout + tested.stderr
     evaluation = json.loads((tmp_path / "job" / "evaluations" / "step-000002.json").read_text())
     assert evaluation["temperature"] == record["temperature"]
+    exported = run_py(["schedule=export", f"resume={run}", f"hydra.run.dir={tmp_path / 'export'}",
+                       "schedule.formats=[saved_model,keras]"], tmp_path)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    info = json.loads(next((run / "export").glob("step-*/export.json")).read_text())
+    assert info["temperature"] == record["temperature"] and info["checks"]["keras"]["agreement"] == 1.0

@@ -20,6 +20,7 @@ from worklab.errors import UserError
 
 SIZE = 8
 CLASSES = ["red", "green", "blue"]
+TEMPERATURE = 2.5  # a calibrated run's: every format divides the logits by it before the softmax
 
 
 def tiny_model(size: int = SIZE):
@@ -41,7 +42,8 @@ def pixels(count: int, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """Every format of the table written into one export folder, with the export.json predict reads."""
+    """Every format of the table written into one export folder, with the export.json predict reads, for a run
+    that schedule=calibrate gave a temperature."""
     import tensorflow as tf
 
     from worklab.config.reader import ReaderConfig
@@ -49,7 +51,7 @@ def exported(tmp_path_factory):
     from worklab.serve.formats import FORMATS, Writing
 
     folder = tmp_path_factory.mktemp("export")
-    classifier = Classifier(tiny_model(), CLASSES, ReaderConfig(image_size=SIZE), top_k=2)
+    classifier = Classifier(tiny_model(), CLASSES, ReaderConfig(image_size=SIZE), top_k=2, temperature=TEMPERATURE)
     tf.saved_model.save(classifier, str(folder / "saved_model"), signatures=classifier.signatures())
     writing = Writing(classifier, folder, "antialiased bilinear", "uint8",
                       lambda: (image[None] for image in pixels(20, seed=1)))
@@ -57,6 +59,18 @@ def exported(tmp_path_factory):
     (folder / "export.json").write_text(json.dumps({"classes": CLASSES, "image_size": SIZE, "top_k": 2,
                                                     "resize": {"mode": "squash"}}))
     return folder, notes
+
+
+def test_the_exported_probabilities_are_the_softmax_of_the_logits_over_the_temperature(exported):
+    import tensorflow as tf
+
+    folder, _ = exported
+    served = tf.saved_model.load(str(folder / "saved_model")).signatures["serving_resized"]
+    images = pixels(6, seed=3)
+    logits = tiny_model()(images).numpy().astype(np.float64)
+    expected = np.exp(logits / TEMPERATURE) / np.exp(logits / TEMPERATURE).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(served(images=tf.constant(images))["probabilities"].numpy(), expected, atol=1e-6)
+    assert not np.allclose(expected, np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True), atol=1e-3)
 
 
 def test_the_table_holds_every_format_the_schema_accepts():

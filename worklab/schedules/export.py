@@ -113,7 +113,8 @@ def _alive(pid: int) -> bool:
 def _write(parts, step: int, folder: Path, chosen: List[Format]) -> Dict:
     cfg, s = parts.cfg, parts.cfg.schedule
     r = cfg.reader
-    classifier = export.Classifier(parts.model, parts.inputs.classes, r, cfg.top_k)
+    temperature = parts.folder.temperature(step)  # schedule=calibrate's for this step, else 1
+    classifier = export.Classifier(parts.model, parts.inputs.classes, r, cfg.top_k, temperature)
     resizing = (f"{reader.FILTERS[r.resample]}, as reader.resize" if r.resize == "squash" else
                 f"the centred square of {r.crop_fraction:g} of the shorter side, then {reader.FILTERS[r.resample]}, "
                 "as reader.resize=crop")
@@ -130,7 +131,9 @@ def _write(parts, step: int, folder: Path, chosen: List[Format]) -> Dict:
         "step": step,
         "classes": list(parts.inputs.classes),
         "image_size": r.image_size,
-        "resize": {"mode": r.resize, **({"crop_fraction": r.crop_fraction} if r.resize == "crop" else {})},
+        "resize": {"mode": r.resize, "resample": r.resample,
+                   **({"crop_fraction": r.crop_fraction} if r.resize == "crop" else {})},
+        "temperature": temperature,
         "preprocessing": parts.model.get_layer("preprocess").spec(),
         "top_k": classifier.k,
         "test": _test_statistics(parts, step),

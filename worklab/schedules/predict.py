@@ -113,7 +113,7 @@ def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
 
     r, classes = cfg.reader, target.inputs.classes
     k = min(parts.cfg.top_k, len(classes))
-    classifier = Classifier(target.model, classes, r, k)
+    classifier = Classifier(target.model, classes, r, k, target.folder.temperature(step))
     log.info("classifier: %s step %d, %d classes, top %d, %d px", run, step, len(classes), k, r.image_size)
 
     def classify(images):

@@ -42,8 +42,10 @@ class Classifier(tf.Module):
     a probability underflows to 0 in float32 while its log stays finite and accurate.
     """
 
-    def __init__(self, model: keras.Model, classes: List[str], reading: ReaderConfig, top_k: int):
-        """`reading`: the run's reader config, whose image_size, resize and crop_fraction the signatures apply."""
+    def __init__(self, model: keras.Model, classes: List[str], reading: ReaderConfig, top_k: int,
+                 temperature: float = 1.0):
+        """`reading`: the run's reader config, whose image_size, resize and crop_fraction the signatures apply;
+        `temperature`: schedule=calibrate's, which the logits are divided by before the softmax."""
         super().__init__(name="classifier")
         self._network = _Untracked(model)
         # The tf.Variables under Keras' variables are what the SavedModel saves: tracked
@@ -54,6 +56,7 @@ class Classifier(tf.Module):
         self._reading = _Untracked(reading)
         self.image_size = int(reading.image_size)
         self.k = min(int(top_k), len(self.class_names))
+        self.temperature = float(temperature)
         # Built here because its input shape holds image_size (TFLite needs the static size).
         self.from_resized = tf.function(self._from_resized, input_signature=[
             tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.float32, name="images")])
@@ -88,7 +91,7 @@ class Classifier(tf.Module):
 
     def _classify(self, resized: tf.Tensor) -> Dict[str, tf.Tensor]:
         """0-255 images at image_size -> the network's (log-)probabilities in inference mode, and the top k."""
-        logits = tf.cast(self.model(resized, training=False), tf.float32)
+        logits = tf.cast(self.model(resized, training=False), tf.float32) / self.temperature
         probabilities = tf.nn.softmax(logits)
         scores, indices = tf.math.top_k(probabilities, k=self.k)
         return {"probabilities": probabilities, "log_probabilities": tf.nn.log_softmax(logits), "classes": indices,
@@ -116,14 +119,16 @@ class _Untracked:
         self.value = value
 
 
-def keras_model(model: keras.Model, image_size: int) -> keras.Model:
+def keras_model(model: keras.Model, image_size: int, temperature: float = 1.0) -> keras.Model:
     """Built-in layers and Keras ops only: 0-255 images at image_size -> the network (preprocessing first), softmax.
 
     The network's weights are copied, so the returned model does not share a variable
-    with `model`.
+    with `model`. A calibrated run's logits are divided by its `temperature` first.
     """
     inputs = keras.Input((image_size, image_size, 3), dtype="float32", name="images")
     logits = _flattened(model, inputs)
+    if temperature != 1.0:
+        logits = keras.layers.Rescaling(1.0 / temperature, dtype="float32", name="temperature")(logits)
     probabilities = keras.layers.Activation("softmax", dtype="float32", name="probabilities")(logits)
     return keras.Model(inputs, probabilities, name=model.name)
 

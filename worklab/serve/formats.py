@@ -97,7 +97,7 @@ def _write_saved_model(w: Writing) -> str:
 def _write_keras(w: Writing) -> str:
     from worklab.serve.export import keras_model
 
-    keras_model(w.classifier.model, w.size).save(w.folder / "model.keras")
+    keras_model(w.classifier.model, w.size, w.classifier.temperature).save(w.folder / "model.keras")
     return f"{_pixels(w)}; output: softmax probabilities"
 
 
