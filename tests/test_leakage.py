@@ -107,6 +107,12 @@ def test_refuse_names_the_key_and_writes_nothing(planted, folder):
     assert not folder.file("leakage.json").exists()
 
 
+def test_off_searches_nothing_and_keeps_the_lists(planted, folder, monkeypatch):
+    monkeypatch.setattr(leakage, "find_pairs", lambda *args: pytest.fail("searched with reader.leakage=off"))
+    assert leakage.guard("off", dict(planted), CLASSES, folder) == planted
+    assert not folder.file("leakage.json").exists()
+
+
 def test_a_reader_of_the_run_writes_nothing(planted, tmp_path):
     """A process without the run's lock (a schedule that reads the run) leaves the folder as it was."""
     folder = RunFolder(tmp_path / "read")
@@ -151,7 +157,7 @@ def refused(result) -> bool:
 def test_an_unknown_leakage_policy_is_refused_before_the_run_folder_is_made(leaky, tmp_path):
     result = run_py([*leaky, "reader.leakage=maybe"], tmp_path)
     assert result.returncode == 2
-    assert "reader.leakage='maybe' is not one of warn, refuse, drop" in result.stderr
+    assert "reader.leakage='maybe' is not one of warn, refuse, drop, off" in result.stderr
     assert not (tmp_path / "run").exists()
 
 

@@ -13,7 +13,7 @@ CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop win
 RESIZES = ("squash", "crop")  # reader.resize: how an image becomes image_size x image_size (worklab.data.reader)
 RESAMPLES = ("area", "antialias")  # reader.resample: the filter every resize to image_size uses (worklab.data.reader)
 DEMO_VARIANTS = ("shapes", "hard")  # worklab.data.demo.VARIANTS
-LEAKAGE = ("warn", "refuse", "drop")  # reader.leakage (worklab.data.leakage)
+LEAKAGE = ("warn", "refuse", "drop", "off")  # reader.leakage (worklab.data.leakage)
 
 
 @dataclass
@@ -102,7 +102,7 @@ class ReaderConfig:
     test_batch_size: Optional[int] = None  # default: batch_size
     skip_bad: bool = False  # skip unreadable images instead of stopping
     new_data: bool = False  # go on training a run on other lists than it was trained on (fine-tuning on more data)
-    leakage: str = "warn"  # copies of training images in the held-out lists: warn | refuse | drop (the held-out copy)
+    leakage: str = "warn"  # copies of training images in held-out lists: warn | refuse | drop (the held-out copy) | off
     cache: bool = False  # keep decoded, resized images in memory
     resize: str = "squash"  # squash: to image_size x image_size, aspect ignored | crop: aspect kept, centre crop
     crop_fraction: float = 0.875  # resize=crop: the centre square's side as a fraction of the shorter side
