@@ -100,17 +100,37 @@ def test_each_file_is_checked_and_a_bad_one_named_with_its_reason(tmp_path):
 def test_the_output_files_hold_every_row_in_order(tmp_path):
     rows = [Row("/a.png", ["cat", "dog"], [0.75, 0.25], None, "cat"),
             Row("/b,c.png", [], [], "file does not exist", "dog")]
-    predictions.write_csv(tmp_path / "p.csv", rows, 2, with_true_label=True)
-    predictions.write_jsonl(tmp_path / "p.jsonl", rows)
+    predictions.write_csv(tmp_path / "p.csv", rows, 2, with_true_label=True, min_score=None)
+    predictions.write_jsonl(tmp_path / "p.jsonl", rows, min_score=None)
     table = predictions.read_csv(tmp_path / "p.csv")
-    assert list(table[0]) == ["path", "true_label", "label_1", "prob_1", "label_2", "prob_2", "error"]
-    assert table[0] == {"path": "/a.png", "true_label": "cat", "label_1": "cat", "prob_1": "0.750000",
-                        "label_2": "dog", "prob_2": "0.250000", "error": ""}
+    assert list(table[0]) == ["path", "true_label", "prediction", "label_1", "prob_1", "label_2", "prob_2", "error"]
+    assert table[0] == {"path": "/a.png", "true_label": "cat", "prediction": "cat", "label_1": "cat",
+                        "prob_1": "0.750000", "label_2": "dog", "prob_2": "0.250000", "error": ""}
     assert table[1]["path"] == "/b,c.png" and table[1]["label_1"] == "" and table[1]["error"] == "file does not exist"
     lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert lines[1] == {"path": "/b,c.png", "labels": [], "scores": [], "error": "file does not exist",
-                        "true_label": "dog"}
+    assert lines[1] == {"path": "/b,c.png", "prediction": None, "labels": [], "scores": [],
+                        "error": "file does not exist", "true_label": "dog"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_a_top_probability_below_min_score_predicts_unknown_and_keeps_the_scores(tmp_path):
+    rows = [Row("/sure.png", ["cat", "dog"], [0.75, 0.25]), Row("/unsure.png", ["dog", "cat"], [0.55, 0.45]),
+            Row("/edge.png", ["cat", "dog"], [0.6, 0.4]), Row("/gone.png", [], [], "file does not exist")]
+    predictions.write_csv(tmp_path / "p.csv", rows, 2, with_true_label=False, min_score=0.6)
+    predictions.write_jsonl(tmp_path / "p.jsonl", rows, min_score=0.6)
+    table = predictions.read_csv(tmp_path / "p.csv")
+    assert [row["prediction"] for row in table] == ["cat", "unknown", "cat", ""]
+    assert table[1]["label_1"] == "dog" and table[1]["prob_1"] == "0.550000"  # its scores kept
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [line["prediction"] for line in lines] == ["cat", "unknown", "cat", None]
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_a_min_score_outside_0_to_1_is_refused_naming_the_key(value):
+    from worklab.config.schedules import PredictSchedule
+
+    with pytest.raises(UserError, match=rf"schedule.min_score={value} must be in \[0, 1\]"):
+        PredictSchedule(images="x", run="r", min_score=value)
 
 
 def test_a_batch_the_classifier_refuses_is_classified_one_image_at_a_time():
@@ -206,8 +226,8 @@ def test_predict_from_a_run_gives_the_testers_probabilities_and_statistics(train
     probs, stats, paths, classes = outputs_of_the_tester(run)
 
     table = predictions.read_csv(tmp_path / "job" / "predictions.csv")
-    assert list(table[0]) == ["path", "true_label", *(f"{c}_{i}" for i in range(1, 6) for c in ("label", "prob")),
-                              "error"]
+    assert list(table[0]) == ["path", "true_label", "prediction",
+                              *(f"{c}_{i}" for i in range(1, 6) for c in ("label", "prob")), "error"]
     assert [row["path"] for row in table] == paths and len(table) == 30
     lines = [json.loads(line) for line in (tmp_path / "job" / "predictions.jsonl").read_text().splitlines()]
     assert len(lines) == len(probs) == 30  # a line for every image, so the zip below reads them all
@@ -260,7 +280,7 @@ def test_a_class_folder_tree_gives_true_labels_and_statistics(trained, tmp_path)
     tree = test_list.parent / "test"
     predict(tmp_path / "job", f"schedule.run={run}", f"schedule.images={tree}", "top_k=2")
     table = predictions.read_csv(tmp_path / "job" / "predictions.csv")
-    assert len(table) == 30 and list(table[0])[:4] == ["path", "true_label", "label_1", "prob_1"]
+    assert len(table) == 30 and list(table[0])[:5] == ["path", "true_label", "prediction", "label_1", "prob_1"]
     assert "label_3" not in table[0]  # top_k=2
     assert all(row["true_label"] == Path(row["path"]).parent.name for row in table)
     assert json.loads((tmp_path / "job" / "evaluation.json").read_text())["count"] == 30
@@ -307,11 +327,16 @@ def test_the_exported_model_gives_the_rows_of_its_run(trained, tmp_path):
     from worklab.serve.litert import TFLiteModel
 
     assert np.abs(TFLiteModel(model / "model.tflite")(resized) - expected).max() <= 1e-4
-    predict(tmp_path / "from_tflite", f"schedule.model={model / 'model.tflite'}", f"schedule.images={test_list}")
+    threshold = float(np.median([float(r["prob_1"]) for r in from_model]))  # half the images below it
+    summary = predict(tmp_path / "from_tflite", f"schedule.model={model / 'model.tflite'}",
+                      f"schedule.images={test_list}", f"schedule.min_score={threshold}")
     from_tflite = predictions.read_csv(tmp_path / "from_tflite" / "predictions.csv")
+    unsure = [r["prediction"] == "unknown" for r in from_tflite]
+    assert unsure == [float(r["prob_1"]) < threshold for r in from_tflite] and summary["unknown"] == sum(unsure) > 0
     assert [list(r) for r in from_tflite] == [list(r) for r in from_model]  # the same columns, the same rows
     for a, b in zip(from_model, from_tflite):
         assert (a["path"], a["true_label"], a["label_1"]) == (b["path"], b["true_label"], b["label_1"])
+        assert b["prediction"] in (b["label_1"], "unknown")
         np.testing.assert_allclose([float(a[f"prob_{i}"]) for i in range(1, 6)],
                                    [float(b[f"prob_{i}"]) for i in range(1, 6)], atol=1e-4)
     evaluation = json.loads((tmp_path / "from_tflite" / "evaluation.json").read_text())

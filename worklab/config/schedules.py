@@ -241,8 +241,12 @@ class PredictSchedule(ScheduleConfig):
     run: Optional[str] = None  # a run folder: its best step (best.json), else its latest, or schedule.step
     model: Optional[str] = None  # RUN/export/step-N, its saved_model, or a file in it (.keras, .tflite, .onnx)
     step: Optional[int] = None  # with schedule.run: the checkpoint to use
+    min_score: Optional[float] = None  # schedule.min_score=0.6: a top probability below it predicts "unknown"
 
     def __post_init__(self) -> None:
+        require(self.min_score is None or 0 <= self.min_score <= 1,
+                f"schedule.min_score={self.min_score} must be in [0, 1]: the top probability below which an image "
+                "is predicted unknown.")
         require(self.run is not None or self.model is not None,
                 "schedule=predict needs one of schedule.run=RUN (a run folder) or schedule.model=PATH "
                 "(an export folder or a file in it): neither is given.")

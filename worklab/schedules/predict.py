@@ -35,7 +35,7 @@ from worklab.errors import Interrupted, UserError
 from worklab.progress import Progress
 from worklab.run.run_config import load_run_config
 from worklab.run.runfolder import RunFolder
-from worklab.serve.predictions import Row, Source, check, find_images, write_csv, write_jsonl
+from worklab.serve.predictions import UNKNOWN, Row, Source, check, find_images, write_csv, write_jsonl
 
 log = logging.getLogger("worklab")
 
@@ -59,11 +59,15 @@ def run(parts) -> Dict:
     rows = [Row(path, *result, source.labels[i] if source.labels else None)
             for i, (path, result) in enumerate(zip(source.paths, results))]
     k = max((len(r.labels) for r in rows), default=0)
-    write_csv(out / "predictions.csv", rows, k, source.labels is not None)
-    write_jsonl(out / "predictions.jsonl", rows)
+    write_csv(out / "predictions.csv", rows, k, source.labels is not None, s.min_score)
+    write_jsonl(out / "predictions.jsonl", rows, s.min_score)
     errors = sum(r.error is not None for r in rows)
     summary = {"images": len(rows), "errors": errors, "images_per_second": len(rows) / max(seconds, 1e-9),
                "model": origin}
+    if s.min_score is not None:
+        summary["unknown"] = sum(r.prediction(s.min_score) == UNKNOWN for r in rows)
+        log.info("%d of %d images predicted %s: their top probability is below schedule.min_score=%g",
+                 summary["unknown"], len(rows) - errors, UNKNOWN, s.min_score)
     if source.labels is not None:
         statistics = _evaluate(parts, source, rows, outputs, classes, origin, out)
         if statistics:

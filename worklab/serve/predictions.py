@@ -130,6 +130,9 @@ def check(paths: Sequence[str], threads: int = 8) -> List[Optional[str]]:
         return list(pool.map(problem, paths))
 
 
+UNKNOWN = "unknown"  # the prediction of an image whose top probability is below schedule.min_score
+
+
 @dataclass
 class Row:
     """One image's result: its top-k labels and scores, or the reason it has none."""
@@ -140,24 +143,33 @@ class Row:
     error: Optional[str] = None
     true_label: Optional[str] = None
 
+    def prediction(self, min_score: Optional[float]) -> Optional[str]:
+        """The top label, or UNKNOWN when its probability is below `min_score`; None for a file with an error."""
+        if self.error is not None or not self.labels:
+            return None
+        return UNKNOWN if min_score is not None and self.scores[0] < min_score else self.labels[0]
 
-def write_csv(path: Path, rows: Sequence[Row], k: int, with_true_label: bool) -> None:
-    """predictions.csv: path, [true_label], label_1, prob_1, ..., label_k, prob_k, error."""
+
+def write_csv(path: Path, rows: Sequence[Row], k: int, with_true_label: bool, min_score: Optional[float]) -> None:
+    """predictions.csv: path, [true_label], prediction, label_1, prob_1, ..., label_k, prob_k, error."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", *(["true_label"] if with_true_label else []),
+    writer.writerow(["path", *(["true_label"] if with_true_label else []), "prediction",
                      *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "prob")), "error"])
     for row in rows:
         ranked = [value for label, score in zip(row.labels, row.scores) for value in (label, f"{score:.6f}")]
         ranked += [""] * (2 * k - len(ranked))
-        writer.writerow([row.path, *([row.true_label or ""] if with_true_label else []), *ranked, row.error or ""])
+        writer.writerow([row.path, *([row.true_label or ""] if with_true_label else []),
+                         row.prediction(min_score) or "", *ranked, row.error or ""])
     write_text(path, out.getvalue())
 
 
-def write_jsonl(path: Path, rows: Sequence[Row]) -> None:
-    """predictions.jsonl: one object per image with path, labels, scores, error and true_label (null: unknown)."""
-    write_text(path, "".join(json.dumps({"path": r.path, "labels": r.labels, "scores": [float(s) for s in r.scores],
-                                         "error": r.error, "true_label": r.true_label}) + "\n" for r in rows))
+def write_jsonl(path: Path, rows: Sequence[Row], min_score: Optional[float]) -> None:
+    """predictions.jsonl: one object per image with path, prediction, labels, scores, error and true_label
+    (null: unknown)."""
+    write_text(path, "".join(json.dumps({"path": r.path, "prediction": r.prediction(min_score), "labels": r.labels,
+                                         "scores": [float(s) for s in r.scores], "error": r.error,
+                                         "true_label": r.true_label}) + "\n" for r in rows))
 
 
 def read_csv(path: Path) -> List[Dict[str, str]]:
