@@ -153,7 +153,7 @@ def test_predict_and_the_tester_take_a_confidently_wrong_loss_from_log_probabili
     classifier = Classifier(model, ["a", "b", "c"], reading, top_k=1)
     results, outputs = classify_files(lambda images: {k: v.numpy() for k, v in classifier.from_bytes(images).items()},
                                       paths, batch_size=2)
-    predicted = _evaluate(SimpleNamespace(cfg=SimpleNamespace(top_k=1)), Source("list.json", LIST, paths, ["a", "b"]),
+    predicted = _evaluate(SimpleNamespace(cfg=SimpleNamespace(top_k=1, worst=2)), Source("list.json", LIST, paths, ["a", "b"]),
                           [Row(p, *r) for p, r in zip(paths, results)], outputs, ClassNames(["a", "b", "c"]),
                           {"model": "fixed logits"}, tmp_path)
     assert predicted["loss"] == pytest.approx(tester.evaluate()["loss"], rel=1e-5)
