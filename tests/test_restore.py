@@ -120,6 +120,7 @@ def test_a_resumed_run_does_not_restore_again_unless_anyway(tmp_path, data_dir, 
     assert "restore from" in caplog.text and "ckpt-4: step 4" in caplog.text
 
 
+@pytest.mark.slow
 def test_keras_h5_weights_restore_by_dataset_name(tmp_path, data_dir, pretrained):
     import h5py
 

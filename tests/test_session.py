@@ -87,6 +87,7 @@ def test_a_run_stopped_by_sigterm_and_rerun_ends_where_an_uninterrupted_run_ends
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow
 def test_rerun_keeps_the_learning_rate_it_stopped_with(tmp_path, data_dir):
     run = tmp_path / "run"
     cfg = compose(["schedule.stages=[{lr: 0.03, steps: 2}, {lr: 0.003, steps: 6}]"], run, data_dir)

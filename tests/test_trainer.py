@@ -71,6 +71,7 @@ def test_tenth_multiplier_moves_a_tenth_under_plain_sgd():
     np.testing.assert_allclose(moved_tenth, 0.1 * moved_full, rtol=1e-3, atol=2e-7)  # float32 weight rounding
 
 
+@pytest.mark.slow
 def test_weight_decay_pulls_kernels_to_zero_by_decay_times_lr():
     """With a zero data gradient for the head (mult 0 elsewhere), one SGD step shrinks it by lr*decay."""
     trainer, variables = make_trainer([LrRule(pattern="^head/", mult=1.0, decay_mult=2.0)], weight_decay=0.5)

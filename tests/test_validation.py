@@ -145,6 +145,7 @@ def test_patience_chooses_on_validation_and_tests_the_chosen_step_once(tmp_path,
         [f"step-{s:06d}.json" for s in (2, 4, 6, 8)]
 
 
+@pytest.mark.slow
 def test_fixed_tests_stages_on_validation_and_the_test_set_at_the_end(tmp_path, data_dir, caplog):
     cfg = compose(["reader.val_split=0.25", "schedule.stages=[{lr: 0.05, steps: 2}, {lr: 0.01, steps: 2}]",
                    "schedule.log_every=2", "schedule.save_every=2"], tmp_path / "run", data_dir)
