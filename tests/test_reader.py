@@ -207,6 +207,23 @@ def test_orientation_is_1_without_a_valid_exif_orientation(tmp_path, case):
     assert int(orientation(tf.constant(contents))) == 1
 
 
+def segment(marker: int, payload: bytes) -> bytes:
+    """A JPEG segment: FF, its marker, its big-endian length (which counts itself), its payload."""
+    return bytes([0xFF, marker]) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_orientation_is_found_after_other_segments_and_only_in_app1(tmp_path):
+    scene = upright_scene()
+    photo = save_jpeg(tmp_path / "photo.jpg", scene, exif_block(6)).read_bytes()
+    plain = save_jpeg(tmp_path / "plain.jpg", scene).read_bytes()
+    comment, icc = segment(0xFE, b"made by a scanner"), segment(0xE2, b"ICC_PROFILE\0" + bytes(300))
+    # JFIF's APP0, a comment and an ICC profile before the EXIF, as editors write them
+    behind = photo[:2] + plain[2:20] + comment + icc + photo[2:]
+    assert plain[2:4] == b"\xff\xe0" and int(orientation(tf.constant(behind))) == 6
+    # the same EXIF bytes in a comment are not the image's EXIF
+    assert int(orientation(tf.constant(plain[:2] + segment(0xFE, exif_block(6)) + plain[2:]))) == 1
+
+
 def png_bytes(folder: Path, pixels: np.ndarray) -> bytes:
     path = folder / "upright.png"
     Image.fromarray(pixels).save(path)

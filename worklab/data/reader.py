@@ -65,12 +65,14 @@ def apply_orientation(image: tf.Tensor, value: tf.Tensor) -> tf.Tensor:
 
     Every orientation is an optional transpose (5..8) followed by optional left-right and
     up-down flips: 6 (stored turned left) is transpose + left-right, 8 is transpose + up-down.
-    The permutation and the flipped axes are tensors, so no branch is traced, and
-    orientation 1 passes the image through without a copy.
+    The permutation is a tensor, and TensorFlow passes an image through an identity
+    transpose without a copy; the flips, which copy even when no axis is flipped, run in a
+    branch that only an orientation with a flip takes.
     """
     image = tf.transpose(image, tf.where(value >= 5, [1, 0, 2], [0, 1, 2]))
     flips = tf.stack([tf.reduce_any(tf.equal(value, [3, 4, 7, 8])), tf.reduce_any(tf.equal(value, [2, 3, 6, 7]))])
-    return tf.reverse(image, tf.boolean_mask([0, 1], flips))  # axis 0 flips up-down, axis 1 left-right
+    return tf.cond(tf.reduce_any(flips), lambda: tf.reverse(image, tf.boolean_mask([0, 1], flips)),
+                   lambda: image)  # axis 0 flips up-down, axis 1 left-right
 
 
 @tf.autograph.experimental.do_not_convert  # no Python control flow: traced as is, which is quicker
@@ -80,14 +82,20 @@ def orientation(contents: tf.Tensor) -> tf.Tensor:
     Reads only the first EXIF_SCAN_BYTES: finds the APP1 segment by its identifier right
     after its marker and length (FF E1 hi lo "Exif\\0\\0"), reads the TIFF byte order
     (II or MM), the offset and entry count of IFD0, then its entries for tag 0x0112 of
-    type SHORT. Pure graph ops, so it runs under tf.data, tf.function and in a SavedModel.
+    type SHORT, in a branch that only a JPEG with an EXIF segment takes. Pure graph ops, so it
+    runs under tf.data, tf.function and in a SavedModel.
     """
     head = tf.strings.substr(contents, 0, EXIF_SCAN_BYTES)
     _, parts, _ = tf.raw_ops.StringSplitV2(input=[head], sep=EXIF_ID, maxsplit=1)  # [before, TIFF data] if found
     before = parts[0]
     found = ((tf.size(parts) == 2) & (tf.strings.substr(head, 0, 2) == b"\xff\xd8")  # SOI: a JPEG
              & (tf.strings.substr(before, tf.maximum(tf.strings.length(before) - 4, 0), 2) == b"\xff\xe1"))
-    tiff = tf.where(found, parts[-1], b"") + _PAD  # zero bytes after the end keep fixed-size reads whole
+    return tf.cond(found, lambda: _tiff_orientation(parts[-1]), lambda: tf.constant(1))
+
+
+def _tiff_orientation(tiff: tf.Tensor) -> tf.Tensor:
+    """The orientation in EXIF's TIFF data (`orientation`): read only for a JPEG that has an EXIF segment."""
+    tiff += _PAD  # zero bytes after the end keep fixed-size reads whole
     size = tf.strings.length(tiff) - len(_PAD)
     little = tf.strings.substr(tiff, 0, 2) == b"II"  # "MM" is big-endian
 
