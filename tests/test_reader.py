@@ -15,6 +15,7 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from worklab.config.reader import AugmentConfig, ReaderConfig
+from worklab.data.augment import shifted
 from worklab.data.imagelist import ImageList
 from worklab.data.reader import Reader, decode, find_undecodable, orientation
 
@@ -400,6 +401,17 @@ def test_each_augmentation_alone_changes_some_images(noise, name, value):
                               steps=4)
     assert augmented.shape == plain.shape
     assert any(not np.allclose(p, a, atol=1e-3) for p, a in zip(plain, augmented))
+
+
+def test_a_shift_moves_the_pixels_as_reflect_padding_and_a_random_crop_would():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        size, seed = int(rng.integers(8, 40)), tf.constant(rng.integers(0, 2 ** 31, 2))
+        pad = int(rng.integers(0, size // 2))
+        image = tf.constant(rng.uniform(0, 255, (size, size, 3)).astype(np.float32))
+        padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+        expected = tf.image.stateless_random_crop(padded, [size, size, 3], seed)
+        np.testing.assert_array_equal(shifted(image, tf.constant(pad), seed).numpy(), expected.numpy())
 
 
 # Cache ---------------------------------------------------------------------------------------

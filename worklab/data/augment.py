@@ -25,9 +25,7 @@ def augment(image: tf.Tensor, seeds: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor
     """Augment one float image in [0, 255] of shape (size, size, 3), already cropped; the result has the same shape."""
     size = tf.shape(image)[0]
     if cfg.crop == "zoom" and cfg.shift > 0:
-        pad = tf.cast(tf.round(tf.cast(size, tf.float32) * cfg.shift), tf.int32)
-        image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-        image = tf.image.stateless_random_crop(image, tf.stack([size, size, 3]), seeds[2])
+        image = shifted(image, tf.cast(tf.round(tf.cast(size, tf.float32) * cfg.shift), tf.int32), seeds[2])
     if cfg.brightness > 0:
         image = tf.image.stateless_random_brightness(image, cfg.brightness * 255.0, seeds[3])
     if cfg.contrast > 0:
@@ -38,3 +36,17 @@ def augment(image: tf.Tensor, seeds: tf.Tensor, cfg: AugmentConfig) -> tf.Tensor
     if cfg.flip:
         image = tf.image.stateless_random_flip_left_right(image, seeds[5][::-1])
     return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def shifted(image: tf.Tensor, pad: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """The image moved by up to `pad` pixels along each axis, reflected at its edges.
+
+    The same pixels as padding it by `pad` (mode REFLECT) and cutting it back at a place
+    drawn by tf.image.stateless_random_crop with `seed`, without the padded copy: the part
+    that stays in view is cut, and only the strip that moves in is reflected.
+    """
+    shape = tf.shape(image)
+    move = tf.random.stateless_uniform([3], seed, maxval=tf.int32.max, dtype=tf.int32)[:2] % (2 * pad + 1) - pad
+    kept = tf.slice(image, tf.concat([tf.maximum(move, 0), [0]], 0), tf.concat([shape[:2] - tf.abs(move), [-1]], 0))
+    paddings = tf.concat([tf.stack([tf.maximum(-move, 0), tf.maximum(move, 0)], 1), [[0, 0]]], 0)
+    return tf.pad(kept, paddings, mode="REFLECT")

@@ -165,21 +165,26 @@ FILTERS = {  # reader.resample -> what it does, as export.json and the log say i
 
 
 def scale(image: tf.Tensor, size: int, resample: str) -> tf.Tensor:
-    """An image or a batch resized to size x size with reader.resample's filter, float32 clipped to [0, 255].
+    """An image or a batch resized to size x size with reader.resample's filter, float32 in [0, 255].
 
     `area` makes each pixel the mean of the pixels it covers when the image shrinks on both
     sides (a box filter, as OpenCV's INTER_AREA), and interpolates bilinearly when it grows
     on either. `antialias` is TensorFlow's antialiased bilinear (triangle) filter: within
     about 1 level of area's on photos, and on a 500x375 photo several times slower than the
     decoding itself (docs/performance.md, section 2b); runs from before reader.resample keep it.
+
+    Each filter's weights are non-negative and sum to one, so pixels of an integer type
+    (what the decoder and the cache give) stay within [0, 255] up to float rounding and are
+    not clipped; other values (export's from_pixels takes any floats) are.
     """
+    integer = image.dtype.is_integer
     if resample == "antialias":
         image = tf.image.resize(image, [size, size], antialias=True)
     else:
         shrinks = tf.reduce_min(tf.shape(image)[-3:-1]) >= size
         image = tf.cond(shrinks, lambda: tf.image.resize(image, [size, size], method="area"),
                         lambda: tf.image.resize(image, [size, size]))
-    return tf.clip_by_value(image, 0.0, 255.0)
+    return image if integer else tf.clip_by_value(image, 0.0, 255.0)
 
 
 def decode_window(contents: tf.Tensor, window: Window, size: Optional[int] = None) -> tf.Tensor:

@@ -85,7 +85,7 @@ class Classifier(tf.Module):
 
         What the TFLite files are converted from: TFLite has no kernel for reader.resample's
         filters (ResizeArea, ScaleAndTranslate) nor for decoding, so they take resized pixels, clipped
-        to [0, 255] as reader.resize's last step does.
+        to [0, 255], where reader.resize keeps them.
         """
         return self._classify(tf.clip_by_value(images, 0.0, 255.0))
 
