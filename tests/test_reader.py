@@ -487,8 +487,20 @@ def test_area_and_antialias_agree_on_a_photo_within_a_level():
     assert np.abs(area - antialias).mean() < 1.0
 
 
+def test_bilinear_interpolates_below_a_shrink_of_two_and_takes_means_from_two_on():
+    from worklab.data.reader import scale
+
+    image = np.random.RandomState(2).randint(0, 256, (64, 48, 3)).astype(np.uint8)
+    assert ReaderConfig().resample == "bilinear"
+    for size in (25, 40, 96):  # shrinks by 1.9 on the shorter side, by 1.2, and enlarges
+        np.testing.assert_array_equal(scale(tf.constant(image), size, "bilinear").numpy(),
+                                      tf.image.resize(image, [size, size]).numpy())
+    blocks = image.reshape(16, 4, 16, 3, 3).astype(np.float64).mean(axis=(1, 3))  # 4 x 3 blocks: no pixel skipped
+    np.testing.assert_allclose(scale(tf.constant(image), 16, "bilinear").numpy(), blocks, atol=1e-3)
+
+
 def test_an_unknown_resample_is_refused_naming_the_key():
     from worklab.errors import UserError
 
-    with pytest.raises(UserError, match=r"reader.resample='lanczos' is not one of area, antialias"):
+    with pytest.raises(UserError, match=r"reader.resample='lanczos' is not one of bilinear, area, antialias"):
         ReaderConfig(resample="lanczos")

@@ -11,7 +11,7 @@ from worklab.config.checks import inert, positive, require
 SOURCES = ("demo", "json", "folder")
 CROPS = ("zoom", "random_resized")  # reader.augment.crop: the training crop window (worklab.data.crops)
 RESIZES = ("squash", "crop")  # reader.resize: how an image becomes image_size x image_size (worklab.data.reader)
-RESAMPLES = ("area", "antialias")  # reader.resample: the filter every resize to image_size uses (worklab.data.reader)
+RESAMPLES = ("bilinear", "area", "antialias")  # reader.resample: every resize to image_size (worklab.data.reader)
 DEMO_VARIANTS = ("shapes", "hard")  # worklab.data.demo.VARIANTS
 LEAKAGE = ("warn", "refuse", "drop", "off")  # reader.leakage (worklab.data.leakage)
 
@@ -106,7 +106,7 @@ class ReaderConfig:
     cache: bool = False  # keep decoded, resized images in memory
     resize: str = "squash"  # squash: to image_size x image_size, aspect ignored | crop: aspect kept, centre crop
     crop_fraction: float = 0.875  # resize=crop: the centre square's side as a fraction of the shorter side
-    resample: str = "area"  # area: pixel means when shrinking, bilinear when enlarging | antialias: TF's, slower
+    resample: str = "bilinear"  # bilinear | area: pixel means, smoother, slower | antialias: slower again
     mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     augment: AugmentConfig = field(default_factory=AugmentConfig)

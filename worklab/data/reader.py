@@ -135,8 +135,8 @@ def load(contents: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
     """An encoded image -> float32 RGB in [0, 255] at image_size, upright: the test-time input, from a file.
 
     The test and validation sets, the cache, predict and the exported SavedModel's encoded
-    input all call this. With reader.resample=area only the part `resize` shows is decoded,
-    and a JPEG at 1/2, 1/4 or 1/8 scale when that part is that many times image_size on
+    input all call this. With reader.resample=bilinear or area only the part `resize` shows
+    is decoded, and a JPEG at 1/2, 1/4 or 1/8 scale when that part is that many times image_size on
     both sides (the decoder's DCT scaling, as training decodes its windows): a phone photo
     costs a fraction of its full decode. With antialias the image is decoded whole, as runs
     from before reader.resample were.
@@ -158,6 +158,9 @@ def cut(image: tf.Tensor, window: tf.Tensor) -> tf.Tensor:
 
 
 FILTERS = {  # reader.resample -> what it does, as export.json and the log say it
+    "bilinear": "bilinear (tf.image.resize), from a JPEG decoded at 1/2, 1/4 or 1/8 scale when it is that many "
+                "times image_size; an image still twice image_size or more on both sides is shrunk with area's "
+                "pixel means",
     "area": "the mean of the pixels each covers when shrinking (tf.image.resize method='area'), bilinear when "
             "enlarging",
     "antialias": "antialiased bilinear (tf.image.resize antialias=True)",
@@ -167,11 +170,15 @@ FILTERS = {  # reader.resample -> what it does, as export.json and the log say i
 def scale(image: tf.Tensor, size: int, resample: str) -> tf.Tensor:
     """An image or a batch resized to size x size with reader.resample's filter, float32 in [0, 255].
 
-    `area` makes each pixel the mean of the pixels it covers when the image shrinks on both
-    sides (a box filter, as OpenCV's INTER_AREA), and interpolates bilinearly when it grows
-    on either. `antialias` is TensorFlow's antialiased bilinear (triangle) filter: within
-    about 1 level of area's on photos, and on a 500x375 photo several times slower than the
-    decoding itself (docs/performance.md, section 2b); runs from before reader.resample keep it.
+    `bilinear` interpolates between the four nearest pixels. Below a shrink of 2 every
+    pixel still counts; the reader brings JPEGs there with the decoder's DCT scaling
+    (`load`, `decode_window`), and an image that is still twice size or more on both sides
+    (a large PNG) gets area's means instead, so that no pixels are skipped. `area` makes
+    each pixel the mean of the pixels it covers whenever the image shrinks on both sides (a
+    box filter, as OpenCV's INTER_AREA), and interpolates bilinearly when it grows on either:
+    smoother, and at 224 px on a 500x375 photo its resize costs about as much as decoding
+    (docs/performance.md, section 2b). `antialias` is TensorFlow's antialiased bilinear
+    (triangle) filter, slower again; runs from before reader.resample keep it.
 
     Each filter's weights are non-negative and sum to one, so pixels of an integer type
     (what the decoder and the cache give) stay within [0, 255] up to float rounding and are
@@ -181,7 +188,8 @@ def scale(image: tf.Tensor, size: int, resample: str) -> tf.Tensor:
     if resample == "antialias":
         image = tf.image.resize(image, [size, size], antialias=True)
     else:
-        shrinks = tf.reduce_min(tf.shape(image)[-3:-1]) >= size
+        means_from = 2 * size if resample == "bilinear" else size  # the shorter side from which area's means are used
+        shrinks = tf.reduce_min(tf.shape(image)[-3:-1]) >= means_from
         image = tf.cond(shrinks, lambda: tf.image.resize(image, [size, size], method="area"),
                         lambda: tf.image.resize(image, [size, size]))
     return image if integer else tf.clip_by_value(image, 0.0, 255.0)
