@@ -95,10 +95,10 @@ def setup(spec):
             return {key: value.numpy() for key, value in classifier.from_bytes(images).items()}
 
         def one_pass():
-            results, probabilities = classify_files(classify, paths, BATCH, check_files=check if spec["check"]
-                                                    else lambda chunk: [None] * len(chunk))
+            results, outputs = classify_files(classify, paths, BATCH, check_files=check if spec["check"]
+                                              else lambda chunk: [None] * len(chunk))
             assert not any(error for _, _, error in results), "an image failed"
-            return np.stack([probabilities[i] for i in range(BATCH)])
+            return np.stack([outputs[i]["probabilities"] for i in range(BATCH)])
     elif spec["kind"] == "keras":
         x = np.stack([reader.resize(reader.decode(tf.constant(f)), r).numpy() for f in files])
         info["array_mb"] = x.nbytes / 1e6
