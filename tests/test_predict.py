@@ -259,6 +259,30 @@ def test_an_interrupted_predict_leaves_no_predictions_file(tmp_path):
     assert list(job.iterdir()) == []  # neither file, nor a temporary one
 
 
+def test_an_image_whose_label_no_output_has_named_yet_waits_and_counts_in_its_place():
+    """A SavedModel without export.json names its classes only in its outputs' top k: the statistics are those
+    of all the images once every label is named, each image at its place among the classified ones."""
+    from worklab.schedules.predict import ClassNames, Evaluation
+    from worklab.train.stats import cross_entropy, evaluation_statistics
+
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]], np.float32)
+    labels = ["c", "b", "c", "a"]  # "c" is named by the third output only
+    source = predictions.Source("list.json", LIST, [f"/{i}.png" for i in range(4)], labels)
+    names = ClassNames()
+    evaluation = Evaluation(source, names, top_k=1, worst=4)
+    for i, row in enumerate(probs):
+        top = np.argsort(-row, kind="stable")[:1]
+        output = {"probabilities": row, "log_probabilities": np.log(row), "classes": top,
+                  "labels": np.array([b"abc"[j:j + 1] for j in top]), "scores": row[top]}
+        names.learn(output["classes"], output["labels"])  # as classify_files does
+        evaluation.add(i, source.paths[i], output)
+    indices = np.array([2, 1, 2, 0])
+    expected = evaluation_statistics(indices, probs.astype(np.float64), cross_entropy(indices, np.log(probs)),
+                                     top_k=1, worst=4)
+    assert json.dumps(evaluation.result()) == json.dumps({**expected, "worst": [
+        {"path": f"/{row['index']}.png", **row} for row in expected["worst"]]})
+
+
 # End to end ------------------------------------------------------------------------------------------
 
 def contents(folder: Path):
