@@ -164,12 +164,123 @@ def test_files_are_classified_in_order_across_chunks_with_bad_ones_named(tmp_pat
                 "labels": np.where(sizes == 0, b"even", b"odd"), "scores": np.full((n, 1), 0.5, np.float32)}
 
     names = ClassNames()
-    results, probabilities = classify_files(classify, paths, batch_size=2, classes=names, chunk=3)
+    results = list(classify_files(classify, paths, batch_size=2, classes=names, chunk=3))
+    assert [index for index, _, _ in results] == list(range(8))  # every path once, in order
     assert [error is None for _, _, error in results] == [True, True, True, False, True, True, True, False]
     assert "no known image format" in results[3][2] and results[7][2] == "file does not exist"
-    assert sorted(probabilities) == [0, 1, 2, 4, 5, 6]
-    assert all(labels and labels[0] in ("even", "odd") for labels, _, error in results if error is None)
+    assert [index for index, output, _ in results if output is not None] == [0, 1, 2, 4, 5, 6]
+    assert all(output["labels"][0] in (b"even", b"odd") for _, output, error in results if error is None)
     assert set(names.index()) <= {"even", "odd"} and names.index()
+
+
+# Streaming -------------------------------------------------------------------------------------------
+
+NAMES = [f"class{i}" for i in range(1000)]
+
+
+def a_thousand_classes(images):
+    """A stand-in for the classifier: 1000 classes, each image's top class picked by its file's bytes."""
+    files = images.numpy()
+    logits = np.zeros((len(files), len(NAMES)), np.float32)
+    logits[np.arange(len(files)), [sum(f) % len(NAMES) for f in files]] = 5.0
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    probs = np.exp(log_probs)
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    return {"probabilities": probs, "log_probabilities": log_probs, "classes": top.astype(np.int32),
+            "labels": np.array(NAMES, dtype=object)[top].astype(bytes), "scores": np.take_along_axis(probs, top, 1)}
+
+
+def labelled_images(folder: Path, count: int):
+    """`count` tiny image files, each labelled with a class of NAMES."""
+    paths = [str(image(folder / f"{i}.png", (i % 256, i // 256, 7), size=4)) for i in range(count)]
+    return predictions.Source(str(folder), LIST, paths, [NAMES[i * 7 % len(NAMES)] for i in range(count)])
+
+
+def test_memory_does_not_grow_with_the_number_of_images(tmp_path, monkeypatch):
+    """Classifying and writing the rows of 4N images, and then their statistics, take no more memory at their
+    peak than those of N: no image's probabilities or row is kept."""
+    import tracemalloc
+
+    from worklab.schedules import predict
+    from worklab.schedules.predict import ClassNames, Evaluation, write_predictions
+
+    monkeypatch.setattr(predict, "FLUSH", 16)  # N and 4N both fill the statistics' buffer while streaming
+
+    def peak(work):
+        tracemalloc.start()
+        try:
+            work()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    def peaks(count: int, job: str):
+        source = predictions.Source(every.location, LIST, every.paths[:count], every.labels[:count])
+        classes = ClassNames(NAMES)
+        evaluation = Evaluation(source, classes, top_k=5, worst=4)
+        streaming = peak(lambda: write_predictions(a_thousand_classes, source, classes, tmp_path / job, 8,
+                                                   evaluation=evaluation, chunk=16))  # several chunks of files
+        statistics = peak(evaluation.result)
+        assert len(predictions.read_csv(tmp_path / job / "predictions.csv")) == count
+        assert evaluation.result()["count"] == count
+        return np.array([streaming, statistics])
+
+    n = 64
+    every = labelled_images(tmp_path / "images", 4 * n)
+    peaks(n, "warm-up")  # TensorFlow's first tracing and caches, not counted
+    small, large = peaks(n, "n"), peaks(4 * n, "4n")
+    row = len(NAMES) * 4  # one image's float32 probabilities; before, each image kept two and a row
+    # Python's free lists and TensorFlow's per-chunk pipelines add some 150 KB from N to 4N (as much from 4N to 16N).
+    assert np.all(large - small < 3 * n * row / 2), (small, large)  # less than half a row per added image
+
+
+def test_an_interrupted_predict_leaves_no_predictions_file(tmp_path):
+    import os
+    import signal
+
+    from worklab.errors import Interrupted
+    from worklab.interrupt import StopRequest
+    from worklab.schedules.predict import ClassNames, Evaluation, write_predictions
+
+    source = labelled_images(tmp_path / "images", 40)
+    calls = []
+
+    def interrupted_after_two_batches(images):
+        calls.append(len(images.numpy()))
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while the second batch is classified
+        return a_thousand_classes(images)
+
+    job = tmp_path / "job"
+    with StopRequest() as stop, pytest.raises(Interrupted) as raised:
+        write_predictions(interrupted_after_two_batches, source, ClassNames(NAMES), job, 8, stop,
+                          evaluation=Evaluation(source, ClassNames(NAMES), top_k=5, worst=4))
+    assert len(calls) == 2 and "stopped after classifying 16 of 40 images; nothing was written" in raised.value.note
+    assert list(job.iterdir()) == []  # neither file, nor a temporary one
+
+
+def test_an_image_whose_label_no_output_has_named_yet_waits_and_counts_in_its_place():
+    """A SavedModel without export.json names its classes only in its outputs' top k: the statistics are those
+    of all the images once every label is named, each image at its place among the classified ones."""
+    from worklab.schedules.predict import ClassNames, Evaluation
+    from worklab.train.stats import cross_entropy, evaluation_statistics
+
+    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7], [0.5, 0.1, 0.4]], np.float32)
+    labels = ["c", "b", "c", "a"]  # "c" is named by the third output only
+    source = predictions.Source("list.json", LIST, [f"/{i}.png" for i in range(4)], labels)
+    names = ClassNames()
+    evaluation = Evaluation(source, names, top_k=1, worst=4)
+    for i, row in enumerate(probs):
+        top = np.argsort(-row, kind="stable")[:1]
+        output = {"probabilities": row, "log_probabilities": np.log(row), "classes": top,
+                  "labels": np.array([b"abc"[j:j + 1] for j in top]), "scores": row[top]}
+        names.learn(output["classes"], output["labels"])  # as classify_files does
+        evaluation.add(i, source.paths[i], output)
+    indices = np.array([2, 1, 2, 0])
+    expected = evaluation_statistics(indices, probs.astype(np.float64), cross_entropy(indices, np.log(probs)),
+                                     top_k=1, worst=4)
+    assert json.dumps(evaluation.result()) == json.dumps({**expected, "worst": [
+        {"path": f"/{row['index']}.png", **row} for row in expected["worst"]]})
 
 
 # End to end ------------------------------------------------------------------------------------------

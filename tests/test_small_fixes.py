@@ -132,9 +132,9 @@ def fixed_logits_model(size: int, kernel: np.ndarray):
 def test_predict_and_the_tester_take_a_confidently_wrong_loss_from_log_probabilities(tmp_path):
     from worklab.config.reader import ReaderConfig
     from worklab.data.reader import Reader
-    from worklab.schedules.predict import ClassNames, _evaluate, classify_files
+    from worklab.schedules.predict import ClassNames, Evaluation, classify_files
     from worklab.serve.export import Classifier
-    from worklab.serve.predictions import LIST, Row, Source
+    from worklab.serve.predictions import LIST, Source
     from worklab.train.tester import Tester
 
     logits = np.array([[0.0, 110.0, -5.0], [0.0, 2.0, 0.0]])  # a red image labelled a, a green one labelled b
@@ -151,10 +151,10 @@ def test_predict_and_the_tester_take_a_confidently_wrong_loss_from_log_probabili
     dataset = Reader(reading, 0).test(ImageList("list.json", paths, [0, 1]))
     tester = Tester(model, dataset, 2, 2, top_k=1, strategy=one_device())
     classifier = Classifier(model, ["a", "b", "c"], reading, top_k=1)
-    results, outputs = classify_files(lambda images: {k: v.numpy() for k, v in classifier.from_bytes(images).items()},
-                                      paths, batch_size=2)
-    predicted = _evaluate(SimpleNamespace(cfg=SimpleNamespace(top_k=1, worst=2)), Source("list.json", LIST, paths, ["a", "b"]),
-                          [Row(p, *r) for p, r in zip(paths, results)], outputs, ClassNames(["a", "b", "c"]),
-                          {"model": "fixed logits"}, tmp_path)
+    evaluation = Evaluation(Source("list.json", LIST, paths, ["a", "b"]), ClassNames(["a", "b", "c"]), top_k=1, worst=2)
+    for index, output, _ in classify_files(lambda images: {k: v.numpy() for k, v in classifier.from_bytes(images).items()},
+                                           paths, batch_size=2):
+        evaluation.add(index, paths[index], output)
+    predicted = evaluation.result()
     assert predicted["loss"] == pytest.approx(tester.evaluate()["loss"], rel=1e-5)
     assert predicted["loss"] == pytest.approx(hand.mean(), rel=1e-5)

@@ -16,9 +16,16 @@ The sections, as the log shows them:
 4. the others read in parallel by tf.data, batched and prefetched; a batch the
    classifier refuses (a file TensorFlow cannot decode although PIL could) is
    classified again one image at a time, so only that image gets an error;
-5. predictions.csv, predictions.jsonl and, when the source has labels, the Tester's
-   statistics (evaluation.json), all in this job's own folder; the run or model read is
-   never written to.
+5. predictions.csv and predictions.jsonl, each image's row written, in the order of the
+   images, as its batch is classified, and, when the source has labels, the Tester's
+   statistics (evaluation.json) gathered as they go (`Evaluation`), all in this job's own
+   folder; the run or model read is never written to.
+
+Beyond the list of the images itself, nothing is kept per image (no rows, no
+probabilities; only a labelled image of a SavedModel without export.json may wait for its
+class to be named, see `Evaluation`), so memory does not grow with the number of
+images. The two files take their names when every image has its row: an
+interrupted or failed predict leaves neither.
 """
 from __future__ import annotations
 
@@ -27,7 +34,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -35,11 +42,12 @@ from worklab.errors import Interrupted, UserError
 from worklab.progress import Progress
 from worklab.run.run_config import load_run_config
 from worklab.run.runfolder import RunFolder
-from worklab.serve.predictions import UNKNOWN, Row, Source, check, find_images, write_csv, write_jsonl
+from worklab.serve.predictions import UNKNOWN, PredictionRows, Row, Source, check, find_images, prediction_files
 
 log = logging.getLogger("worklab")
 
 CHUNK = 2048  # files checked ahead of the reading: a pipeline restart per chunk costs one batch's prefetch
+FLUSH = 256  # classified images whose probabilities are added to the statistics at once
 Classify = Callable[[object], Dict[str, np.ndarray]]  # encoded image files (tf.string [N]) -> outputs as numpy
 
 
@@ -51,33 +59,56 @@ def run(parts) -> Dict:
     log.info("images: %s", source.describe())
     classify, classes, origin = (_from_run(parts) if s.run else _from_model(s.model, out))
     source = source.for_classes(classes.names) if classes.complete else source
+    evaluation = (Evaluation(source, classes, parts.cfg.top_k, parts.cfg.worst) if source.labels is not None
+                  else None)
     start = time.perf_counter()
     r = parts.cfg.reader
-    results, outputs = classify_files(classify, source.paths, r.test_batch_size or r.batch_size,
-                                      parts.stop, classes)
+    files = write_predictions(classify, source, classes, out, r.test_batch_size or r.batch_size, parts.stop,
+                              s.min_score, evaluation)
     seconds = time.perf_counter() - start
-    rows = [Row(path, *result, source.labels[i] if source.labels else None)
-            for i, (path, result) in enumerate(zip(source.paths, results))]
-    k = max((len(r.labels) for r in rows), default=0)
-    write_csv(out / "predictions.csv", rows, k, source.labels is not None, s.min_score)
-    write_jsonl(out / "predictions.jsonl", rows, s.min_score)
-    errors = sum(r.error is not None for r in rows)
-    summary = {"images": len(rows), "errors": errors, "images_per_second": len(rows) / max(seconds, 1e-9),
+    summary = {"images": files.count, "errors": files.errors, "images_per_second": files.count / max(seconds, 1e-9),
                "model": origin}
     if s.min_score is not None:
-        summary["unknown"] = sum(r.prediction(s.min_score) == UNKNOWN for r in rows)
+        summary["unknown"] = files.unknown
         log.info("%d of %d images predicted %s: their top probability is below schedule.min_score=%g",
-                 summary["unknown"], len(rows) - errors, UNKNOWN, s.min_score)
-    if source.labels is not None:
-        statistics = _evaluate(parts, source, rows, outputs, classes, origin, out)
-        if statistics:
-            summary["evaluation"] = statistics
-    log.info("predicted %d images (%d errors) in %.1f s, %.1f images/s: %s", len(rows), errors, seconds,
+                 files.unknown, files.count - files.errors, UNKNOWN, s.min_score)
+    statistics = evaluation.result() if evaluation else None
+    if statistics:
+        _write_evaluation(statistics, source, files.errors, classes, origin, out)
+        summary["evaluation"] = statistics
+    log.info("predicted %d images (%d errors) in %.1f s, %.1f images/s: %s", files.count, files.errors, seconds,
              summary["images_per_second"], out / "predictions.csv")
-    if errors == len(rows):
-        raise UserError(f"schedule.images={s.images}: none of the {len(rows)} images could be read "
-                        f"(e.g. {rows[0].path}: {rows[0].error}); each one's reason is in {out / 'predictions.csv'}.")
+    if files.errors == files.count:
+        first = files.first_error
+        raise UserError(f"schedule.images={s.images}: none of the {files.count} images could be read "
+                        f"(e.g. {first.path}: {first.error}); each one's reason is in {out / 'predictions.csv'}.")
     return summary
+
+
+def write_predictions(classify: Classify, source: Source, classes: ClassNames, out: Path, batch_size: int,
+                      stop=None, min_score: Optional[float] = None, evaluation: Optional["Evaluation"] = None,
+                      chunk: int = CHUNK) -> PredictionRows:
+    """Classify the source's images and write each one's row to predictions.csv and .jsonl in `out` as its batch
+    is classified, feeding `evaluation` the classified ones; return the rows' counts.
+
+    Nothing is held per image beyond a chunk of paths (classify_files): memory does not
+    grow with the number of images. The files take their names only when every image has
+    its row, so an interrupt (`stop`) or an error leaves none.
+    """
+    with prediction_files(out, source.labels is not None, min_score) as files:
+        for index, output, error in classify_files(classify, source.paths, batch_size, stop, classes, chunk=chunk):
+            path = source.paths[index]
+            files.write(_row(path, output, error, source.labels[index] if source.labels else None))
+            if evaluation is not None and output is not None:
+                evaluation.add(index, path, output)
+    return files
+
+
+def _row(path: str, output: Optional[Dict[str, np.ndarray]], error: Optional[str], true_label: Optional[str]) -> Row:
+    """An image's row: the top labels and scores of its outputs, or, without outputs, its error."""
+    if output is None:
+        return Row(path, [], [], error, true_label)
+    return Row(path, [label.decode() for label in output["labels"]], output["scores"].tolist(), None, true_label)
 
 
 # The classifier ----------------------------------------------------------------------------------
@@ -89,15 +120,16 @@ class ClassNames:
     def __init__(self, names: Optional[List[str]] = None):
         self.names = list(names or [])
         self.complete = names is not None
-        self._seen: Dict[int, str] = {}
+        self._index: Dict[str, int] = {name: i for i, name in enumerate(self.names)}
 
     def learn(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        """Take the names an output gives its top classes (only while the names are not all known)."""
         if not self.complete:
-            self._seen.update(zip(indices.ravel().tolist(), (l.decode() for l in labels.ravel().tolist())))
+            self._index.update(zip((label.decode() for label in labels.ravel().tolist()), indices.ravel().tolist()))
 
     def index(self) -> Dict[str, int]:
-        return {name: i for i, name in enumerate(self.names)} if self.complete else \
-            {name: i for i, name in self._seen.items()}
+        """Each known name's class index (not to be changed by the caller)."""
+        return self._index
 
 
 def _from_run(parts) -> Tuple[Classify, ClassNames, Dict]:
@@ -181,51 +213,53 @@ def _refuse_own_folder(parts, run: Path, key: str) -> None:
 
 def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=None,
                    classes: Optional[ClassNames] = None, check_files: Callable = check, chunk: int = CHUNK
-                   ) -> Tuple[List[Tuple[List[str], List[float], Optional[str]]], Dict[int, Dict[str, np.ndarray]]]:
-    """(labels, scores, error) for every path, in order, and each classified image's outputs by index.
+                   ) -> Iterator[Tuple[int, Optional[Dict[str, np.ndarray]], Optional[str]]]:
+    """Yield (index, outputs of that image, None) for each path classified and (index, None, reason) for each
+    that could not be, in the order of `paths`, as the batches are classified.
 
     The paths go in chunks: while one chunk is read and classified, the next is checked
     (`check_files`) in threads, so a large folder starts at once and the check uses what
-    the network leaves of the CPU. A file with a problem is not read. `stop` (a
-    StopRequest) ends the loop between batches with Interrupted; `classes` learns names
-    from the outputs.
+    the network leaves of the CPU. A file with a problem is not read. Held at a time: a
+    chunk's check results and the batches in flight. `stop` (a StopRequest) ends the loop
+    between batches with Interrupted; `classes` learns names from the outputs.
     """
     import tensorflow as tf
 
-    unread = "cannot be read any more (changed or removed after the check)"  # what the pipeline dropped
-    results: List = [([], [], unread) for _ in paths]
-    outputs: Dict[int, Dict[str, np.ndarray]] = {}
     bar = Progress(len(paths), unit="image")
-    starts = range(0, len(paths), chunk)
+    classified = 0
     with ThreadPoolExecutor(max_workers=1) as ahead:
         checking = ahead.submit(check_files, paths[:chunk])
-        for start in starts:
+        for start in range(0, len(paths), chunk):
             problems = checking.result()
             if start + chunk < len(paths):
                 checking = ahead.submit(check_files, paths[start + chunk:start + 2 * chunk])
             todo = [start + j for j, problem in enumerate(problems) if problem is None]
-            for j, problem in enumerate(problems):
-                if problem is not None:
-                    results[start + j] = ([], [], problem)
+            done = start  # every path before this one has been yielded
             for indices, images in _batches(tf, [paths[i] for i in todo], todo, batch_size) if todo else ():
                 if stop:
                     bar.break_line()
-                    raise Interrupted(stop.signal, len(outputs),
-                                      note=f"stopped after classifying {len(outputs)} of {len(paths)} images; "
+                    raise Interrupted(stop.signal, classified,
+                                      note=f"stopped after classifying {classified} of {len(paths)} images; "
                                            "nothing was written: run the same command again")
                 for index, output, error in _classify_batch(tf, classify, indices.numpy(), images):
-                    if error:
-                        results[index] = ([], [], error)
-                    else:
-                        results[index] = ([label.decode() for label in output["labels"]],
-                                          output["scores"].tolist(), None)
-                        outputs[index] = output
+                    yield from _unclassified(problems, start, done, index)
+                    if output is not None:
+                        classified += 1
                         if classes is not None:
                             classes.learn(output["classes"], output["labels"])
-                bar.update(int(indices[-1].numpy()) + 1)
+                    yield index, output, error
+                    done = index + 1
+                bar.update(done)
+            yield from _unclassified(problems, start, done, start + len(problems))
     bar.update(len(paths))
     bar.break_line()
-    return results, outputs
+
+
+def _unclassified(problems: List[Optional[str]], start: int, first: int, end: int):
+    """(index, None, reason) for the paths first .. end - 1 of the chunk that starts at `start`, none of them
+    classified: their check's problem, or, when the check passed, that tf.data could not read the file."""
+    for index in range(first, end):
+        yield index, None, problems[index - start] or "cannot be read any more (changed or removed after the check)"
 
 
 def _batches(tf, paths: List[str], indices: List[int], batch_size: int):
@@ -258,35 +292,95 @@ def _first_line(error: Exception) -> str:
 
 # Statistics --------------------------------------------------------------------------------------
 
-def _evaluate(parts, source: Source, rows: List[Row], outputs: Dict[int, Dict[str, np.ndarray]],
-              classes: ClassNames, origin: Dict, out: Path) -> Optional[Dict]:
-    """The Tester's statistics over the classified images whose label is a class of the model (evaluation.json)."""
-    from worklab.atomic import write_json
-    from worklab.train.failures import with_paths
-    from worklab.train.stats import cross_entropy, evaluation_statistics
+class Evaluation:
+    """The Tester's statistics (worklab.train.stats) over the classified images whose label is a class of the
+    model, gathered as the images are classified (evaluation.json).
 
-    index = classes.index()
-    unknown = sorted({label for label in source.labels if label not in index})
-    if unknown:
-        log.warning("no statistics: label(s) %s of %s are not classes of the model%s", ", ".join(unknown[:5]),
-                    source.location, "" if classes.complete else " (as far as its outputs have named them; "
-                    "export.json would list them all)")
-        return None
-    kept = sorted(outputs)
-    if not kept:
-        return None
-    labels = np.array([index[source.labels[i]] for i in kept], np.int64)
-    probs = np.stack([outputs[i]["probabilities"] for i in kept]).astype(np.float64)
-    losses = cross_entropy(labels, np.stack([_log_probabilities(outputs[i]) for i in kept]))
-    stats = evaluation_statistics(labels, probs, losses, top_k=parts.cfg.top_k, worst=parts.cfg.worst)
-    stats["worst"] = with_paths(stats["worst"], [rows[i].path for i in kept])
-    write_json(out / "evaluation.json", {**stats, **origin, "images": str(source.location),
-                                         "errors": len(rows) - len(kept),
+    Each classified image is an example of the set by its place among the classified ones
+    (the index its row in "worst" gives, with its file), as if they had been gathered first.
+    Its probabilities wait in a buffer of FLUSH images at most, then go to the accumulator.
+    When every class name is known up front (a run, an exported model with export.json)
+    nothing else is kept. A SavedModel without export.json names its classes only in its
+    outputs' top k: an image whose label no output has named yet waits, with its
+    probabilities, until one does (those images are what can grow), and a label never
+    named leaves the job without statistics, as a label that is not a class of the model.
+    """
+
+    def __init__(self, source: Source, classes: ClassNames, top_k: int, worst: int):
+        from worklab.train.stats import EvaluationAccumulator
+
+        self.source = source
+        self.classes = classes
+        self.accumulator = EvaluationAccumulator(top_k, worst)
+        self.unknown = sorted(set(source.labels) - set(classes.names)) if classes.complete else []
+        self.classified = 0
+        self._ready: List[Tuple[int, int, str, Dict[str, np.ndarray]]] = []  # (place, class, path, outputs)
+        self._waiting: Dict[str, List[Tuple[int, str, Dict[str, np.ndarray]]]] = {}  # label -> (place, path, outputs)
+
+    def add(self, index: int, path: str, output: Dict[str, np.ndarray]) -> None:
+        """Take the classified image source.paths[index] (`path`) with its outputs."""
+        place = self.classified
+        self.classified += 1
+        if self.unknown:
+            return
+        label = self.source.labels[index]
+        named = self.classes.index().get(label)
+        if named is None:
+            self._waiting.setdefault(label, []).append((place, path, {key: np.array(value) for key, value in
+                                                                       output.items()}))
+        else:
+            self._ready.append((place, named, path, output))
+        if self._waiting:
+            self._release()
+        if len(self._ready) >= FLUSH:
+            self._flush()
+
+    def result(self) -> Optional[Dict]:
+        """The statistics, or None: when a label is not a class of the model (said in the log) or no image was
+        classified."""
+        index = self.classes.index()
+        unknown = self.unknown or sorted({label for label in self.source.labels if label not in index})
+        if unknown:
+            log.warning("no statistics: label(s) %s of %s are not classes of the model%s", ", ".join(unknown[:5]),
+                        self.source.location, "" if self.classes.complete else " (as far as its outputs have "
+                        "named them; export.json would list them all)")
+            return None
+        if not self.classified:
+            return None
+        self._release()
+        self._flush()
+        return self.accumulator.result()
+
+    def _release(self) -> None:
+        """Make ready the waiting images whose label the outputs have named by now."""
+        index = self.classes.index()
+        for label in [label for label in self._waiting if label in index]:
+            self._ready += [(place, index[label], path, output) for place, path, output in self._waiting.pop(label)]
+
+    def _flush(self) -> None:
+        """Add the ready images to the accumulator, their losses taken from their log-probabilities."""
+        from worklab.train.stats import cross_entropy
+
+        if not self._ready:
+            return
+        places, labels, paths, outputs = zip(*self._ready)
+        labels = np.array(labels, np.int64)
+        probs = np.stack([output["probabilities"] for output in outputs]).astype(np.float64)
+        losses = cross_entropy(labels, np.stack([_log_probabilities(output) for output in outputs]))
+        self.accumulator.add(labels, probs, losses, indices=places, paths=paths)
+        self._ready = []
+
+
+def _write_evaluation(stats: Dict, source: Source, errors: int, classes: ClassNames, origin: Dict,
+                      out: Path) -> None:
+    """evaluation.json in this job's folder: the statistics, what was classified and with which model."""
+    from worklab.atomic import write_json
+
+    write_json(out / "evaluation.json", {**stats, **origin, "images": str(source.location), "errors": errors,
                                          "classes": classes.names if classes.complete else None})
     log.info("predict %s loss %.4f accuracy %.3f top%d %.3f f1 %.3f (%d images)",
              f"step {origin['step']}" if "step" in origin else "model", stats["loss"], stats["accuracy"],
              stats["top_k"], stats["top_k_accuracy"], stats["f1_macro"], stats["count"])
-    return stats
 
 
 def _log_probabilities(output: Dict[str, np.ndarray]) -> np.ndarray:

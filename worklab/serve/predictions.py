@@ -10,22 +10,26 @@
   hidden files and folders (.name) are left out.
 
 A file that cannot be classified (missing, unreadable, not an image) is not an error of
-the job: `check` gives its reason and the file gets a row with it. Output files are
-written under a temporary name and renamed, so a kill never leaves half a file.
+the job: `check` gives its reason and the file gets a row with it. Predict writes its
+rows as the images are classified (`prediction_files`), so no row is held in memory;
+the output files are written under a temporary name and renamed at the end, so a kill
+or an interrupt never leaves a file, whole or half, under the final name.
 """
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 import os
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import IO, Dict, Iterator, List, Optional, Sequence
 
-from worklab.atomic import write_text
+from worklab.atomic import replacing
 from worklab.data.imagelist import IMAGE_SUFFIXES, SHOWN, _image_problem, _pil_limit_lifted, read_entries
 from worklab.errors import UserError
 
@@ -151,25 +155,97 @@ class Row:
 
 
 def write_csv(path: Path, rows: Sequence[Row], k: int, with_true_label: bool, min_score: Optional[float]) -> None:
-    """predictions.csv: path, [true_label], prediction, label_1, prob_1, ..., label_k, prob_k, error."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["path", *(["true_label"] if with_true_label else []), "prediction",
-                     *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "prob")), "error"])
-    for row in rows:
-        ranked = [value for label, score in zip(row.labels, row.scores) for value in (label, f"{score:.6f}")]
-        ranked += [""] * (2 * k - len(ranked))
-        writer.writerow([row.path, *([row.true_label or ""] if with_true_label else []),
-                         row.prediction(min_score) or "", *ranked, row.error or ""])
-    write_text(path, out.getvalue())
+    """predictions.csv of rows in hand: path, [true_label], prediction, label_1, prob_1, ..., label_k, prob_k, error."""
+    with replacing(path, newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(_csv_header(k, with_true_label))
+        writer.writerows(_csv_cells(row, k, with_true_label, min_score) for row in rows)
 
 
 def write_jsonl(path: Path, rows: Sequence[Row], min_score: Optional[float]) -> None:
-    """predictions.jsonl: one object per image with path, prediction, labels, scores, error and true_label
-    (null: unknown)."""
-    write_text(path, "".join(json.dumps({"path": r.path, "prediction": r.prediction(min_score), "labels": r.labels,
-                                         "scores": [float(s) for s in r.scores], "error": r.error,
-                                         "true_label": r.true_label}) + "\n" for r in rows))
+    """predictions.jsonl of rows in hand: one object per image with path, prediction, labels, scores, error and
+    true_label (null: unknown)."""
+    with replacing(path) as f:
+        f.writelines(_json_line(row, min_score) for row in rows)
+
+
+@contextmanager
+def prediction_files(folder: Path, with_true_label: bool, min_score: Optional[float]) -> Iterator["PredictionRows"]:
+    """predictions.csv and predictions.jsonl in `folder`, written a row at a time (`PredictionRows.write`) while
+    the block runs, each under a temporary name that becomes its own when the block ends: a block that raises
+    (an interrupted or failed predict) leaves neither file, nor a part of one."""
+    with replacing(folder / "predictions.csv", "w+", newline="") as table, \
+            replacing(folder / "predictions.jsonl") as lines:
+        yield PredictionRows(table, lines, with_true_label, min_score, folder)
+
+
+class PredictionRows:
+    """The rows of predictions.csv and predictions.jsonl as they are written, and their counts: rows, errors and
+    images predicted UNKNOWN.
+
+    The csv's k (its label columns) is that of the widest row, as if all rows were in
+    hand: 0 until an image is classified, then the classifier's top k. A row wider than
+    the header (the first classified one) has the csv written so far written again with
+    its k, once: only the header and the error rows before it, and no rows are held.
+    """
+
+    def __init__(self, table: IO, lines: IO, with_true_label: bool, min_score: Optional[float], folder: Path):
+        """`table` and `lines`: the open csv (readable too) and jsonl; `folder`: where a widened csv is copied."""
+        self.table, self.lines, self.folder = table, lines, folder
+        self.with_true_label, self.min_score = with_true_label, min_score
+        self.k = 0
+        self.count = self.errors = self.unknown = 0
+        self.first_error: Optional[Row] = None
+        self._writer = csv.writer(table, lineterminator="\n")
+        self._writer.writerow(_csv_header(self.k, with_true_label))
+
+    def write(self, row: Row) -> None:
+        """Append a row to both files and count it."""
+        if len(row.labels) > self.k:
+            self._widen(len(row.labels))
+        self._writer.writerow(_csv_cells(row, self.k, self.with_true_label, self.min_score))
+        self.lines.write(_json_line(row, self.min_score))
+        self.count += 1
+        self.errors += row.error is not None
+        self.unknown += row.prediction(self.min_score) == UNKNOWN
+        if row.error is not None and self.first_error is None:
+            self.first_error = row
+
+    def _widen(self, k: int) -> None:
+        """Write the csv so far again with k label columns, each row's labels and scores padded to k pairs."""
+        self.table.flush()
+        self.table.seek(0)
+        with tempfile.TemporaryFile("w+", dir=self.folder, newline="") as before:
+            shutil.copyfileobj(self.table, before)
+            before.seek(0)
+            self.table.seek(0)
+            self.table.truncate()
+            rows = csv.reader(before)
+            next(rows)
+            self._writer.writerow(_csv_header(k, self.with_true_label))
+            fixed = 3 if self.with_true_label else 2  # path, [true_label], prediction
+            self._writer.writerows(cells[:fixed] + cells[fixed:-1] + [""] * (2 * k - len(cells[fixed:-1])) + cells[-1:]
+                                   for cells in rows)
+        self.k = k
+
+
+def _csv_header(k: int, with_true_label: bool) -> List[str]:
+    return ["path", *(["true_label"] if with_true_label else []), "prediction",
+            *(f"{name}_{i}" for i in range(1, k + 1) for name in ("label", "prob")), "error"]
+
+
+def _csv_cells(row: Row, k: int, with_true_label: bool, min_score: Optional[float]) -> List[str]:
+    """A row's csv cells: its labels and scores (6 decimals) padded to k pairs."""
+    ranked = [value for label, score in zip(row.labels, row.scores) for value in (label, f"{score:.6f}")]
+    ranked += [""] * (2 * k - len(ranked))
+    return [row.path, *([row.true_label or ""] if with_true_label else []), row.prediction(min_score) or "",
+            *ranked, row.error or ""]
+
+
+def _json_line(row: Row, min_score: Optional[float]) -> str:
+    return json.dumps({"path": row.path, "prediction": row.prediction(min_score), "labels": row.labels,
+                       "scores": [float(s) for s in row.scores], "error": row.error,
+                       "true_label": row.true_label}) + "\n"
 
 
 def read_csv(path: Path) -> List[Dict[str, str]]:

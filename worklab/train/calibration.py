@@ -15,23 +15,38 @@ import numpy as np
 BINS = 15
 
 
-def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> List[Dict]:
-    """Per bin ((i/bins, (i+1)/bins], the first one closed at 0): {count, confidence, accuracy}
-    of the examples whose top probability falls in it (confidence and accuracy None when empty).
+class Reliability:
+    """The reliability bins gathered batch by batch: per bin, the count of examples, the sum of their top
+    probabilities and the number right (BINS values each, whatever the number of examples)."""
 
-    Examples without finite probabilities have no confidence and are left out.
-    """
+    def __init__(self, bins: int = BINS):
+        self.bins = bins
+        self.counts = np.zeros(bins, np.int64)
+        self.confidence = np.zeros(bins, np.float64)
+        self.correct = np.zeros(bins, np.int64)
+
+    def add(self, confidence: np.ndarray, correct: np.ndarray) -> None:
+        """Count examples by their top probability (`confidence`, finite) and whether that prediction is right."""
+        which = np.clip(np.ceil(confidence * self.bins).astype(int) - 1, 0, self.bins - 1)
+        self.counts += np.bincount(which, minlength=self.bins)
+        self.confidence += np.bincount(which, weights=confidence, minlength=self.bins)
+        self.correct += np.bincount(which, weights=correct, minlength=self.bins).astype(np.int64)
+
+    def rows(self) -> List[Dict]:
+        """Per bin ((i/bins, (i+1)/bins], the first one closed at 0): {count, confidence, accuracy}, the mean
+        top probability and the fraction right of its examples (None when it has none)."""
+        return [{"count": int(n), "confidence": float(total / n) if n else None,
+                 "accuracy": float(right / n) if n else None}
+                for n, total, right in zip(self.counts, self.confidence, self.correct)]
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = BINS) -> List[Dict]:
+    """The reliability bins (Reliability.rows) of a whole set: of each example's top probability and whether
+    its argmax is the label. Examples without finite probabilities have no confidence and are left out."""
     finite = np.all(np.isfinite(probs), axis=1)
-    confidence = probs[finite].max(axis=1)
-    correct = probs[finite].argmax(axis=1) == labels[finite]
-    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
-    rows = []
-    for b in range(bins):
-        members = which == b
-        count = int(members.sum())
-        rows.append({"count": count, "confidence": float(confidence[members].mean()) if count else None,
-                     "accuracy": float(correct[members].mean()) if count else None})
-    return rows
+    gathered = Reliability(bins)
+    gathered.add(probs[finite].max(axis=1), probs[finite].argmax(axis=1) == labels[finite])
+    return gathered.rows()
 
 
 def expected_calibration_error(bins: List[Dict]) -> Optional[float]:

@@ -6,29 +6,49 @@ the confused pairs show which classes it mixes up. Both are part of every evalua
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 CONFUSED = 10  # the most confused class pairs listed in an evaluation
 
 
-def worst_examples(labels: np.ndarray, probs: np.ndarray, losses: np.ndarray, k: int) -> List[Dict]:
-    """The `k` examples of highest loss, highest first (ties: list order), each as
-    {index, label, predicted, probability (of the prediction), loss}.
+class WorstExamples:
+    """The `k` examples of highest loss among those added so far, batch by batch, in at most k + one batch of
+    memory; `rows()` lists them highest first (ties: by index), each as {index, label, predicted, probability
+    (of the prediction), loss}, led by its path when the batches came with paths.
 
-    A non-finite loss ranks above every finite one (NaN last among them): such an
-    example is the first thing to look at. An example without finite probabilities
-    has no prediction: predicted is -1 and probability None.
+    A NaN or infinite loss ranks above every finite one (a NaN and an infinity tie, so their index decides;
+    a loss of -infinity ranks last): such an example is the first thing to look at. An example without
+    finite probabilities has no prediction: its predicted is -1 and its probability None.
     """
-    order = np.argsort(-np.nan_to_num(losses, nan=np.inf, posinf=np.inf), kind="stable")[:k]
-    rows = []
-    for i in order:
-        finite = bool(np.all(np.isfinite(probs[i])))
-        predicted = int(np.argmax(probs[i])) if finite else -1
-        rows.append({"index": int(i), "label": int(labels[i]), "predicted": predicted,
-                     "probability": float(probs[i, predicted]) if finite else None, "loss": float(losses[i])})
-    return rows
+
+    def __init__(self, k: int):
+        self.k = k
+        self._kept: Dict[str, np.ndarray] = {}
+
+    def add(self, indices: np.ndarray, labels: np.ndarray, predicted: np.ndarray, probability: np.ndarray,
+            losses: np.ndarray, paths: Optional[Sequence[str]] = None) -> None:
+        """Consider a batch: each example's index, label, predicted class (-1: none), probability of that
+        prediction (ignored where there is none), loss and, optionally, path."""
+        batch = {"rank": -np.nan_to_num(np.asarray(losses, np.float64), nan=np.inf, posinf=np.inf),
+                 "index": np.asarray(indices, np.int64), "label": labels, "predicted": predicted,
+                 "probability": probability, "loss": losses}
+        if paths is not None:
+            batch["path"] = np.array(paths, dtype=object)
+        both = {key: np.concatenate([self._kept[key], value]) if self._kept else value
+                for key, value in batch.items()}
+        order = np.lexsort((both["index"], both["rank"]))[:self.k]
+        self._kept = {key: value[order] for key, value in both.items()}
+
+    def rows(self) -> List[Dict]:
+        """The kept examples, highest loss first."""
+        kept = self._kept
+        return [{**({"path": kept["path"][i]} if "path" in kept else {}), "index": int(kept["index"][i]),
+                 "label": int(kept["label"][i]), "predicted": int(kept["predicted"][i]),
+                 "probability": float(kept["probability"][i]) if kept["predicted"][i] >= 0 else None,
+                 "loss": float(kept["loss"][i])}
+                for i in range(len(kept.get("index", ())))]
 
 
 def with_paths(worst: List[Dict], paths: Sequence[str]) -> List[Dict]:

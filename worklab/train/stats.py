@@ -1,19 +1,23 @@
-"""Evaluation statistics computed from one pass over a test set, in pure numpy.
+"""Evaluation statistics over a test set, gathered batch by batch, in pure numpy.
 
-The evaluator gathers every example's label, class probabilities and loss, then
-calls `evaluation_statistics` once. Keeping this module free of TensorFlow lets
-it be tested on hand-made predictions and keeps the package import fast.
+`EvaluationAccumulator` takes each batch's labels, class probabilities and losses as
+they come (`add`) and keeps only what the statistics are made of: counts, a confusion
+matrix, sums, the reliability bins, the highest-loss examples and, for two classes, what
+the rank AUC needs. `evaluation_statistics` is that accumulator fed a whole set at once,
+which the Tester calls; predict feeds it as images are classified, so its memory does not
+grow with the number of images. Keeping this module free of TensorFlow lets it be tested
+on hand-made predictions and keeps the package import fast.
 """
 
 import numpy as np
 
-from worklab.train.calibration import expected_calibration_error, reliability
-from worklab.train.failures import confused_pairs, worst_examples
+from worklab.train.calibration import Reliability, expected_calibration_error
+from worklab.train.failures import WorstExamples, confused_pairs
 
 
 def evaluation_statistics(labels, probs, losses, top_k=5, worst=16):
     """Return loss, accuracy, top-k accuracy, confusion matrix, recall, macro F1, (binary) AUC, where the
-    model fails and how well calibrated it is.
+    model fails and how well calibrated it is: `EvaluationAccumulator`'s result for one batch of the whole set.
 
     labels: int array (N,) of true classes in [0, C); probs: float array (N, C)
     of predicted probabilities; losses: float array (N,) of per-example losses;
@@ -25,8 +29,10 @@ def evaluation_statistics(labels, probs, losses, top_k=5, worst=16):
     worklab.train.calibration's, over the examples with finite probabilities.
 
     Ties between equal probabilities go to the lower class index, both for the
-    top-1 prediction (np.argmax) and for top-k membership (a stable argsort of
-    -probs), so top-1 accuracy equals top-k accuracy when k == 1.
+    top-1 prediction (np.argmax) and for top-k membership (the label is in the
+    top k when fewer than k classes rank above it, a class ranking above it when
+    more probable, or as probable with a lower index: the order of a stable
+    argsort of -probs), so top-1 accuracy equals top-k accuracy when k == 1.
 
     "recall" holds one value per class, None for a class with no examples.
     "f1_macro" averages the per-class F1 = 2TP / (2TP + FP + FN) over the
@@ -46,35 +52,102 @@ def evaluation_statistics(labels, probs, losses, top_k=5, worst=16):
     The result holds only python ints, floats, lists and None, so it can be
     written with json.dump; a non-finite loss is written as NaN or Infinity (as
     json.dumps does by default; json.loads reads them back). Raises ValueError
-    when the shapes disagree, N == 0, a label is out of range, top_k < 1 or worst < 0.
+    when top_k < 1, worst < 0, the shapes disagree, a label is out of range or N == 0.
     """
-    labels, probs, losses = _checked_arrays(labels, probs, losses, top_k, worst)
-    num_classes = probs.shape[1]
-    k = min(int(top_k), num_classes)
-    finite = np.all(np.isfinite(probs), axis=1)
-    predicted = np.where(finite, np.argmax(np.where(finite[:, None], probs, 0.0), axis=1), -1)
-    confusion = _confusion_matrix(labels[finite], predicted[finite], num_classes)
-    class_counts = np.bincount(labels, minlength=num_classes)
-    with np.errstate(invalid="ignore"):  # inf - inf: the mean is NaN, which is what it should say
-        loss = float(np.mean(losses))
-    stats = {
-        "count": int(labels.shape[0]),
-        "loss": loss,
-        "accuracy": float(np.mean(predicted == labels)),
-        "top_k": k,
-        "top_k_accuracy": _top_k_accuracy(labels, probs, k, finite),
-        "confusion": confusion.tolist(),
-        "recall": _per_class_recall(confusion, class_counts),
-        "f1_macro": _macro_f1(confusion, class_counts),
-        "non_finite": int(np.sum(~finite)),
-        "worst": worst_examples(labels, probs, losses, worst),
-        "confused": confused_pairs(confusion),
-    }
-    stats["reliability"] = reliability(labels, probs)
-    stats["ece"] = expected_calibration_error(stats["reliability"])
-    if num_classes == 2:
-        stats["auc"] = _binary_auc(labels == 1, probs[:, 1]) if np.all(finite) else None
-    return stats
+    accumulator = EvaluationAccumulator(top_k, worst)
+    accumulator.add(labels, probs, losses)
+    return accumulator.result()
+
+
+class EvaluationAccumulator:
+    """evaluation_statistics over a set that comes in batches: `add` each batch, then `result()`.
+
+    The result is evaluation_statistics' dict for all the batches taken as one set in the
+    order added (the loss and the reliability bins' confidences are sums, which may differ
+    from one pass over the whole set in the last bits of a float). Kept between batches:
+    the counts, the C x C confusion matrix, the reliability bins, the `worst` highest-loss
+    examples and, only when C == 2, every example's probability of class 1 and whether it
+    is labelled 1 (O(N) floats, what the rank AUC needs; let go once a non-finite example
+    makes the AUC None). Nothing else grows with the number of examples.
+    """
+
+    def __init__(self, top_k=5, worst=16):
+        """top_k >= 1 (clipped to the number of classes) and worst >= 0, as evaluation_statistics takes them;
+        ValueError otherwise."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, got {top_k}")
+        if worst < 0:
+            raise ValueError(f"worst must be 0 or more, got {worst}")
+        self.top_k = int(top_k)
+        self.num_classes = None  # set by the first batch
+        self.count = 0
+        self.loss_sum = 0.0
+        self.correct = 0
+        self.top_k_correct = 0
+        self.non_finite = 0
+        self.worst = WorstExamples(int(worst))
+        self.reliability = Reliability()
+        self.confusion = self.class_counts = self._auc = None
+
+    def add(self, labels, probs, losses, indices=None, paths=None):
+        """Take one batch: labels (B,), probs (B, C) and losses (B,) as evaluation_statistics takes them, C the same
+        for every batch. `indices`, each example's index in the set ("worst" names it), count on from the
+        examples added before when not given; `paths`, each example's file, lead its row in "worst" (pass them
+        with every batch or none). ValueError for what evaluation_statistics refuses, naming it."""
+        labels, probs, losses = _checked_arrays(labels, probs, losses, self.num_classes)
+        if self.num_classes is None:
+            self._start(probs.shape[1])
+        if labels.shape[0] == 0:
+            return
+        indices = np.arange(self.count, self.count + labels.shape[0]) if indices is None else np.asarray(indices)
+        finite = np.all(np.isfinite(probs), axis=1)
+        predicted = np.where(finite, np.argmax(np.where(finite[:, None], probs, 0.0), axis=1), -1)
+        self.count += int(labels.shape[0])
+        with np.errstate(invalid="ignore"):  # inf - inf: the sum is NaN, which is what the mean should say
+            self.loss_sum += float(np.sum(losses, dtype=np.float64))
+        self.correct += int(np.sum(predicted == labels))
+        self.top_k_correct += int(np.sum(_in_top_k(labels, probs, min(self.top_k, self.num_classes)) & finite))
+        self.non_finite += int(np.sum(~finite))
+        np.add.at(self.confusion, (labels[finite], predicted[finite]), 1)
+        self.class_counts += np.bincount(labels, minlength=self.num_classes)
+        probability = probs[np.arange(labels.shape[0]), np.maximum(predicted, 0)]
+        self.worst.add(indices, labels, predicted, probability, losses, paths)
+        self.reliability.add(probability[finite], predicted[finite] == labels[finite])
+        if self._auc is not None and np.all(finite):
+            self._auc.append((labels == 1, probs[:, 1].copy()))
+        elif self._auc is not None:
+            self._auc = None
+
+    def result(self):
+        """evaluation_statistics' dict for every example added; ValueError when there is none."""
+        if self.count == 0:
+            raise ValueError("cannot compute evaluation statistics on an empty test set (N == 0)")
+        stats = {
+            "count": self.count,
+            "loss": self.loss_sum / self.count,
+            "accuracy": self.correct / self.count,
+            "top_k": min(self.top_k, self.num_classes),
+            "top_k_accuracy": self.top_k_correct / self.count,
+            "confusion": self.confusion.tolist(),
+            "recall": _per_class_recall(self.confusion, self.class_counts),
+            "f1_macro": _macro_f1(self.confusion, self.class_counts),
+            "non_finite": self.non_finite,
+            "worst": self.worst.rows(),
+            "confused": confused_pairs(self.confusion),
+        }
+        stats["reliability"] = self.reliability.rows()
+        stats["ece"] = expected_calibration_error(stats["reliability"])
+        if self.num_classes == 2:
+            stats["auc"] = None if self._auc is None else _binary_auc(
+                *(np.concatenate(parts) for parts in zip(*self._auc)))
+        return stats
+
+    def _start(self, num_classes):
+        """Size what is kept per class by the first batch's number of classes."""
+        self.num_classes = num_classes
+        self.confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        self.class_counts = np.zeros(num_classes, dtype=np.int64)
+        self._auc = [] if num_classes == 2 else None
 
 
 def cross_entropy(labels, log_probabilities):
@@ -89,11 +162,13 @@ def cross_entropy(labels, log_probabilities):
     return -np.take_along_axis(log_probabilities, labels[:, None], axis=1)[:, 0]
 
 
-def _checked_arrays(labels, probs, losses, top_k, worst):
-    """Convert the inputs to numpy arrays and reject anything the statistics cannot describe.
+def _checked_arrays(labels, probs, losses, num_classes=None):
+    """Convert a batch to numpy arrays and reject anything the statistics cannot describe.
 
     Checks run shape-first so that a mismatch is reported as such rather than
-    as a confusing error from the arithmetic further on.
+    as a confusing error from the arithmetic further on; `num_classes`, the
+    earlier batches' C, when there were any. An empty batch passes (the empty
+    set is refused by `result`).
     """
     labels, probs, losses = np.asarray(labels), np.asarray(probs), np.asarray(losses)
     if labels.ndim != 1 or probs.ndim != 2 or losses.ndim != 1:
@@ -106,8 +181,10 @@ def _checked_arrays(labels, probs, losses, top_k, worst):
             f"labels, probs and losses disagree on the number of examples: "
             f"{labels.shape[0]}, {probs.shape[0]} and {losses.shape[0]}"
         )
+    if num_classes is not None and probs.shape[1] != num_classes:
+        raise ValueError(f"probs has {probs.shape[1]} classes, the batches before had {num_classes}")
     if labels.shape[0] == 0:
-        raise ValueError("cannot compute evaluation statistics on an empty test set (N == 0)")
+        return labels, probs, losses
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integer class indices, got dtype {labels.dtype}")
     if labels.min() < 0 or labels.max() >= probs.shape[1]:
@@ -115,28 +192,19 @@ def _checked_arrays(labels, probs, losses, top_k, worst):
             f"labels must lie in [0, {probs.shape[1]}) for probs with {probs.shape[1]} "
             f"classes, got values from {labels.min()} to {labels.max()}"
         )
-    if top_k < 1:
-        raise ValueError(f"top_k must be at least 1, got {top_k}")
-    if worst < 0:
-        raise ValueError(f"worst must be 0 or more, got {worst}")
     return labels, probs, losses
 
 
-def _confusion_matrix(labels, predicted, num_classes):
-    """Count examples per (true class, predicted class): rows are true, columns predicted."""
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predicted), 1)
-    return confusion
+def _in_top_k(labels, probs, k):
+    """Whether each example's label is among its k most probable classes (meaningless for a non-finite row).
 
-
-def _top_k_accuracy(labels, probs, k, finite):
-    """Fraction of examples whose label is among the k most probable classes (never for a non-finite row).
-
-    A stable argsort of -probs ranks tied classes by ascending index, which
-    makes membership deterministic and agrees with np.argmax for k == 1.
+    Fewer than k classes rank above the label: those more probable, and those as
+    probable with a lower index. That is the label's place in a stable argsort of
+    -probs, so membership is deterministic and agrees with np.argmax for k == 1.
     """
-    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1) & finite))
+    own = np.take_along_axis(probs, labels[:, None], axis=1)
+    above = (probs > own) | ((probs == own) & (np.arange(probs.shape[1]) < labels[:, None]))
+    return np.sum(above, axis=1) < k
 
 
 def _per_class_recall(confusion, class_counts):
