@@ -52,11 +52,13 @@ BIT = ["experiment=bit", "schedule.steps=4", "schedule.crop=12", "schedule.resiz
        "schedule.save_every=2"]
 
 
-def test_bit_tests_and_exports_at_its_settled_size_and_reading_it_changes_nothing(tmp_path, data_dir):
+def test_bit_tests_and_exports_at_its_settled_size_and_reading_it_changes_nothing(tmp_path, data_dir, caplog):
+    """Trained in this process, with the .hydra/ files run.py would save; tested and exported through run.py,
+    whose resume= applies the settled settings."""
     run, job = tmp_path / "run", tmp_path / "job"
-    trained = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", *BIT], tmp_path)
-    assert trained.returncode == 0, trained.stdout + trained.stderr
-    assert "reader.image_size=16 is overridden by the HyperRule: 12 holds" in trained.stdout
+    caplog.set_level(logging.INFO)
+    train_here(run, data_dir, BIT)
+    assert "reader.image_size=16 is overridden by the HyperRule: 12 holds" in caplog.text
     assert RunFolder(run).settled()["reader.image_size"] == 12
     stale = run / "export" / ".step-4.999999999.abcd"  # what an export killed part-way leaves
     stale.mkdir(parents=True)
@@ -68,7 +70,8 @@ def test_bit_tests_and_exports_at_its_settled_size_and_reading_it_changes_nothin
     assert evaluation(job, 4)["loss"] == pytest.approx(evaluation(run, 4)["loss"], rel=1e-6)
     assert (job / "metrics.jsonl").is_file() and (job / "run.log").is_file()
 
-    exported = run_py(["schedule=export", f"resume={run}", f"hydra.run.dir={tmp_path / 'export-job'}"], tmp_path)
+    exported = run_py(["schedule=export", "schedule.formats=[saved_model]", f"resume={run}",  # the other formats:
+                       f"hydra.run.dir={tmp_path / 'export-job'}"], tmp_path)  # test_export_formats
     assert exported.returncode == 0, exported.stdout + exported.stderr
     info = json.loads((run / "export" / "step-4" / "export.json").read_text())
     assert info["image_size"] == 12 and info["test"]["loss"] == evaluation(run, 4)["loss"]
