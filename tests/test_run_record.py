@@ -134,9 +134,8 @@ def test_records_of_steps_whose_checkpoints_are_gone_are_set_aside(tmp_path):
     assert folder.set_aside_after(20) == [folder.file("best.json")]
 
 
-def test_an_export_whose_best_checkpoint_is_gone_says_so(tmp_path, data_dir):
-    run = tmp_path / "run"
-    app.run(compose(["schedule=train", "schedule.steps=2", "schedule.save_every=2"], run, data_dir))
+def test_an_export_whose_best_checkpoint_is_gone_says_so(tmp_path, data_dir, trained):
+    run = Path(shutil.copytree(trained, tmp_path / "run"))  # the session's run of 2 steps: checkpoint 2 alone
     (run / "best.json").write_text(json.dumps({"step": 40, "loss": 0.1}))
     with pytest.raises(UserError, match=r"best.json names step 40, whose checkpoint is gone \(checkpoints: \[2\]\)"):
         app.run(compose(["schedule=export"], run, data_dir))
@@ -249,18 +248,19 @@ def read_only(tmp_path):
         subprocess.run(["umount", str(ro)], check=True)
 
 
-def test_a_read_only_run_is_tested_and_exported_elsewhere_and_refuses_training(read_only, tmp_path, trained):
+def test_a_read_only_run_is_tested_and_exported_elsewhere_and_refuses_training(read_only, tmp_path, trained,
+                                                                              data_dir):
+    """The test and the training through run.py (its job folder, its lock); the exports in this process."""
     rw, ro = read_only
     shutil.copytree(trained, rw / "run")
     run = ro / "run"
     tested = run_py(["schedule=test", f"resume={run}", f"hydra.run.dir={tmp_path / 'job'}"], tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert evaluation(tmp_path / "job", 2)["count"] == 30
-    refused = run_py(["schedule=export", f"resume={run}", f"hydra.run.dir={tmp_path / 'job2'}"], tmp_path)
-    assert refused.returncode == 2 and "schedule.out=DIR" in refused.stdout, refused.stdout + refused.stderr
-    exported = run_py(["schedule=export", f"resume={run}", f"schedule.out={tmp_path / 'shipped'}",
-                       f"hydra.run.dir={tmp_path / 'job3'}"], tmp_path)
-    assert exported.returncode == 0, exported.stdout + exported.stderr
+    export = ["schedule=export", f"resume={run}", "schedule.formats=[saved_model]"]  # the formats: test_export_formats
+    with pytest.raises(UserError, match=r"is read-only\. Export into a folder you can write with schedule\.out=DIR"):
+        app.run(compose(export, tmp_path / "job2", data_dir))
+    app.run(compose([*export, f"schedule.out={tmp_path / 'shipped'}"], tmp_path / "job3", data_dir))
     assert (tmp_path / "shipped" / "step-2" / "export.json").is_file()
     training = run_py([f"resume={run}", "schedule.steps=4"], tmp_path)
     assert training.returncode == 2 and "Traceback" not in training.stderr
