@@ -52,11 +52,13 @@ BIT = ["experiment=bit", "schedule.steps=4", "schedule.crop=12", "schedule.resiz
        "schedule.save_every=2"]
 
 
-def test_bit_tests_and_exports_at_its_settled_size_and_reading_it_changes_nothing(tmp_path, data_dir):
+def test_bit_tests_and_exports_at_its_settled_size_and_reading_it_changes_nothing(tmp_path, data_dir, caplog):
+    """Trained in this process, with the .hydra/ files run.py would save; tested and exported through run.py,
+    whose resume= applies the settled settings."""
     run, job = tmp_path / "run", tmp_path / "job"
-    trained = run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", *BIT], tmp_path)
-    assert trained.returncode == 0, trained.stdout + trained.stderr
-    assert "reader.image_size=16 is overridden by the HyperRule: 12 holds" in trained.stdout
+    caplog.set_level(logging.INFO)
+    train_here(run, data_dir, BIT)
+    assert "reader.image_size=16 is overridden by the HyperRule: 12 holds" in caplog.text
     assert RunFolder(run).settled()["reader.image_size"] == 12
     stale = run / "export" / ".step-4.999999999.abcd"  # what an export killed part-way leaves
     stale.mkdir(parents=True)
@@ -68,7 +70,8 @@ def test_bit_tests_and_exports_at_its_settled_size_and_reading_it_changes_nothin
     assert evaluation(job, 4)["loss"] == pytest.approx(evaluation(run, 4)["loss"], rel=1e-6)
     assert (job / "metrics.jsonl").is_file() and (job / "run.log").is_file()
 
-    exported = run_py(["schedule=export", f"resume={run}", f"hydra.run.dir={tmp_path / 'export-job'}"], tmp_path)
+    exported = run_py(["schedule=export", "schedule.formats=[saved_model]", f"resume={run}",  # the other formats:
+                       f"hydra.run.dir={tmp_path / 'export-job'}"], tmp_path)  # test_export_formats
     assert exported.returncode == 0, exported.stdout + exported.stderr
     info = json.loads((run / "export" / "step-4" / "export.json").read_text())
     assert info["image_size"] == 12 and info["test"]["loss"] == evaluation(run, 4)["loss"]
@@ -131,9 +134,8 @@ def test_records_of_steps_whose_checkpoints_are_gone_are_set_aside(tmp_path):
     assert folder.set_aside_after(20) == [folder.file("best.json")]
 
 
-def test_an_export_whose_best_checkpoint_is_gone_says_so(tmp_path, data_dir):
-    run = tmp_path / "run"
-    app.run(compose(["schedule=train", "schedule.steps=2", "schedule.save_every=2"], run, data_dir))
+def test_an_export_whose_best_checkpoint_is_gone_says_so(tmp_path, data_dir, trained):
+    run = Path(shutil.copytree(trained, tmp_path / "run"))  # the session's run of 2 steps: checkpoint 2 alone
     (run / "best.json").write_text(json.dumps({"step": 40, "loss": 0.1}))
     with pytest.raises(UserError, match=r"best.json names step 40, whose checkpoint is gone \(checkpoints: \[2\]\)"):
         app.run(compose(["schedule=export"], run, data_dir))
@@ -154,7 +156,9 @@ def lists(tmp_path: Path, data_dir: Path, drop: int = 0) -> Path:
     return folder
 
 
-def test_a_reused_run_name_on_another_training_list_is_refused_and_the_folder_kept(tmp_path, data_dir):
+def test_a_reused_run_name_on_another_training_list_is_refused_and_the_folder_kept(tmp_path, data_dir, caplog):
+    """The refusal through run.py, which must put the folder back as it was; the run trained before it and the
+    knowing go-on after it in this process, as run.py would run them."""
     demo.ensure_demo(data_dir, 16, 4, 3, 0, "shapes")  # the tiny demo set, as TINY draws it
     one, other = lists(tmp_path, data_dir), lists(tmp_path, data_dir, drop=3)
     run = tmp_path / "run"
@@ -169,10 +173,10 @@ def test_a_reused_run_name_on_another_training_list_is_refused_and_the_folder_ke
             "(37 images)") in refused.stdout and "reader.new_data=true" in refused.stdout
     assert "Traceback" not in refused.stdout + refused.stderr
     assert contents(run) == before
-    knowingly = run_py([*train, "schedule.steps=4", f"reader.train={other / 'train.json'}", "reader.new_data=true"],
-                       tmp_path)
-    assert knowingly.returncode == 0, knowingly.stdout + knowingly.stderr
-    assert "reader.new_data=true: training goes on on other data than before" in knowingly.stdout
+    caplog.set_level(logging.INFO)
+    train_here(run, data_dir, ["schedule=train", "reader=json", f"reader.test={one / 'test.json'}",  # as run.py would
+                               "schedule.steps=4", f"reader.train={other / 'train.json'}", "reader.new_data=true"])
+    assert "reader.new_data=true: training goes on on other data than before" in caplog.text
     assert json.loads((run / "lists.json").read_text())["train"]["images"] == 37
 
 
@@ -246,18 +250,19 @@ def read_only(tmp_path):
         subprocess.run(["umount", str(ro)], check=True)
 
 
-def test_a_read_only_run_is_tested_and_exported_elsewhere_and_refuses_training(read_only, tmp_path, trained):
+def test_a_read_only_run_is_tested_and_exported_elsewhere_and_refuses_training(read_only, tmp_path, trained,
+                                                                              data_dir):
+    """The test and the training through run.py (its job folder, its lock); the exports in this process."""
     rw, ro = read_only
     shutil.copytree(trained, rw / "run")
     run = ro / "run"
     tested = run_py(["schedule=test", f"resume={run}", f"hydra.run.dir={tmp_path / 'job'}"], tmp_path)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert evaluation(tmp_path / "job", 2)["count"] == 30
-    refused = run_py(["schedule=export", f"resume={run}", f"hydra.run.dir={tmp_path / 'job2'}"], tmp_path)
-    assert refused.returncode == 2 and "schedule.out=DIR" in refused.stdout, refused.stdout + refused.stderr
-    exported = run_py(["schedule=export", f"resume={run}", f"schedule.out={tmp_path / 'shipped'}",
-                       f"hydra.run.dir={tmp_path / 'job3'}"], tmp_path)
-    assert exported.returncode == 0, exported.stdout + exported.stderr
+    export = ["schedule=export", f"resume={run}", "schedule.formats=[saved_model]"]  # the formats: test_export_formats
+    with pytest.raises(UserError, match=r"is read-only\. Export into a folder you can write with schedule\.out=DIR"):
+        app.run(compose(export, tmp_path / "job2", data_dir))
+    app.run(compose([*export, f"schedule.out={tmp_path / 'shipped'}"], tmp_path / "job3", data_dir))
     assert (tmp_path / "shipped" / "step-2" / "export.json").is_file()
     training = run_py([f"resume={run}", "schedule.steps=4"], tmp_path)
     assert training.returncode == 2 and "Traceback" not in training.stderr
