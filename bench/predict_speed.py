@@ -9,7 +9,7 @@ the same 640 images (the demo set's drawing at 64 px, PNG files under bench/.dat
     (decode, resize, the network with its preprocessing layer, softmax, top 5), the outputs fetched as numpy;
     worklab.schedules.predict.classify_files. Writing the rows is not included.
   * "predict files, rows written": all that schedule=predict does per image: "predict files" and
-    each image's row written to predictions.csv and .jsonl (in a folder under bench/.data) and its
+    each image's row written to predictions.csv and .jsonl (bench/.data/predict_speed/rows) and its
     statistics gathered (the demo set has labels); worklab.schedules.predict.write_predictions.
   * "predict files, no check": "predict files" without the PIL check, to show what the check costs.
   * "keras predict (memory)": Model.predict(x, batch_size=32) on the images already decoded,
@@ -40,7 +40,6 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402  (also puts the repository root on sys.path)
@@ -109,12 +108,10 @@ def setup(spec):
                     first.append(output["probabilities"])
             return np.stack(first)
     elif spec["kind"] == "write":
-        import tempfile
-
         from worklab.schedules.predict import ClassNames, Evaluation, write_predictions
         from worklab.serve.predictions import read_csv
 
-        out = Path(tempfile.mkdtemp(prefix="predict_speed-", dir=common.DATA))
+        out = common.DATA / "predict_speed" / "rows"  # each pass replaces the files
 
         def one_pass():
             names = ClassNames(classes)
