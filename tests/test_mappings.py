@@ -10,7 +10,6 @@ import tensorflow as tf
 
 from conftest import ROOT, compose
 from worklab.config.network import NetworkConfig
-from worklab.hydra_edge import to_plain
 from worklab.errors import UserError
 from worklab.hydra_edge import to_plain
 from worklab.model.resnet import build_resnet

@@ -18,7 +18,6 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, one_device, run_py, train_here
-from worklab.hydra_edge import to_plain
 from worklab.errors import UserError
 from worklab.hydra_edge import to_plain
 from worklab.serve import predictions
