@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import List
 
 import numpy as np
 import pytest
@@ -32,8 +31,8 @@ RECIPE = [*TINY, "optimizer=adamw", "optimizer.clip_norm=0.5", "network.ema=0.5"
 # constant, so RECIPE would pass with the replicas' gradients summed where they should be
 # averaged. Momentum SGD without clipping, with the coupled L2 of network.weight_decay, moves
 # each weight by the gradient itself: a wrong scale changes the weights and the train loss.
-# The default suite trains it on the `small` network below (network=keras), the slow one
-# RECIPE on the ResNet.
+# The default suite trains it on conftest's small_network (network=keras, 8 variables: the
+# two-device step traces and updates them once per device), the slow one RECIPE on the ResNet.
 NOT_MOMENTUM = ("optimizer", "schedule.stages", "network.depth", "network.width")  # the ResNet's size too
 MOMENTUM = [*[o for o in RECIPE if not o.startswith(NOT_MOMENTUM)], "optimizer=momentum",
             "schedule.stages=[{lr: 0.05, steps: 4}, {lr: 0.01, steps: 2}]"]
@@ -82,24 +81,6 @@ def assert_same_run(found: Path, expected: Path) -> None:
         assert two_test["loss"] == pytest.approx(one_test["loss"], rel=TOLERANCE)
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory) -> List[str]:
-    """A Keras model file of two convolutions with a batch norm between them, which network=keras gives a fresh
-    head: every cross-replica path of the step, on 8 variables where the ResNet has 62. Two replicas trace the
-    step once each and update every variable on each device, so the two-device run takes seconds less."""
-    import keras
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((16, 16, 3))  # TINY's image size
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv1")(inputs)
-    x = keras.layers.BatchNormalization(name="bn1")(x)
-    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    path = tmp_path_factory.mktemp("small") / "small.keras"
-    keras.Model(inputs, keras.layers.Dense(3, name="old_head")(x), name="small").save(path)
-    return ["network=keras", f"network.path={path}"]
-
-
 @pytest.mark.parametrize("case", [pytest.param("momentum", id="momentum"),
                                   pytest.param("adamw_clipped", id="adamw_clipped", marks=pytest.mark.slow)])
 def test_two_devices_train_and_test_as_one_device_with_the_same_global_batch(tmp_path, data_dir, request, case):
@@ -107,7 +88,7 @@ def test_two_devices_train_and_test_as_one_device_with_the_same_global_batch(tmp
     from worklab import app
     from worklab.run import runfolder
 
-    recipe = [*MOMENTUM, *request.getfixturevalue("small")] if case == "momentum" else RECIPE
+    recipe = [*MOMENTUM, *request.getfixturevalue("small_network")] if case == "momentum" else RECIPE
     one, two = tmp_path / "one", tmp_path / "two"
     try:
         app.run(compose(recipe, one, data_dir))
