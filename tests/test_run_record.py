@@ -97,9 +97,9 @@ def test_settled_settings_come_after_the_saved_overrides_and_before_the_new_ones
 # 2. A lost newest checkpoint is trained again --------------------------------------------------------------
 
 
-def test_a_lost_newest_checkpoint_is_trained_and_tested_again(tmp_path, data_dir, caplog):
+def test_a_lost_newest_checkpoint_is_trained_and_tested_again(tmp_path, data_dir, caplog, small_network):
     run = tmp_path / "run"
-    cfg = compose([STAGES, "schedule.save_every=2"], run, data_dir)
+    cfg = compose([STAGES, "schedule.save_every=2", *small_network], run, data_dir)
     app.run(cfg)
     first = evaluation(run, 6)
     for file in (run / "checkpoints").glob("ckpt-6.data*"):
