@@ -53,6 +53,24 @@ def trained(tmp_path_factory, data_dir) -> Path:
     return train_here(tmp_path_factory.mktemp("trained") / "run", data_dir, ["schedule=train", "schedule.steps=2"])
 
 
+@pytest.fixture(scope="session")
+def small_network(tmp_path_factory) -> List[str]:
+    """network=keras on a model file of two convolutions with a batch norm between them, to which worklab adds its
+    head: for cases about the run rather than the network. Its 8 variables (the ResNet-10's: 62) trace, step and
+    save in a fraction of the ResNet's time."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))  # TINY's image size
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    path = tmp_path_factory.mktemp("small") / "small.keras"
+    keras.Model(inputs, keras.layers.Dense(3, name="old_head")(x), name="small").save(path)
+    return ["network=keras", f"network.path={path}"]
+
+
 def train_here(run: Path, data_dir: Path, overrides: List[str]) -> Path:
     """Train `run` in this process and save the .hydra/ files run.py would, so `resume=RUN` reads it as a run.
 

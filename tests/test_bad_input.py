@@ -34,8 +34,8 @@ def run_json(tmp_path, *overrides):
     return app.run(cfg)
 
 
-def test_json_lists_train(lists):
-    assert run_json(lists)["step"] == 1
+def test_json_lists_train(lists, small_network):
+    assert run_json(lists, *small_network)["step"] == 1
 
 
 def test_list_file_that_does_not_exist(lists):
@@ -152,9 +152,9 @@ def test_bad_key_on_resume_leaves_the_run_untouched(tmp_path, data_dir):
     assert snapshot(run) == before
 
 
-def test_a_class_map_left_by_an_attempt_that_saved_nothing_is_built_again(lists):
+def test_a_class_map_left_by_an_attempt_that_saved_nothing_is_built_again(lists, small_network):
     """A first attempt with another list left classes.json but no checkpoint: the fixed list is not blocked."""
     (lists / "run").mkdir()
     (lists / "run" / "classes.json").write_text(json.dumps({"classes": ["ant", "bee"]}))
-    assert run_json(lists)["step"] == 1
+    assert run_json(lists, *small_network)["step"] == 1
     assert json.loads((lists / "run" / "classes.json").read_text())["classes"] == ["cat", "dog"]

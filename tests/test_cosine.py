@@ -60,9 +60,9 @@ def train(schedule, cfg, stop=None):
     return rates, {v.path: v.numpy() for v in parts.model.variables}
 
 
-def test_every_step_trains_at_the_curves_rate(tmp_path, data_dir):
+def test_every_step_trains_at_the_curves_rate(tmp_path, data_dir, small_network):
     curve = warmup_cosine(0.1, 0.001, 2, 8)
-    whole, _ = train(cosine, compose(COSINE, tmp_path / "whole", data_dir))
+    whole, _ = train(cosine, compose([*COSINE, *small_network], tmp_path / "whole", data_dir))
     assert whole == pytest.approx({s: curve(s - 1) for s in range(1, 9)}, rel=1e-6)
     assert sorted(p.name for p in (tmp_path / "whole" / "evaluations").iterdir()) == \
         ["step-000004.json", "step-000008.json"]
@@ -80,9 +80,9 @@ def test_a_resumed_run_goes_on_on_the_curve(tmp_path, data_dir):
         np.testing.assert_allclose(resumed[path], value, rtol=1e-5, atol=1e-6, err_msg=path)
 
 
-def test_fixed_warmup_ramps_the_first_stage_only(tmp_path, data_dir):
+def test_fixed_warmup_ramps_the_first_stage_only(tmp_path, data_dir, small_network):
     cfg = compose(["schedule.stages=[{lr: 0.08, steps: 6}, {lr: 0.01, steps: 2}]", "schedule.warmup_steps=4",
-                   "schedule.log_every=1", "schedule.save_every=2"], tmp_path / "run", data_dir)
+                   "schedule.log_every=1", "schedule.save_every=2", *small_network], tmp_path / "run", data_dir)
     rates, _ = train(fixed, cfg)
     assert rates == pytest.approx({1: 0.02, 2: 0.04, 3: 0.06, 4: 0.08, 5: 0.08, 6: 0.08, 7: 0.01, 8: 0.01})
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STAGES, TINY, compose, run_py, train_here
+from conftest import STAGES, compose, run_py, tiny, train_here
 from worklab import app, command
 from worklab.config.schedules import SCHEDULES
 from worklab.data import demo
@@ -97,9 +97,9 @@ def test_settled_settings_come_after_the_saved_overrides_and_before_the_new_ones
 # 2. A lost newest checkpoint is trained again --------------------------------------------------------------
 
 
-def test_a_lost_newest_checkpoint_is_trained_and_tested_again(tmp_path, data_dir, caplog):
+def test_a_lost_newest_checkpoint_is_trained_and_tested_again(tmp_path, data_dir, caplog, small_network):
     run = tmp_path / "run"
-    cfg = compose([STAGES, "schedule.save_every=2"], run, data_dir)
+    cfg = compose([STAGES, "schedule.save_every=2", *small_network], run, data_dir)
     app.run(cfg)
     first = evaluation(run, 6)
     for file in (run / "checkpoints").glob("ckpt-6.data*"):
@@ -156,14 +156,16 @@ def lists(tmp_path: Path, data_dir: Path, drop: int = 0) -> Path:
     return folder
 
 
-def test_a_reused_run_name_on_another_training_list_is_refused_and_the_folder_kept(tmp_path, data_dir, caplog):
+def test_a_reused_run_name_on_another_training_list_is_refused_and_the_folder_kept(tmp_path, data_dir, caplog,
+                                                                                  small_network):
     """The refusal through run.py, which must put the folder back as it was; the run trained before it and the
     knowing go-on after it in this process, as run.py would run them."""
     demo.ensure_demo(data_dir, 16, 4, 3, 0, "shapes")  # the tiny demo set, as TINY draws it
     one, other = lists(tmp_path, data_dir), lists(tmp_path, data_dir, drop=3)
     run = tmp_path / "run"
-    train = [*TINY, f"hydra.run.dir={run}", "schedule=train", "reader=json", f"reader.test={one / 'test.json'}"]
-    train_here(run, data_dir, ["schedule=train", "reader=json", f"reader.test={one / 'test.json'}",
+    train = [*tiny(small_network), *small_network, f"hydra.run.dir={run}", "schedule=train", "reader=json",
+             f"reader.test={one / 'test.json'}"]
+    train_here(run, data_dir, [*small_network, "schedule=train", "reader=json", f"reader.test={one / 'test.json'}",
                                "schedule.steps=2", f"reader.train={one / 'train.json'}"])  # as run.py leaves it
     assert set(json.loads((run / "lists.json").read_text())) == {"train"}
     before = contents(run)
@@ -174,7 +176,7 @@ def test_a_reused_run_name_on_another_training_list_is_refused_and_the_folder_ke
     assert "Traceback" not in refused.stdout + refused.stderr
     assert contents(run) == before
     caplog.set_level(logging.INFO)
-    train_here(run, data_dir, ["schedule=train", "reader=json", f"reader.test={one / 'test.json'}",  # as run.py would
+    train_here(run, data_dir, [*small_network, "schedule=train", "reader=json", f"reader.test={one / 'test.json'}",
                                "schedule.steps=4", f"reader.train={other / 'train.json'}", "reader.new_data=true"])
     assert "reader.new_data=true: training goes on on other data than before" in caplog.text
     assert json.loads((run / "lists.json").read_text())["train"]["images"] == 37

@@ -157,18 +157,18 @@ def test_low_disk_space_is_a_warning_with_the_sizes(tmp_path, monkeypatch, caplo
     assert "only 1.0 MB free" in caplog.text and "one checkpoint needs about 5.0 MB" in caplog.text
 
 
-def test_checkpoints_a_live_watcher_has_not_tested_are_kept(tmp_path, data_dir):
+def test_checkpoints_a_live_watcher_has_not_tested_are_kept(tmp_path, data_dir, small_network):
     from worklab.run import watchers
 
     run = tmp_path / "run"
     run.mkdir()
     watchers.heartbeat(run)
     watchers.record_tested(run, 2)
-    train(run, data_dir, 8, "schedule.keep=1")  # saves at 2, 4, 6, 8
+    train(run, data_dir, 8, "schedule.keep=1", *small_network)  # saves at 2, 4, 6, 8
     steps = lambda: sorted(int(p.stem.split("-")[1]) for p in (run / "checkpoints").glob("ckpt-*.index"))
     assert steps() == [4, 6, 8]  # 2 was tested; 4 and 6 wait for the watcher
     watchers.stop_heartbeat(run)  # a watcher that is gone pins nothing
-    train(run, data_dir, 10, "schedule.keep=1")
+    train(run, data_dir, 10, "schedule.keep=1", *small_network)
     assert steps() == [10]
 
 

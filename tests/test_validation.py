@@ -125,14 +125,14 @@ def run_patience(cfg, test_losses):
         runfolder.release(cfg.run_dir)
 
 
-def test_patience_chooses_on_validation_and_tests_the_chosen_step_once(tmp_path, data_dir, caplog):
+def test_patience_chooses_on_validation_and_tests_the_chosen_step_once(tmp_path, data_dir, caplog, small_network):
     with caplog.at_level(logging.INFO):
-        plain, _ = run_patience(compose(PATIENCE, tmp_path / "plain", data_dir), TEST_LOSSES)
+        plain, _ = run_patience(compose([*PATIENCE, *small_network], tmp_path / "plain", data_dir), TEST_LOSSES)
     assert plain["step"] == 6 and plain["split"] == "test" and "test" not in plain  # no validation: test decides
     assert "decisions (best step, rate drops, best value) are made on the test set" in caplog.text
 
     run = tmp_path / "validated"
-    best, seen = run_patience(compose([*PATIENCE, "reader.val_split=0.25"], run, data_dir), 0.6)
+    best, seen = run_patience(compose([*PATIENCE, *small_network, "reader.val_split=0.25"], run, data_dir), 0.6)
     assert best["step"] == 4 and best["split"] == "val" and best["loss"] == 0.3  # not step 6, test's favourite
     assert best["test"]["loss"] == 0.6 and json.loads((run / "best.json").read_text())["test"]["loss"] == 0.6
     assert len(seen) == 1  # the test set, once, on the weights of the chosen checkpoint
