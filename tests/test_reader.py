@@ -414,6 +414,12 @@ def test_a_shift_moves_the_pixels_as_reflect_padding_and_a_random_crop_would():
         np.testing.assert_array_equal(shifted(image, tf.constant(pad), seed).numpy(), expected.numpy())
 
 
+def test_training_batches_keep_their_static_shape(noise):
+    """A network built for a fixed input size (a SavedModel's signature) is traced with the batches' shape."""
+    batches = Reader(config(batch_size=4, augment=ON), seed=0).train(noise)
+    assert batches.element_spec[0].shape.as_list() == [4, SIZE, SIZE, 3]
+
+
 # Cache ---------------------------------------------------------------------------------------
 
 

@@ -49,4 +49,6 @@ def shifted(image: tf.Tensor, pad: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     move = tf.random.stateless_uniform([3], seed, maxval=tf.int32.max, dtype=tf.int32)[:2] % (2 * pad + 1) - pad
     kept = tf.slice(image, tf.concat([tf.maximum(move, 0), [0]], 0), tf.concat([shape[:2] - tf.abs(move), [-1]], 0))
     paddings = tf.concat([tf.stack([tf.maximum(-move, 0), tf.maximum(move, 0)], 1), [[0, 0]]], 0)
-    return tf.pad(kept, paddings, mode="REFLECT")
+    moved = tf.pad(kept, paddings, mode="REFLECT")
+    moved.set_shape(image.shape)  # drawn paddings hide the size, which a network of fixed input size needs
+    return moved
