@@ -17,10 +17,10 @@ from worklab.run.runfolder import RunFolder
 
 
 @pytest.fixture(scope="module")
-def two_checkpoints(tmp_path_factory, data_dir):
+def two_checkpoints(tmp_path_factory, data_dir, small_network):
     """A run with checkpoints at steps 2 and 4 and a best.json that names step 2, as patience leaves one."""
     run = train_here(tmp_path_factory.mktemp("order") / "run", data_dir,
-                     ["schedule=train", "schedule.steps=4", "schedule.save_every=2"])
+                     ["schedule=train", "schedule.steps=4", "schedule.save_every=2", *small_network])
     (run / "best.json").write_text(json.dumps({"step": 2, "loss": 1.0}))
     return run
 

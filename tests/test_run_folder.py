@@ -2,7 +2,9 @@
 
 Each case starts from a small finished run and checks what a user would check: the exit
 code, the message, and every file of the folder before and after. The cases that go on
-training the run do it in this process (`train_here`), the others through run.py.
+training the run do it in this process (`train_here`), the others through run.py. The run
+trains conftest's small network: what the folder does with its checkpoints does not depend
+on the network; the cases that name the ResNet's keys read the session's trained run.
 """
 from __future__ import annotations
 
@@ -18,26 +20,26 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, TINY, compose, run_py
+from conftest import ROOT, TINY, compose, run_py, tiny
 from conftest import train_here as saved_run
 
 TRAIN = ["schedule=train", "schedule.save_every=2", "schedule.keep=5", "runtime.deterministic=true"]
 
 
 def train(run: Path, data_dir: Path, steps: int, *extra):
-    return run_py([*TINY, f"data_dir={data_dir}", f"hydra.run.dir={run}", *TRAIN, f"schedule.steps={steps}", *extra],
-                  run.parent)
+    return run_py([*tiny(list(extra)), f"data_dir={data_dir}", f"hydra.run.dir={run}", *TRAIN,
+                   f"schedule.steps={steps}", *extra], run.parent)
 
 
-def train_here(run: Path, data_dir: Path, steps: int, caplog) -> str:
-    """Go on training `run` to `steps` in this process, as `train` would; what it logged."""
+def train_here(run: Path, data_dir: Path, steps: int, caplog, network) -> str:
+    """Go on training `run` (trained on `network`) to `steps` in this process, as `train` would; what it logged."""
     from worklab import app
     from worklab.run import runfolder
 
     caplog.clear()
     caplog.set_level(logging.INFO)
     try:
-        app.run(compose([*TRAIN, f"schedule.steps={steps}"], run, data_dir))
+        app.run(compose([*TRAIN, *network, f"schedule.steps={steps}"], run, data_dir))
     finally:
         runfolder.release(run)
     return caplog.text
@@ -55,9 +57,10 @@ def index_names(run: Path):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory, data_dir):
-    """A train run of 6 steps with checkpoints at 2, 4 and 6 and the .hydra/ files of run.py."""
-    return saved_run(tmp_path_factory.mktemp("finished") / "run", data_dir, [*TRAIN, "schedule.steps=6"])
+def finished(tmp_path_factory, data_dir, small_network):
+    """A train run of 6 steps with checkpoints at 2, 4 and 6 and the .hydra/ files of run.py, on the small network."""
+    return saved_run(tmp_path_factory.mktemp("finished") / "run", data_dir,
+                     [*TRAIN, *small_network, "schedule.steps=6"])
 
 
 @pytest.fixture
@@ -66,14 +69,14 @@ def run(finished, tmp_path):
     return Path(shutil.copytree(finished, tmp_path / "run"))
 
 
-def test_a_second_process_is_refused_and_names_the_holder(run, data_dir):
+def test_a_second_process_is_refused_and_names_the_holder(run, data_dir, small_network):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from worklab.run import runfolder; "
                                f"runfolder.lock({str(run)!r}); print('locked', flush=True); time.sleep(120)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = contents(run)
-        result = train(run, data_dir, 8)  # refused before TensorFlow starts
+        result = train(run, data_dir, 8, *small_network)  # refused before TensorFlow starts
         assert result.returncode == 2, result.stdout + result.stderr
         assert f"is in use by process {holder.pid} on" in result.stderr
         assert contents(run) == before
@@ -103,26 +106,26 @@ def test_two_runs_started_in_one_folder_at_once_do_not_mix(tmp_path, data_dir):
     assert len(saved) == 20  # one writer: checkpoints 2, 4, ..., 40, each once
 
 
-def test_a_missing_index_is_rebuilt_from_the_checkpoints_on_disk(run, data_dir, caplog):
+def test_a_missing_index_is_rebuilt_from_the_checkpoints_on_disk(run, data_dir, caplog, small_network):
     (run / "checkpoints" / "checkpoint").unlink()
-    said = train_here(run, data_dir, 8, caplog)
+    said = train_here(run, data_dir, 8, caplog, small_network)
     assert "checkpoint is missing: using the 3 complete checkpoint(s)" in said
     assert "restored" in said and "ckpt-6: step 6" in said and "train steps 7-8" in said
     assert index_names(run) == ["ckpt-2", "ckpt-4", "ckpt-6", "ckpt-8"]  # nothing overwritten or deleted
 
 
 @pytest.mark.slow
-def test_a_truncated_index_is_rebuilt_and_a_finished_run_stays_finished(run, data_dir, caplog):
+def test_a_truncated_index_is_rebuilt_and_a_finished_run_stays_finished(run, data_dir, caplog, small_network):
     index = run / "checkpoints" / "checkpoint"
     index.write_bytes(index.read_bytes()[:30])
-    assert "checkpoint is damaged" in train_here(run, data_dir, 6, caplog)
+    assert "checkpoint is damaged" in train_here(run, data_dir, 6, caplog, small_network)
     assert json.loads((run / "summary.json").read_text())["status"] == "finished"
 
 
-def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(run, data_dir, caplog):
+def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(run, data_dir, caplog, small_network):
     data = next((run / "checkpoints").glob("ckpt-6.data-*"))
     data.write_bytes(data.read_bytes()[:100])
-    said = train_here(run, data_dir, 8, caplog)
+    said = train_here(run, data_dir, 8, caplog, small_network)
     assert "checkpoint ckpt-6 cannot be read" in said and "trying the one before it" in said
     assert "ckpt-4: step 4" in said and "train steps 5-8" in said
     assert (run / "checkpoints" / "damaged" / data.name).is_file()
@@ -130,10 +133,10 @@ def test_a_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_used(run,
 
 
 @pytest.mark.slow
-def test_a_deleted_newest_checkpoint_falls_back_to_the_one_before(run, data_dir, caplog):
+def test_a_deleted_newest_checkpoint_falls_back_to_the_one_before(run, data_dir, caplog, small_network):
     for file in (run / "checkpoints").glob("ckpt-6.*"):
         file.unlink()
-    said = train_here(run, data_dir, 8, caplog)
+    said = train_here(run, data_dir, 8, caplog, small_network)
     assert "lists checkpoints whose files are missing: ckpt-6" in said
     assert "ckpt-4: step 4" in said
 
@@ -144,7 +147,8 @@ def test_a_deleted_newest_checkpoint_falls_back_to_the_one_before(run, data_dir,
     ("reader.val_split=0.25", "made its decisions on another validation set: reader.val_split: 0.0 in the run, "
                               "0.25 now"),
 ])
-def test_a_refused_resume_leaves_the_folder_byte_for_byte_and_names_the_key(run, override, message):
+def test_a_refused_resume_leaves_the_folder_byte_for_byte_and_names_the_key(trained, tmp_path, override, message):
+    run = Path(shutil.copytree(trained, tmp_path / "run"))  # a ResNet run, whose depth the first case changes
     before = contents(run)
     result = run_py([f"resume={run}", override], run.parent)
     assert result.returncode == 2
@@ -155,12 +159,12 @@ def test_a_refused_resume_leaves_the_folder_byte_for_byte_and_names_the_key(run,
     assert again.returncode == 0, again.stdout + again.stderr
 
 
-def test_test_schedule_with_another_width_is_refused_like_a_resume(run):
-    before = contents(run)
-    result = run_py(["schedule=test", f"resume={run}", "network.width=0.25"], run.parent)
+def test_test_schedule_with_another_width_is_refused_like_a_resume(trained, tmp_path):
+    before = contents(trained)  # the session's ResNet run, which a refused command leaves as it was
+    result = run_py(["schedule=test", f"resume={trained}", "network.width=0.25"], tmp_path)
     assert result.returncode == 2
     assert "network.width: 0.125 in the run, 0.25 now" in result.stderr
-    assert contents(run) == before
+    assert contents(trained) == before
 
 
 @pytest.mark.slow

@@ -52,12 +52,13 @@ BIT = ["experiment=bit", "schedule.steps=4", "schedule.crop=12", "schedule.resiz
        "schedule.save_every=2"]
 
 
-def test_bit_tests_and_exports_at_its_settled_size_and_reading_it_changes_nothing(tmp_path, data_dir, caplog):
+def test_bit_tests_and_exports_at_its_settled_size_and_reading_it_changes_nothing(tmp_path, data_dir, caplog,
+                                                                                small_network):
     """Trained in this process, with the .hydra/ files run.py would save; tested and exported through run.py,
-    whose resume= applies the settled settings."""
+    whose resume= applies the settled settings. The small network takes the settled size as the ResNet would."""
     run, job = tmp_path / "run", tmp_path / "job"
     caplog.set_level(logging.INFO)
-    train_here(run, data_dir, BIT)
+    train_here(run, data_dir, [*small_network, *BIT])
     assert "reader.image_size=16 is overridden by the HyperRule: 12 holds" in caplog.text
     assert RunFolder(run).settled()["reader.image_size"] == 12
     stale = run / "export" / ".step-4.999999999.abcd"  # what an export killed part-way leaves
