@@ -56,8 +56,8 @@ def trained(tmp_path_factory, data_dir) -> Path:
 @pytest.fixture(scope="session")
 def small_network(tmp_path_factory) -> List[str]:
     """network=keras on a model file of two convolutions with a batch norm between them, to which worklab adds its
-    head: for cases about the run rather than the network. Its 8 variables (the ResNet-10's: 62) trace, step and
-    save in a fraction of the ResNet's time. It takes any image size, as the ResNet does (bit settles its own)."""
+    head: for cases about the run rather than the network. Its 10 variables (the ResNet-10's: 62) trace, step
+    and save in a fraction of the ResNet's time. It takes any image size, as the ResNet does (bit settles its own)."""
     import keras
 
     keras.utils.set_random_seed(0)

@@ -31,8 +31,9 @@ RECIPE = [*TINY, "optimizer=adamw", "optimizer.clip_norm=0.5", "network.ema=0.5"
 # constant, so RECIPE would pass with the replicas' gradients summed where they should be
 # averaged. Momentum SGD without clipping, with the coupled L2 of network.weight_decay, moves
 # each weight by the gradient itself: a wrong scale changes the weights and the train loss.
-# The default suite trains it on conftest's small_network (network=keras, 8 variables: the
-# two-device step traces and updates them once per device), the slow one RECIPE on the ResNet.
+# The default suite trains it on conftest's small_network (network=keras, 10 variables
+# where the ResNet-10 has 62: the two-device step traces the network once per replica and
+# updates each variable on each device), the slow one RECIPE on the ResNet.
 NOT_MOMENTUM = ("optimizer", "schedule.stages", "network.depth", "network.width")  # the ResNet's size too
 MOMENTUM = [*[o for o in RECIPE if not o.startswith(NOT_MOMENTUM)], "optimizer=momentum",
             "schedule.stages=[{lr: 0.05, steps: 4}, {lr: 0.01, steps: 2}]"]

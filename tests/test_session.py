@@ -1,5 +1,6 @@
 """Checkpoints in the run folder: resume continues exactly, also after SIGTERM, checkpoints are readable by
-variable name. The cases share one uninterrupted run of 8 steps, and copy it to change it."""
+variable name. The cases share one uninterrupted run of 8 steps on conftest's small network, and copy it to change
+it; the cases about the ResNet's variables read the session's trained run."""
 from __future__ import annotations
 
 import errno
@@ -38,10 +39,11 @@ def steps_on_disk(run_dir):
 
 
 @pytest.fixture(scope="module")
-def whole(tmp_path_factory, data_dir):
-    """8 steps in one go: checkpoints every 2 steps, the last 2 kept."""
+def whole(tmp_path_factory, data_dir, small_network):
+    """8 steps in one go: checkpoints every 2 steps, the last 2 kept. On conftest's small network: how a run
+    saves, stops and resumes does not depend on the network (the ResNet's keys: the session's trained run)."""
     run = tmp_path_factory.mktemp("whole") / "run"
-    assert train(run, data_dir, 8)["step"] == 8
+    assert train(run, data_dir, 8, *small_network)["step"] == 8
     return run
 
 
@@ -64,20 +66,20 @@ def sigterm_after(step: int):
 
 
 def test_a_run_stopped_by_sigterm_and_rerun_ends_where_an_uninterrupted_run_ends(whole, tmp_path, data_dir, caplog,
-                                                                                monkeypatch):
+                                                                                monkeypatch, small_network):
     """SIGTERM at step 3 saves checkpoint 3 (the cadence alone would save none), and a rerun to 8 gives the
     weights, step and input position of 8 steps in one go."""
     split = tmp_path / "split"
     monkeypatch.setattr(loop, "Progress", sigterm_after(3))
     with pytest.raises(Interrupted) as stopped:
-        train(split, data_dir, 8, "schedule.save_every=1000")
+        train(split, data_dir, 8, "schedule.save_every=1000", *small_network)
     assert stopped.value.signum == signal.SIGTERM
     assert steps_on_disk(split) == [3]  # saved because of the signal
     summary = json.loads((split / "summary.json").read_text())
     assert (summary["status"], summary["step"]) == ("interrupted", 3)
     monkeypatch.undo()
     caplog.set_level(logging.INFO)
-    assert train(split, data_dir, 8, "schedule.save_every=1000")["step"] == 8
+    assert train(split, data_dir, 8, "schedule.save_every=1000", *small_network)["step"] == 8
     assert "ckpt-3: step 3" in caplog.text and "train steps 4-8" in caplog.text
     assert json.loads((split / "summary.json").read_text())["status"] == "finished"
     a, b = checkpoint_values(whole), checkpoint_values(split)
@@ -99,8 +101,8 @@ def test_rerun_keeps_the_learning_rate_it_stopped_with(tmp_path, data_dir):
     assert results["step"] == 8 and results["lr"] == np.float32(0.003)
 
 
-def test_checkpoint_keys_are_readable_variable_names(whole):
-    keys = set(tf.train.load_checkpoint(str(whole / "checkpoints")).get_variable_to_shape_map())
+def test_checkpoint_keys_are_readable_variable_names(trained):
+    keys = set(tf.train.load_checkpoint(str(trained / "checkpoints")).get_variable_to_shape_map())
     assert "model/stem.Sconv.Skernel/.ATTRIBUTES/VARIABLE_VALUE" in keys
     assert "model/stage4.Sblock1.Sshortcut.Sbn.Smoving_mean/.ATTRIBUTES/VARIABLE_VALUE" in keys
     assert "step/.ATTRIBUTES/VARIABLE_VALUE" in keys
@@ -110,14 +112,15 @@ def test_keep_limits_the_checkpoints_on_disk(whole):
     assert sorted(p.name for p in (whole / "checkpoints").glob("*.index")) == ["ckpt-6.index", "ckpt-8.index"]
 
 
-def test_resume_with_a_different_network_names_the_variables_not_their_values(copied, data_dir):
-    with pytest.raises(UserError, match=r"ckpt-8 does not fit the configured network: stem/conv/kernel has shape "
+def test_resume_with_a_different_network_names_the_variables_not_their_values(trained, tmp_path, data_dir):
+    copied = Path(shutil.copytree(trained, tmp_path / "run"))  # the session's ResNet run, its checkpoint at step 2
+    with pytest.raises(UserError, match=r"ckpt-2 does not fit the configured network: stem/conv/kernel has shape "
                                         r"\[7, 7, 3, 8\] there, \[7, 7, 3, 16\] here") as error:
         train(copied, data_dir, 10, "network.width=0.25")
     assert len(str(error.value)) < 600
 
 
-def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(copied, data_dir, monkeypatch):
+def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(copied, data_dir, monkeypatch, small_network):
     run = copied
     listed = (run / "checkpoints" / "checkpoint").read_text()
 
@@ -128,12 +131,12 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(copied, data_di
     monkeypatch.setattr(tf.train.Checkpoint, "write", full)
     with pytest.raises(RunFailed, match=r"Saving checkpoint ckpt-10 .* failed: the disk is full\. The checkpoints "
                                         r"before it are intact \(latest: step 8\); free some space, then resume"):
-        train(run, data_dir, 10)
+        train(run, data_dir, 10, *small_network)
     assert (run / "checkpoints" / "checkpoint").read_text() == listed  # the index a resume starts from
     assert not list((run / "checkpoints").glob("ckpt-10*"))
 
 
-def test_out_of_memory_says_which_settings_to_lower(tmp_path, data_dir, monkeypatch):
+def test_out_of_memory_says_which_settings_to_lower(tmp_path, data_dir, monkeypatch, small_network):
     from worklab.train.trainer import Trainer
 
     def oom(*args, **kwargs):
@@ -141,7 +144,7 @@ def test_out_of_memory_says_which_settings_to_lower(tmp_path, data_dir, monkeypa
 
     monkeypatch.setattr(Trainer, "train", oom)
     with pytest.raises(RunFailed, match=r"out of memory at reader.image_size=16 and reader.batch_size=8: lower one"):
-        train(tmp_path / "run", data_dir, 2)
+        train(tmp_path / "run", data_dir, 2, *small_network)
 
 
 def test_a_folder_that_cannot_be_written_is_named_before_anything_runs():

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from conftest import compose, one_device
 from worklab import runtime
@@ -84,8 +84,10 @@ def test_bad_validation_settings_are_refused(tmp_path, data_dir, overrides, mess
 
 
 def test_a_validation_list_with_a_class_the_training_list_lacks_is_refused(tmp_path, data_dir):
-    val = tmp_path / "val.json"
-    val.write_text(json.dumps({str(next(Path(data_dir).rglob("*.png"))): "unicorn"}))
+    """Refused as the lists are read, before anything is built."""
+    image, val = tmp_path / "unicorn.png", tmp_path / "val.json"
+    Image.new("RGB", (16, 16)).save(image)  # its own image: the demo set may not be drawn yet when this case runs
+    val.write_text(json.dumps({str(image): "unicorn"}))
     cfg = compose([f"reader.val={val}"], tmp_path / "run", data_dir)
     with pytest.raises(UserError, match=f"Image list {val}: 1 label.* not in the class map.*'unicorn'"):
         Parts(cfg, StopRequest(), one_device()).inputs.val_images
