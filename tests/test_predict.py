@@ -96,17 +96,23 @@ def test_each_file_is_checked_and_a_bad_one_named_with_its_reason(tmp_path):
     assert problems[3] == "file does not exist" and "a folder" in problems[4]
 
 
+def write_rows(folder, rows, with_true_label, min_score):
+    """predictions.csv and .jsonl in `folder` as predict writes them, a row at a time."""
+    with predictions.prediction_files(folder, with_true_label, min_score) as files:
+        for row in rows:
+            files.write(row)
+
+
 def test_the_output_files_hold_every_row_in_order(tmp_path):
     rows = [Row("/a.png", ["cat", "dog"], [0.75, 0.25], None, "cat"),
             Row("/b,c.png", [], [], "file does not exist", "dog")]
-    predictions.write_csv(tmp_path / "p.csv", rows, 2, with_true_label=True, min_score=None)
-    predictions.write_jsonl(tmp_path / "p.jsonl", rows, min_score=None)
-    table = predictions.read_csv(tmp_path / "p.csv")
+    write_rows(tmp_path, rows, with_true_label=True, min_score=None)
+    table = predictions.read_csv(tmp_path / "predictions.csv")
     assert list(table[0]) == ["path", "true_label", "prediction", "label_1", "prob_1", "label_2", "prob_2", "error"]
     assert table[0] == {"path": "/a.png", "true_label": "cat", "prediction": "cat", "label_1": "cat",
                         "prob_1": "0.750000", "label_2": "dog", "prob_2": "0.250000", "error": ""}
     assert table[1]["path"] == "/b,c.png" and table[1]["label_1"] == "" and table[1]["error"] == "file does not exist"
-    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert lines[1] == {"path": "/b,c.png", "prediction": None, "labels": [], "scores": [],
                         "error": "file does not exist", "true_label": "dog"}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
@@ -115,12 +121,11 @@ def test_the_output_files_hold_every_row_in_order(tmp_path):
 def test_a_top_probability_below_min_score_predicts_unknown_and_keeps_the_scores(tmp_path):
     rows = [Row("/sure.png", ["cat", "dog"], [0.75, 0.25]), Row("/unsure.png", ["dog", "cat"], [0.55, 0.45]),
             Row("/edge.png", ["cat", "dog"], [0.6, 0.4]), Row("/gone.png", [], [], "file does not exist")]
-    predictions.write_csv(tmp_path / "p.csv", rows, 2, with_true_label=False, min_score=0.6)
-    predictions.write_jsonl(tmp_path / "p.jsonl", rows, min_score=0.6)
-    table = predictions.read_csv(tmp_path / "p.csv")
+    write_rows(tmp_path, rows, with_true_label=False, min_score=0.6)
+    table = predictions.read_csv(tmp_path / "predictions.csv")
     assert [row["prediction"] for row in table] == ["cat", "unknown", "cat", ""]
     assert table[1]["label_1"] == "dog" and table[1]["prob_1"] == "0.550000"  # its scores kept
-    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
     assert [line["prediction"] for line in lines] == ["cat", "unknown", "cat", None]
 
 

@@ -154,21 +154,6 @@ class Row:
         return UNKNOWN if min_score is not None and self.scores[0] < min_score else self.labels[0]
 
 
-def write_csv(path: Path, rows: Sequence[Row], k: int, with_true_label: bool, min_score: Optional[float]) -> None:
-    """predictions.csv of rows in hand: path, [true_label], prediction, label_1, prob_1, ..., label_k, prob_k, error."""
-    with replacing(path, newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(_csv_header(k, with_true_label))
-        writer.writerows(_csv_cells(row, k, with_true_label, min_score) for row in rows)
-
-
-def write_jsonl(path: Path, rows: Sequence[Row], min_score: Optional[float]) -> None:
-    """predictions.jsonl of rows in hand: one object per image with path, prediction, labels, scores, error and
-    true_label (null: unknown)."""
-    with replacing(path) as f:
-        f.writelines(_json_line(row, min_score) for row in rows)
-
-
 @contextmanager
 def prediction_files(folder: Path, with_true_label: bool, min_score: Optional[float]) -> Iterator["PredictionRows"]:
     """predictions.csv and predictions.jsonl in `folder`, written a row at a time (`PredictionRows.write`) while
