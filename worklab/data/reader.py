@@ -177,7 +177,7 @@ def scale(image: tf.Tensor, size: int, resample: str) -> tf.Tensor:
     each pixel the mean of the pixels it covers whenever the image shrinks on both sides (a
     box filter, as OpenCV's INTER_AREA), and interpolates bilinearly when it grows on either:
     smoother, and at 224 px on a 500x375 photo its resize costs about as much as decoding
-    (docs/performance.md, section 2b). `antialias` is TensorFlow's antialiased bilinear
+    (docs/performance.md, section 2c). `antialias` is TensorFlow's antialiased bilinear
     (triangle) filter, slower again; runs from before reader.resample keep it.
 
     Each filter's weights are non-negative and sum to one, so pixels of an integer type
