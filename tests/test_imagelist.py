@@ -515,3 +515,25 @@ def test_a_recorded_check_decodes_only_files_that_changed(tmp_path, monkeypatch)
     with pytest.raises(UserError, match=r"1\.png"):
         check_files(images, skip_bad=False, record=record)
     assert decoded == [paths[1]]
+
+
+def test_in_threads_gives_every_result_in_order_a_slice_to_a_task():
+    import threading
+
+    from worklab.data.imagelist import in_threads
+
+    for count in (0, 1, 7, 8, 9, 50):
+        calls = []
+
+        def square(x):
+            calls.append((x, threading.get_ident()))
+            return x * x
+
+        assert in_threads(square, list(range(count)), threads=3, per_task=8) == [x * x for x in range(count)]
+        by_item = dict(calls)
+        assert sorted(by_item) == list(range(count))  # each item once
+        for start in range(0, count, 8):  # a slice is one task: its items run in order, in one thread
+            part = [x for x, _ in calls if start <= x < start + 8]
+            assert part == sorted(part) and len({by_item[x] for x in part}) == 1
+    with pytest.raises(ValueError, match="bad item"):
+        in_threads(lambda x: (_ for _ in ()).throw(ValueError("bad item")) if x == 5 else x, list(range(20)))

@@ -23,14 +23,13 @@ import logging
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Dict, Iterator, List, Optional, Sequence
 
 from worklab.atomic import replacing
-from worklab.data.imagelist import IMAGE_SUFFIXES, SHOWN, _image_problem, _pil_limit_lifted, read_entries
+from worklab.data.imagelist import IMAGE_SUFFIXES, SHOWN, _image_problem, _pil_limit_lifted, in_threads, read_entries
 from worklab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -130,8 +129,8 @@ def check(paths: Sequence[str], threads: int = 8) -> List[Optional[str]]:
             return "a folder, not an image file"
         return _image_problem(path)
 
-    with _pil_limit_lifted(), ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(problem, paths))
+    with _pil_limit_lifted():
+        return in_threads(problem, paths, threads)
 
 
 UNKNOWN = "unknown"  # the prediction of an image whose top probability is below schedule.min_score
