@@ -177,6 +177,27 @@ def test_files_are_classified_in_order_across_chunks_with_bad_ones_named(tmp_pat
     assert set(names.index()) <= {"even", "odd"} and names.index()
 
 
+def test_the_first_check_covers_two_batches_so_classifying_starts_before_the_folder_is_checked(tmp_path):
+    from worklab.schedules.predict import classify_files
+    from worklab.serve.predictions import check
+
+    paths = [str(image(tmp_path / f"{i}.png", (i, 0, 0), size=4)) for i in range(11)]
+    checked = []
+
+    def recorded_check(chunk):
+        checked.append(len(chunk))
+        return check(chunk)
+
+    def classify(images):
+        n = len(images.numpy())
+        return {"probabilities": np.full((n, 1), 1.0, np.float32), "classes": np.zeros((n, 1), np.int32),
+                "labels": np.array([[b"one"]] * n), "scores": np.full((n, 1), 1.0, np.float32)}
+
+    results = list(classify_files(classify, paths, batch_size=2, check_files=recorded_check, chunk=5))
+    assert checked == [4, 5, 2]  # two batches first, then chunk by chunk
+    assert [index for index, output, error in results if output is not None and error is None] == list(range(11))
+
+
 # Streaming -------------------------------------------------------------------------------------------
 
 NAMES = [f"class{i}" for i in range(1000)]

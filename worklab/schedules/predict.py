@@ -10,7 +10,8 @@ The sections, as the log shows them:
 1. the images: a list file, a class-folder tree or a folder (worklab.serve.predictions);
 2. the classifier: schedule.run (its config, then the best or latest checkpoint, or
    schedule.step, through Parts.restore_for_inference) or schedule.model;
-3. each file checked in threads, a chunk of files ahead of the reading; a file that
+3. each file checked in threads, a chunk of files ahead of the reading (the first
+   chunk two batches, so classifying starts at once); a file that
    is missing or does not read as an image gets a row with its reason, and is never read
    by TensorFlow;
 4. the others read in parallel by tf.data, batched and prefetched; a batch the
@@ -218,21 +219,24 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
     that could not be, in the order of `paths`, as the batches are classified.
 
     The paths go in chunks: while one chunk is read and classified, the next is checked
-    (`check_files`) in threads, so a large folder starts at once and the check uses what
-    the network leaves of the CPU. A file with a problem is not read. Held at a time: a
-    chunk's check results and the batches in flight. `stop` (a StopRequest) ends the loop
-    between batches with Interrupted; `classes` learns names from the outputs.
+    (`check_files`) in threads, so the check uses what the network leaves of the CPU. The
+    first chunk is two batches, so the first batch waits for the check of its own files
+    only. A file with a problem is not read. Held at a time: a chunk's check results and
+    the batches in flight. `stop` (a StopRequest) ends the loop between batches with
+    Interrupted; `classes` learns names from the outputs.
     """
     import tensorflow as tf
 
     bar = Progress(len(paths), unit="image")
     classified = 0
+    starts = [0, *range(min(2 * batch_size, chunk), len(paths), chunk)]
+    spans = [paths[start:end] for start, end in zip(starts, [*starts[1:], len(paths)])]
     with ThreadPoolExecutor(max_workers=1) as ahead:
-        checking = ahead.submit(check_files, paths[:chunk])
-        for start in range(0, len(paths), chunk):
+        checking = ahead.submit(check_files, spans[0])
+        for n, start in enumerate(starts):
             problems = checking.result()
-            if start + chunk < len(paths):
-                checking = ahead.submit(check_files, paths[start + chunk:start + 2 * chunk])
+            if n + 1 < len(spans):
+                checking = ahead.submit(check_files, spans[n + 1])
             todo = [start + j for j, problem in enumerate(problems) if problem is None]
             done = start  # every path before this one has been yielded
             for indices, images in _batches(tf, [paths[i] for i in todo], todo, batch_size) if todo else ():
