@@ -116,6 +116,15 @@ def listed(folder: Path):
     return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS)
 
 
+def keras_augmentation():
+    """The keras contender's augmentations: Keras' RandomFlip, RandomZoom, RandomTranslation and RandomContrast
+    layers, for a parallel map over batches as their documentation suggests for tf.data."""
+    import keras
+
+    return keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomZoom((-0.15, 0.0)),
+                             keras.layers.RandomTranslation(0.1, 0.1), keras.layers.RandomContrast(0.1)])
+
+
 # Worker side -------------------------------------------------------------------------------------
 
 def setup(spec):
@@ -160,8 +169,7 @@ def setup(spec):
     else:
         import keras
 
-        augment = keras.Sequential([keras.layers.RandomFlip("horizontal"), keras.layers.RandomZoom((-0.15, 0.0)),
-                                    keras.layers.RandomTranslation(0.1, 0.1), keras.layers.RandomContrast(0.1)])
+        augment = keras_augmentation()
         files = keras.utils.image_dataset_from_directory(str(folder), labels=None, image_size=(SIZE, SIZE),
                                                          batch_size=BATCH, seed=SEED)
         dataset = (files.repeat().map(lambda x: augment(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
