@@ -33,6 +33,9 @@ Run from the repository root:
 Reading the ratios: "vs keras" above 1.0x is faster than Model.predict on preprocessed images
 in memory; "predict files" pays for reading, checking and decoding the files on the same 2
 cores, and is to match it all the same (>= 1.0x). "paired" is the median of the per-round ratios.
+The second table is each contender's CPU time per image (its process, all threads): on a
+machine whose rounds swing with load from outside, the steadier measure of the work each
+does; there, below 1.0x is less CPU than keras.
 """
 from __future__ import annotations
 
@@ -161,10 +164,11 @@ def setup(spec):
     info["warmup_seconds"] = time.perf_counter() - warm
 
     def measure(budget):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         count = passes(budget)
         seconds = time.perf_counter() - start
-        return {"images_per_second": count * len(paths) / seconds, "passes": count, "seconds": seconds}
+        return {"images_per_second": count * len(paths) / seconds, "passes": count, "seconds": seconds,
+                "cpu_ms_per_image": (time.process_time() - cpu) * 1e3 / (count * len(paths))}
 
     info["setup_seconds"] = time.perf_counter() - started
     return info, {"measure": measure, "probabilities": lambda: {"values": first_probabilities.tolist()}}
@@ -190,17 +194,24 @@ def main():
     script = os.path.abspath(__file__)
     workers = common.launch([lambda n=n, s=s: common.Worker(n, script, s) for n, s in chosen])
     try:
-        contenders = [(w.name, lambda w=w: w.call("measure", budget=budget)["images_per_second"]) for w in workers]
+        cpu = {w.name: [] for w in workers}
+
+        def measure(w):
+            result = w.call("measure", budget=budget)
+            cpu[w.name].append(result["cpu_ms_per_image"])
+            return result["images_per_second"]
+
+        contenders = [(w.name, lambda w=w: measure(w)) for w in workers]
         print(f"\n{rounds} interleaved rounds (img/s):", flush=True)
         results = common.interleave(contenders, rounds, own_pids=lambda: [w.proc.pid for w in workers])
         probabilities = {w.name: w.call("probabilities")["values"] for w in workers}
         infos = {w.name: w.info for w in workers}
     finally:
         common.close_all(workers)
-    report(results, probabilities, infos, [n for n, _ in chosen], rounds)
+    report(results, cpu, probabilities, infos, [n for n, _ in chosen], rounds)
 
 
-def report(results, probabilities, infos, names, rounds):
+def report(results, cpu, probabilities, infos, names, rounds):
     import numpy as np
 
     med = {name: common.median(values) for name, values in results.items()}
@@ -218,6 +229,11 @@ def report(results, probabilities, infos, names, rounds):
                  [[n, med[n], common.spread(results[n]), common.ratio(med[n], med[KERAS]), paired(n, KERAS), notes[n]]
                   for n in names],
                  title=f"predict throughput at {IMAGE_SIZE} px, median of {rounds} rounds")
+    cpu_med = {name: common.median(values) for name, values in cpu.items()}
+    common.table(["contender", "CPU ms per image (median)", "rounds min-max", "vs keras", "paired"],
+                 [[n, cpu_med[n], common.spread(cpu[n]), common.ratio(cpu_med[n], cpu_med[KERAS]),
+                   f"{common.median([x / y for x, y in zip(cpu[n], cpu[KERAS])]):.2f}x"] for n in names],
+                 title="CPU time of each contender's process per image (all its threads), the same rounds")
     if "predict files, no check" in med:
         print(f"the PIL check costs the file path {1 - med['predict files'] / med['predict files, no check']:.0%} "
               "of its speed (predict files vs no check)")
