@@ -176,16 +176,16 @@ def setup(spec):
                    .prefetch(tf.data.AUTOTUNE))
     iterator = iter(dataset)
 
-    def run(budget):
+    def run(budget):  # -> (batches, images): a pass's last batch is partial for keras and worklab test
         deadline = time.perf_counter() + budget
-        batches = 0
+        batches = count = 0
         while True:
             images = next(iterator)
             images = images[0] if isinstance(images, tuple) else images
             assert tuple(images.shape[1:]) == (SIZE, SIZE, 3), images.shape
-            batches += 1
+            batches, count = batches + 1, count + int(images.shape[0])
             if time.perf_counter() >= deadline:
-                return batches
+                return batches, count
 
     warm = time.perf_counter()
     run(3.0)
@@ -193,9 +193,9 @@ def setup(spec):
 
     def measure(budget):
         start = time.perf_counter()
-        batches = run(budget)
+        batches, count = run(budget)
         seconds = time.perf_counter() - start
-        return {"images_per_second": batches * BATCH / seconds, "batches": batches, "seconds": seconds}
+        return {"images_per_second": count / seconds, "batches": batches, "seconds": seconds}
 
     info["setup_seconds"] = time.perf_counter() - started
     return info, {"measure": measure}
