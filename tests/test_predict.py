@@ -198,6 +198,29 @@ def test_the_first_check_covers_two_batches_so_classifying_starts_before_the_fol
     assert [index for index, output, error in results if output is not None and error is None] == list(range(11))
 
 
+def test_the_next_batch_is_classified_while_the_caller_takes_the_rows_of_one_before(tmp_path):
+    import threading
+
+    from worklab.schedules.predict import classify_files
+
+    paths = [str(image(tmp_path / f"{i}.png", (i, 0, 0), size=4)) for i in range(6)]
+    second_started = threading.Event()
+    calls = []
+
+    def classify(images):
+        calls.append(len(images.numpy()))
+        if len(calls) == 2:
+            second_started.set()
+        n = len(images.numpy())
+        return {"probabilities": np.full((n, 1), 1.0, np.float32), "classes": np.zeros((n, 1), np.int32),
+                "labels": np.array([[b"one"]] * n), "scores": np.full((n, 1), 1.0, np.float32)}
+
+    rows = classify_files(classify, paths, batch_size=2)
+    first = next(rows)
+    assert first[0] == 0 and second_started.wait(timeout=20)  # while the first batch's rows are being taken
+    assert [index for index, output, _ in [first, *rows] if output is not None] == list(range(6))
+
+
 # Streaming -------------------------------------------------------------------------------------------
 
 NAMES = [f"class{i}" for i in range(1000)]
@@ -280,7 +303,9 @@ def test_an_interrupted_predict_leaves_no_predictions_file(tmp_path):
     with StopRequest() as stop, pytest.raises(Interrupted) as raised:
         write_predictions(interrupted_after_two_batches, source, ClassNames(NAMES), job, 8, stop,
                           evaluation=Evaluation(source, ClassNames(NAMES), top_k=5, worst=4))
-    assert len(calls) == 2 and "stopped after classifying 16 of 40 images; nothing was written" in raised.value.note
+    # The batch after the second may have been started beside it (batches are classified one ahead); no later one.
+    assert len(calls) in (2, 3)
+    assert f"stopped after classifying {8 * len(calls)} of 40 images; nothing was written" in raised.value.note
     assert list(job.iterdir()) == []  # neither file, nor a temporary one
 
 

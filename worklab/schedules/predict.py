@@ -221,9 +221,11 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
     The paths go in chunks: while one chunk is read and classified, the next is checked
     (`check_files`) in threads, so the check uses what the network leaves of the CPU. The
     first chunk is two batches, so the first batch waits for the check of its own files
-    only. A file with a problem is not read. Held at a time: a chunk's check results and
-    the batches in flight. `stop` (a StopRequest) ends the loop between batches with
-    Interrupted; `classes` learns names from the outputs.
+    only. A file with a problem is not read. Each batch is classified in a thread of its
+    own while the caller takes the rows of the one before, so the network does not wait
+    for them. Held at a time: a chunk's check results and the batches in flight. `stop`
+    (a StopRequest) ends the loop between batches with Interrupted; `classes` learns
+    names from the outputs.
     """
     import tensorflow as tf
 
@@ -231,7 +233,7 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
     classified = 0
     starts = [0, *range(min(2 * batch_size, chunk), len(paths), chunk)]
     spans = [paths[start:end] for start, end in zip(starts, [*starts[1:], len(paths)])]
-    with ThreadPoolExecutor(max_workers=1) as ahead:
+    with ThreadPoolExecutor(max_workers=1) as ahead, ThreadPoolExecutor(max_workers=1) as network:
         checking = ahead.submit(check_files, spans[0])
         for n, start in enumerate(starts):
             problems = checking.result()
@@ -239,13 +241,9 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
                 checking = ahead.submit(check_files, spans[n + 1])
             todo = [start + j for j, problem in enumerate(problems) if problem is None]
             done = start  # every path before this one has been yielded
-            for indices, images in _batches(tf, [paths[i] for i in todo], todo, batch_size) if todo else ():
-                if stop:
-                    bar.break_line()
-                    raise Interrupted(stop.signal, classified,
-                                      note=f"stopped after classifying {classified} of {len(paths)} images; "
-                                           "nothing was written: run the same command again")
-                for index, output, error in _classify_batch(tf, classify, indices.numpy(), images):
+            batches = _batches(tf, [paths[i] for i in todo], todo, batch_size) if todo else ()
+            for results in _classified_ahead(tf, classify, batches, network, stop):
+                for index, output, error in results:
                     yield from _unclassified(problems, start, done, index)
                     if output is not None:
                         classified += 1
@@ -254,9 +252,29 @@ def classify_files(classify: Classify, paths: List[str], batch_size: int, stop=N
                     yield index, output, error
                     done = index + 1
                 bar.update(done)
+            if stop:
+                bar.break_line()
+                raise Interrupted(stop.signal, classified,
+                                  note=f"stopped after classifying {classified} of {len(paths)} images; "
+                                       "nothing was written: run the same command again")
             yield from _unclassified(problems, start, done, start + len(problems))
     bar.update(len(paths))
     bar.break_line()
+
+
+def _classified_ahead(tf, classify: Classify, batches, network: ThreadPoolExecutor, stop=None):
+    """Each batch's [(index, outputs, error)], in order, the next batch classified in `network` while the caller
+    takes these; once `stop` is set, no further batch is started, and those classified are still given."""
+    pending = None
+    for indices, images in batches:
+        if stop:
+            break
+        following = network.submit(lambda i=indices.numpy(), x=images: list(_classify_batch(tf, classify, i, x)))
+        if pending is not None:
+            yield pending.result()
+        pending = following
+    if pending is not None:
+        yield pending.result()
 
 
 def _unclassified(problems: List[Optional[str]], start: int, first: int, end: int):
