@@ -91,9 +91,33 @@ def test_each_file_is_checked_and_a_bad_one_named_with_its_reason(tmp_path):
     text.write_text("hello")
     problems = predictions.check([str(good), str(cut), str(text), str(tmp_path / "gone.png"), str(tmp_path)])
     assert problems[0] is None
-    assert problems[1].startswith("not a readable image")
+    assert problems[1] is None  # its header is whole: the check decodes no pixel, the classifier's decoder names it
     assert "no known image format" in problems[2]
     assert problems[3] == "file does not exist" and "a folder" in problems[4]
+
+
+def test_a_file_cut_short_after_its_header_gets_tensorflows_reason_and_its_batch_is_classified(tmp_path):
+    import tensorflow as tf
+
+    from worklab.schedules.predict import classify_files
+
+    paths = [str(image(tmp_path / f"{i}.png", (i * 40, 0, 0))) for i in range(3)]
+    noise = np.random.RandomState(0).randint(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(paths[1])
+    whole = Path(paths[1]).read_bytes()
+    Path(paths[1]).write_bytes(whole[:len(whole) // 2])
+
+    def decoding(images):  # a stand-in classifier that decodes its files, as Classifier.from_bytes does
+        red = tf.map_fn(lambda contents: tf.cast(tf.io.decode_image(contents, channels=3)[0, 0, 0], tf.float32),
+                        images, fn_output_signature=tf.float32).numpy()
+        n = len(red)
+        return {"probabilities": red[:, None] / 255, "classes": np.zeros((n, 1), np.int32),
+                "labels": np.array([[b"red"]] * n), "scores": red[:, None] / 255}
+
+    results = list(classify_files(decoding, paths, batch_size=3))
+    assert [index for index, _, _ in results] == [0, 1, 2]
+    assert results[1][1] is None and results[1][2].startswith("TensorFlow cannot decode it")
+    assert [round(float(output["scores"][0]) * 255) for _, output, _ in (results[0], results[2])] == [0, 80]
 
 
 def write_rows(folder, rows, with_true_label, min_score):

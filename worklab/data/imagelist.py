@@ -41,6 +41,7 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP")  # what tf.io.decode_image reads
+UNIDENTIFIED = "not a readable image (no known image format: the header is missing or corrupt)"
 BMP_MODES = ("RGB", "RGBA", "L")  # TensorFlow reads palette BMPs as grey palette indices
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 SHOWN = 5  # offending paths quoted in a message
@@ -354,9 +355,20 @@ def _pil_limit_lifted() -> Iterator[None]:
         Image.MAX_IMAGE_PIXELS = before
 
 
-def _image_problem(path: str) -> Optional[str]:
-    """Why the file is not an image TensorFlow reads, or None; decodes every byte of it, hashes nothing."""
-    return _examine(path, hashed=False)[0]
+def header_problem(path: str) -> Optional[str]:
+    """Why the file is not an image TensorFlow reads, as far as its header tells (format, mode, size), or None.
+
+    No pixel is decoded: for a caller whose decoder names a file it cannot decode (predict
+    classifies such a file alone and keeps TensorFlow's reason), a second decode here would
+    cost as much CPU as the network's share of a small image.
+    """
+    try:
+        with Image.open(path) as image:
+            return _header_problem(image)
+    except UnidentifiedImageError:
+        return UNIDENTIFIED
+    except Exception as error:  # PIL raises many types for broken files
+        return f"not a readable image ({error.__class__.__name__}: {error})"
 
 
 def _examine(path: str, hashed: bool = True) -> Tuple[Optional[str], Optional[Hashes]]:
@@ -379,7 +391,7 @@ def _examine(path: str, hashed: bool = True) -> Tuple[Optional[str], Optional[Ha
                 image.load()
                 hashes = (content_hash(data), *(perceptual_hash(image) or (None, None))) if hashed else None
     except UnidentifiedImageError:
-        return "not a readable image (no known image format: the header is missing or corrupt)", None
+        return UNIDENTIFIED, None
     except Exception as error:  # PIL raises many types for broken files
         return f"not a readable image ({error.__class__.__name__}: {error})", None
     return None, hashes

@@ -10,13 +10,13 @@ The sections, as the log shows them:
 1. the images: a list file, a class-folder tree or a folder (worklab.serve.predictions);
 2. the classifier: schedule.run (its config, then the best or latest checkpoint, or
    schedule.step, through Parts.restore_for_inference) or schedule.model;
-3. each file checked in threads, a chunk of files ahead of the reading (the first
-   chunk two batches, so classifying starts at once); a file that
-   is missing or does not read as an image gets a row with its reason, and is never read
-   by TensorFlow;
+3. each file's header checked in threads, a chunk of files ahead of the reading (the
+   first chunk two batches, so classifying starts at once); a file that is missing or
+   whose header is not that of an image TensorFlow reads gets a row with its reason,
+   and is never read by TensorFlow;
 4. the others read in parallel by tf.data, batched and prefetched; a batch the
-   classifier refuses (a file TensorFlow cannot decode although PIL could) is
-   classified again one image at a time, so only that image gets an error;
+   classifier refuses (a file cut short or corrupt after its header) is classified
+   again one image at a time, so only that image gets an error, TensorFlow's reason;
 5. predictions.csv and predictions.jsonl, each image's row written, in the order of the
    images, as its batch is classified, and, when the source has labels, the Tester's
    statistics (evaluation.json) gathered as they go (`Evaluation`), all in this job's own

@@ -10,7 +10,8 @@
   hidden files and folders (.name) are left out.
 
 A file that cannot be classified (missing, unreadable, not an image) is not an error of
-the job: `check` gives its reason and the file gets a row with it. Predict writes its
+the job: `check` (or, for a file whose header is fine but whose pixels are not, the
+classifier's decoder) gives its reason and the file gets a row with it. Predict writes its
 rows as the images are classified (`prediction_files`), so no row is held in memory;
 the output files are written under a temporary name and renamed at the end, so a kill
 or an interrupt never leaves a file, whole or half, under the final name.
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import IO, Dict, Iterator, List, Optional, Sequence
 
 from worklab.atomic import replacing
-from worklab.data.imagelist import IMAGE_SUFFIXES, SHOWN, _image_problem, _pil_limit_lifted, in_threads, read_entries
+from worklab.data.imagelist import IMAGE_SUFFIXES, SHOWN, _pil_limit_lifted, header_problem, in_threads, read_entries
 from worklab.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -121,13 +122,17 @@ def _folder(root: Path) -> Source:
 
 
 def check(paths: Sequence[str], threads: int = 8) -> List[Optional[str]]:
-    """Each file's problem, or None when it reads as an image (imagelist's check, in threads)."""
+    """Each file's problem, or None when its header is that of an image TensorFlow reads (in threads).
+
+    A file whose pixels cannot be decoded (cut short, corrupt) passes; the classifier's
+    decoder refuses it, and predict gives it TensorFlow's reason.
+    """
     def problem(path: str) -> Optional[str]:
         if not os.path.exists(path):
             return "file does not exist"
         if os.path.isdir(path):
             return "a folder, not an image file"
-        return _image_problem(path)
+        return header_problem(path)
 
     with _pil_limit_lifted():
         return in_threads(problem, paths, threads)
