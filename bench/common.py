@@ -74,6 +74,26 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b else "-"
 
 
+def paired(results: Dict[str, List[float]], a: str, b: str) -> str:
+    """The median of a's per-round ratios to b, steadier under bursts of load than the ratio of the medians."""
+    return f"{median([x / y for x, y in zip(results[a], results[b])]):.2f}x"
+
+
+def worker_rounds(script: str, workers: Sequence[Tuple[str, Dict[str, Any]]], command: str, budget: float,
+                  rounds: int, label: str = "img/s") -> Tuple[Dict[str, List[float]], Dict[str, Dict[str, Any]]]:
+    """Start a Worker of `script` per (name, spec), run `rounds` interleaved rounds of its `command` (each
+    returning images_per_second), close them; return (the values by name, each worker's info)."""
+    print("\nstarting workers (set-up and warm-up are not timed):", flush=True)
+    started = launch([lambda n=n, s=s: Worker(n, script, s) for n, s in workers])
+    try:
+        contenders = [(w.name, lambda w=w: w.call(command, budget=budget)["images_per_second"]) for w in started]
+        print(f"\n{rounds} interleaved rounds ({label}):", flush=True)
+        results = interleave(contenders, rounds, own_pids=lambda: [w.proc.pid for w in started])
+        return results, {w.name: w.info for w in started}
+    finally:
+        close_all(started)
+
+
 def interleave(contenders: Sequence[Tuple[str, Callable[[], float]]], rounds: int, label: str = "round",
                own_pids: Callable[[], Sequence[int]] = lambda: ()) -> Dict[str, List[float]]:
     """Call every contender once per round, in the same order each round; return each one's values.

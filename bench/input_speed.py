@@ -222,26 +222,13 @@ def main():
         "images": f"{len(paths)} JPEGs under {folder}" + ("" if args.images else f" (built-in set {args.photos})"),
         "size": SIZE, "batch": BATCH, "augment": "defaults (worklab), Keras' four layers (keras)", "rounds": rounds,
         "round": f"batches until {budget} s have passed (at least 1)"})
-    print("\nstarting workers (set-up and warm-up are not timed):", flush=True)
-    script = os.path.abspath(__file__)
-    workers = common.launch([lambda n=n, s=s: common.Worker(n, script, {**s, "images": str(folder)})
-                             for n, s in WORKERS])
-    try:
-        contenders = [(w.name, lambda w=w: w.call("measure", budget=budget)["images_per_second"]) for w in workers]
-        print(f"\n{rounds} interleaved rounds (img/s):", flush=True)
-        results = common.interleave(contenders, rounds, own_pids=lambda: [w.proc.pid for w in workers])
-        infos = {w.name: w.info for w in workers}
-    finally:
-        common.close_all(workers)
-
+    results, infos = common.worker_rounds(os.path.abspath(__file__), [(n, {**s, "images": str(folder)})
+                                                                      for n, s in WORKERS], "measure", budget, rounds)
     med = {name: common.median(values) for name, values in results.items()}
-
-    def paired(a, b):
-        return f"{common.median([x / y for x, y in zip(results[a], results[b])]):.2f}x"
-
     cores = os.cpu_count()
-    rows = [[name, med[name], med[name] / cores, common.spread(results[name]), paired(name, "plain decode+resize"),
-             paired(name, "keras")] for name, _ in WORKERS]
+    rows = [[name, med[name], med[name] / cores, common.spread(results[name]),
+             common.paired(results, name, "plain decode+resize"), common.paired(results, name, "keras")]
+            for name, _ in WORKERS]
     common.table(["contender", "img/s (median)", f"per core ({cores})", "rounds min-max", "vs plain (paired)",
                   "vs keras (paired)"], rows,
                  title=f"input pipelines at {SIZE} px, median of {rounds} rounds; "

@@ -3,15 +3,15 @@
 What it measures (images per second, median of interleaved rounds), all on the same network
 (ResNet-18 width 1, 64 px inputs, 10 classes, seeded weights, inference mode, batch 32) and
 the same 640 images (the demo set's drawing at 64 px, PNG files under bench/.data):
-  * "predict files": what schedule=predict does per image after loading the model: every file
-    checked with PIL in threads (worklab.serve.predictions.check), read by tf.data in parallel
+  * "predict files": what schedule=predict does per image after loading the model: every file's
+    header checked with PIL in threads (worklab.serve.predictions.check), read by tf.data in parallel
     (tf.io.read_file, batched, prefetched) and classified by worklab.serve.export.Classifier.from_bytes
     (decode, resize, the network with its preprocessing layer, softmax, top 5), the outputs fetched as numpy;
     worklab.schedules.predict.classify_files. Writing the rows is not included.
   * "predict files, rows written": all that schedule=predict does per image: "predict files" and
     each image's row written to predictions.csv and .jsonl (bench/.data/predict_speed/rows) and its
     statistics gathered (the demo set has labels); worklab.schedules.predict.write_predictions.
-  * "predict files, no check": "predict files" without the PIL check, to show what the check costs.
+  * "predict files, no check": "predict files" without the header check, to show what the check costs.
   * "keras predict (memory)": Model.predict(x, batch_size=32) on the images already decoded,
     resized (with worklab.data.reader's functions) in a float32 array of 0-255 pixels: the target
     (issue 22) is "predict files" at >= 1.0x of this.
@@ -216,9 +216,6 @@ def report(results, cpu, probabilities, infos, names, rounds):
 
     med = {name: common.median(values) for name, values in results.items()}
 
-    def paired(a, b):
-        return f"{common.median([x / y for x, y in zip(results[a], results[b])]):.2f}x"
-
     notes = {"predict files": "check + tf.data from files + from_bytes (target >= 1.0x keras)",
              WRITTEN: "predict files + rows to csv/jsonl + statistics",
              "predict files, no check": "tf.data from files + from_bytes",
@@ -226,16 +223,17 @@ def report(results, cpu, probabilities, infos, names, rounds):
              "from_bytes (memory)": "Classifier.from_bytes on bytes in memory",
              "SavedModel signature (memory)": "serving_default on bytes in memory"}
     common.table(["contender", "img/s (median)", "rounds min-max", "vs keras", "paired", "note"],
-                 [[n, med[n], common.spread(results[n]), common.ratio(med[n], med[KERAS]), paired(n, KERAS), notes[n]]
+                 [[n, med[n], common.spread(results[n]), common.ratio(med[n], med[KERAS]),
+                   common.paired(results, n, KERAS), notes[n]]
                   for n in names],
                  title=f"predict throughput at {IMAGE_SIZE} px, median of {rounds} rounds")
     cpu_med = {name: common.median(values) for name, values in cpu.items()}
     common.table(["contender", "CPU ms per image (median)", "rounds min-max", "vs keras", "paired"],
                  [[n, cpu_med[n], common.spread(cpu[n]), common.ratio(cpu_med[n], cpu_med[KERAS]),
-                   f"{common.median([x / y for x, y in zip(cpu[n], cpu[KERAS])]):.2f}x"] for n in names],
+                   common.paired(cpu, n, KERAS)] for n in names],
                  title="CPU time of each contender's process per image (all its threads), the same rounds")
     if "predict files, no check" in med:
-        print(f"the PIL check costs the file path {1 - med['predict files'] / med['predict files, no check']:.0%} "
+        print(f"the header check costs the file path {1 - med['predict files'] / med['predict files, no check']:.0%} "
               "of its speed (predict files vs no check)")
     print(common.others_summary(results))
     reference = np.asarray(probabilities[KERAS])

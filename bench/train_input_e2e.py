@@ -250,27 +250,16 @@ def main():
         "network": f"{ARCH}, fresh weights, body frozen, dense head", "size": SIZE, "batch": BATCH,
         "optimizer": f"SGD momentum {MOMENTUM}, lr {LR}, no weight decay", "rounds": rounds,
         "round": f"steps until {budget} s have passed (at least 2), timed from the end of the first"})
-    print("\nstarting workers (set-up and warm-up are not timed):", flush=True)
-    script = os.path.abspath(__file__)
-    workers = common.launch([lambda n=n, s=s: common.Worker(n, script, {**s, "images": str(folder)})
-                             for n, s in WORKERS])
-    try:
-        contenders = [(w.name, lambda w=w: w.call("train", budget=budget)["images_per_second"]) for w in workers]
-        print(f"\n{rounds} interleaved rounds (training img/s):", flush=True)
-        results = common.interleave(contenders, rounds, own_pids=lambda: [w.proc.pid for w in workers])
-        infos = {w.name: w.info for w in workers}
-    finally:
-        common.close_all(workers)
-
+    results, infos = common.worker_rounds(os.path.abspath(__file__), [(n, {**s, "images": str(folder)})
+                                                                      for n, s in WORKERS], "train", budget, rounds,
+                                          label="training img/s")
     med = {name: common.median(values) for name, values in results.items()}
-
-    def paired(a, b):
-        return f"{common.median([x / y for x, y in zip(results[a], results[b])]):.2f}x"
 
     cores = os.cpu_count()
     step = "worklab, input in memory"
     rows = [[name, med[name], med[name] / cores, common.spread(results[name]),
-             common.ratio(med[name], med["keras fit"]), paired(name, "keras fit"), paired(name, step)]
+             common.ratio(med[name], med["keras fit"]), common.paired(results, name, "keras fit"),
+             common.paired(results, name, step)]
             for name, _ in WORKERS]
     common.table(["contender", "img/s (median)", f"per core ({cores})", "rounds min-max", "vs keras fit",
                   "vs keras fit (paired)", "of the step (paired)"], rows,
