@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,13 +50,11 @@ def header_only(images: ImageList) -> None:
     def verify(path):
         with Image.open(path) as image:
             image.verify()
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(verify, images.paths))
+    imagelist.in_threads(verify, images.paths)  # the threads check_files uses
 
 
 def decode_only(images: ImageList) -> None:
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(imagelist._image_problem, images.paths))
+    imagelist.in_threads(lambda path: imagelist._examine(path, hashed=False), images.paths)
 
 
 def random_hashes(count: int) -> ImageList:
