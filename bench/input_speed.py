@@ -143,8 +143,8 @@ def setup(spec):
         from worklab.data.imagelist import ImageList
 
         if not spec.get("dct", True):
-            whole = reader.decode_window
-            reader.decode_window = lambda contents, window, size=None: whole(contents, window)
+            whole = reader.stored_window
+            reader.stored_window = lambda contents, window, size: whole(contents, window, None)
         cfg = ReaderConfig(source="folder", image_size=SIZE, batch_size=BATCH, cache=spec.get("cache", False),
                            resample=spec.get("resample", "bilinear"),
                            augment=AugmentConfig(crop=spec.get("crop", "zoom")))

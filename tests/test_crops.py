@@ -18,7 +18,8 @@ from worklab.config.reader import AugmentConfig, ReaderConfig
 from worklab.data import crops
 from worklab.data.augment import draws
 from worklab.data.imagelist import ImageList
-from worklab.data.reader import Reader, cut, decode, decode_window, load, resize, scale
+from worklab.data.reader import (Reader, apply_orientation, cut, decode, load, resize, scale, scaled_window,
+                                 stored_window)
 from worklab.errors import UserError
 
 RANDOM_RESIZED = {**OFF, "crop": "random_resized"}
@@ -152,7 +153,8 @@ def test_jpeg_window_decode_equals_cutting_the_whole_upright_decode(tmp_path, va
     window, which moves a few levels in the edge row and column."""
     path = save_jpeg(tmp_path / f"o{value}.jpg", photo(), exif_block(value))
     contents = tf.io.read_file(str(path))
-    fast = decode_window(contents, asymmetric_window).numpy().astype(np.int32)
+    piece = apply_orientation(*stored_window(contents, asymmetric_window, None))
+    fast = piece.numpy().astype(np.int32)
     full = cut(decode(contents), asymmetric_window(tf.shape(decode(contents))[:2])).numpy().astype(np.int32)
     assert fast.shape == full.shape
     np.testing.assert_array_equal(fast[1:-1, 1:-1], full[1:-1, 1:-1])
@@ -160,6 +162,10 @@ def test_jpeg_window_decode_equals_cutting_the_whole_upright_decode(tmp_path, va
     upright = tf.constant(pil_upright(path))
     expected = cut(upright, asymmetric_window(upright.shape[:2])).numpy()
     assert np.abs(fast - expected).mean() < 3  # the upright picture's window, as PIL turns it
+    # resized before it is turned: the same values as turning first, up to the order of the filter's passes
+    for resample in ("bilinear", "area"):
+        np.testing.assert_allclose(scaled_window(contents, asymmetric_window, 32, resample).numpy(),
+                                   scale(piece, 32, resample).numpy(), atol=1e-3)
 
 
 def test_orientation_6_photo_crops_to_the_same_upright_window_as_the_upright_png(tmp_path):
@@ -168,11 +174,10 @@ def test_orientation_6_photo_crops_to_the_same_upright_window_as_the_upright_png
     turned = save_jpeg(tmp_path / "turned.jpg", np.rot90(scene, 1), exif_block(6))
     upright = tmp_path / "upright.png"
     Image.fromarray(pil_upright(turned).astype(np.uint8)).save(upright)
-    a, b = (decode_window(tf.io.read_file(str(p)), asymmetric_window).numpy().astype(np.float32)
-            for p in (turned, upright))
-    assert a.shape == b.shape == (48, 83, 3)
+    a, b = (scaled_window(tf.io.read_file(str(p)), asymmetric_window, 40, "bilinear").numpy() for p in (turned, upright))
+    assert a.shape == b.shape == (40, 40, 3)
     assert np.abs(a - b).mean() < 2
-    assert np.abs(a - cut(tf.constant(scene), asymmetric_window(scene.shape[:2])).numpy()).mean() < 3
+    assert np.abs(a - scale(cut(tf.constant(scene), asymmetric_window(scene.shape[:2])), 40, "bilinear")).mean() < 3
 
 
 def test_dct_scaled_decode_of_a_large_window_is_close_to_the_full_decode(tmp_path):
@@ -181,9 +186,9 @@ def test_dct_scaled_decode_of_a_large_window_is_close_to_the_full_decode(tmp_pat
     big = np.asarray(Image.fromarray(photo()).resize((1280, 768), Image.BICUBIC))
     contents = tf.io.read_file(str(save_jpeg(tmp_path / "big.jpg", big)))
     window = lambda shape: tf.constant([100, 200, 600, 900])  # noqa: E731
-    scaled = scale(decode_window(contents, window, size=32), 32, "area").numpy()
-    full = scale(decode_window(contents, window), 32, "area").numpy()
-    assert decode_window(contents, window, size=32).shape == (75, 113, 3)  # 600 x 900 at 1/8, edges rounded
+    reduced, _ = stored_window(contents, window, 32)
+    assert reduced.shape == (75, 113, 3)  # 600 x 900 at 1/8, edges rounded
+    scaled, full = (scale(piece, 32, "area").numpy() for piece in (reduced, stored_window(contents, window, None)[0]))
     # the window's edges round to the 1/8 grid, up to 4 pixels of 900: a hard edge moves by up to 0.15 px
     assert np.abs(scaled - full).mean() < 3 and np.percentile(np.abs(scaled - full), 99) < 25
 

@@ -260,7 +260,7 @@ def test_training_testing_and_cache_see_the_upright_image(turned, cache):
     trained = trained[np.argsort(labels)]
     for images in (tested, trained):
         for photo, upright, turns in ((images[0], images[1], 1), (images[2], images[3], -1)):
-            # JPEG's chroma at a decoded window's edge differs by a few levels (decode_window): a few pixels there
+            # JPEG's chroma at a decoded window's edge differs by a few levels (scaled_window): a few pixels there
             assert np.abs(photo - upright).mean() < 0.02 and np.abs(photo - upright).max() < 0.15
             assert np.abs(photo - np.rot90(upright, turns)).mean() > 0.1  # as stored, it would be far off
 

@@ -2,7 +2,7 @@
 
 A window is an int32 tensor [y, x, height, width] in the upright image of `shape`
 (height, width). Only the window is computed here, not the pixels, so the reader can
-decode just that part of a JPEG (worklab.data.reader.decode_window). The training windows
+decode just that part of a JPEG (worklab.data.reader.scaled_window). The training windows
 are drawn from the crop seeds of worklab.data.augment.draws, stateless functions of
 (run seed, stream position), so a resumed run cuts the same windows.
 """

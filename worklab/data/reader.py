@@ -14,10 +14,10 @@ exported SavedModel that takes raw JPEG bytes all see the same upright image.
 `resize` is what every pipeline does at test time (reader.resize: squash, or keep the
 aspect and cut the centre square), with reader.resample's filter (`scale`); `load` does it
 from a file's bytes, decoding a large JPEG at reduced scale. Training instead cuts its crop window
-(worklab.data.crops) from the decoded image and resizes it once; `decode_window` decodes
-only that window of a JPEG, the window mapped through the EXIF orientation, and lets the
+(worklab.data.crops) from the decoded image and resizes it once; `scaled_window` decodes
+only that window of a JPEG, the window mapped through the EXIF orientation, lets the
 JPEG decoder shrink large images by 2, 4 or 8 while keeping the window at least
-image_size on each side.
+image_size on each side, and turns the piece upright after resizing it.
 """
 from __future__ import annotations
 
@@ -143,8 +143,7 @@ def load(contents: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
     """
     if cfg.resample == "antialias":
         return resize(decode(contents), cfg)
-    return scale(decode_window(contents, lambda shape: shown(shape, cfg), cfg.image_size), cfg.image_size,
-                 cfg.resample)
+    return scaled_window(contents, lambda shape: shown(shape, cfg), cfg.image_size, cfg.resample)
 
 
 def shown(shape: tf.Tensor, cfg: ReaderConfig) -> tf.Tensor:
@@ -172,7 +171,7 @@ def scale(image: tf.Tensor, size: int, resample: str) -> tf.Tensor:
 
     `bilinear` interpolates between the four nearest pixels. Below a shrink of 2 every
     pixel still counts; the reader brings JPEGs there with the decoder's DCT scaling
-    (`load`, `decode_window`), and an image that is still twice size or more on both sides
+    (`load`, `scaled_window`), and an image that is still twice size or more on both sides
     (a large PNG) gets area's means instead, so that no pixels are skipped. `area` makes
     each pixel the mean of the pixels it covers whenever the image shrinks on both sides (a
     box filter, as OpenCV's INTER_AREA), and interpolates bilinearly when it grows on either:
@@ -195,29 +194,42 @@ def scale(image: tf.Tensor, size: int, resample: str) -> tf.Tensor:
     return image if integer else tf.clip_by_value(image, 0.0, 255.0)
 
 
-def decode_window(contents: tf.Tensor, window: Window, size: Optional[int] = None) -> tf.Tensor:
-    """The uint8 pixels of `window` of the upright image in `contents`, as cut(decode(contents), window) gives them.
+def scaled_window(contents: tf.Tensor, window: Window, size: int, resample: str) -> tf.Tensor:
+    """`window` of the upright image in `contents`, resized to size x size: scale(cut(decode(contents), window)).
 
     A JPEG is decoded only inside the window: the window, drawn in the upright frame, is
-    mapped to the stored one (undo the flips, then the transpose of apply_orientation), cut
-    by the decoder, and the piece turned upright. Other formats are decoded whole and cut.
-    With `size`, a JPEG window at least 2, 4 or 8 times size on both sides is decoded at
-    1/2, 1/4 or 1/8 scale by the decoder's DCT scaling, which is several times quicker;
-    its edges then round to whole pixels of the scaled image (training uses this).
+    mapped to the stored one (undo the flips, then the transpose of apply_orientation) and
+    cut by the decoder, at 1/2, 1/4 or 1/8 scale by the decoder's DCT scaling when it is at
+    least that many times size on both sides, several times quicker; its edges then round to
+    whole pixels of the scaled image. The piece is resized before it is turned upright, so a
+    photo stored turned (a phone's portrait) is turned at size x size, not at its decoded size.
+    Other formats are decoded whole and cut.
 
     Without scaling, the JPEG piece differs from the whole decode only in the row and
     column along the window's edges that were its bottom and right as stored, by a few
     levels: the decoder's smooth chroma upsampling has no neighbour beyond the window there.
+    Resizing before turning changes the order of the filter's two passes, which moves values
+    by float rounding only.
     """
     def whole_image():
         image = decode(contents)
-        return cut(image, window(tf.shape(image)[:2]))
+        return scale(cut(image, window(tf.shape(image)[:2])), size, resample)
 
-    return tf.cond(tf.io.is_jpeg(contents), lambda: _jpeg_window(contents, window, size), whole_image)
+    def jpeg():
+        piece, value = stored_window(contents, window, size)
+        image = apply_orientation(scale(piece, size, resample), value)
+        image.set_shape([size, size, 3])  # the turn's permutation is a tensor, which hides the shape
+        return image
+
+    return tf.cond(tf.io.is_jpeg(contents), jpeg, whole_image)
 
 
-def _jpeg_window(contents: tf.Tensor, window: Window, size: Optional[int]) -> tf.Tensor:
-    """decode_window for JPEG bytes: the window mapped to the stored frame, cut by the decoder, turned upright."""
+def stored_window(contents: tf.Tensor, window: Window, size: Optional[int]) -> Tuple[tf.Tensor, tf.Tensor]:
+    """(uint8 pixels of `window` as the JPEG in `contents` stores them, its EXIF orientation): see scaled_window.
+
+    apply_orientation(*stored_window(...)) is cut(decode(contents), window); with `size`, the
+    piece is decoded at reduced scale when the window allows, and without it at full scale.
+    """
     value = orientation(contents)
     stored = tf.io.extract_jpeg_shape(contents)[:2]
     turned = value >= 5
@@ -234,11 +246,9 @@ def _jpeg_window(contents: tf.Tensor, window: Window, size: Optional[int]) -> tf
 
     ratios = (1, 2, 4, 8) if size else (1,)
     fitting = tf.reduce_sum(tf.cast([tf.reduce_min(box[2:]) >= r * size for r in ratios[1:]], tf.int32))
-    image = tf.switch_case(fitting, [decoded(r) for r in ratios]) if size else decoded(1)()
-    image.set_shape([None, None, 3])
-    image = apply_orientation(image, value)
-    image.set_shape([None, None, 3])
-    return image
+    piece = tf.switch_case(fitting, [decoded(r) for r in ratios]) if size else decoded(1)()
+    piece.set_shape([None, None, 3])
+    return piece, value
 
 
 class Reader:
@@ -322,7 +332,7 @@ class Reader:
 
         def from_file(i, seeds):
             window = lambda shape: self.window(shape, seeds, lambda s: shown(s, self.cfg))  # noqa: E731
-            return scale(decode_window(tf.io.read_file(paths[i]), window, self.size), self.size, self.cfg.resample)
+            return scaled_window(tf.io.read_file(paths[i]), window, self.size, self.cfg.resample)
         return from_file
 
     def _cache(self, images: ImageList) -> tf.Variable:
