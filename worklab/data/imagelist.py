@@ -365,10 +365,8 @@ def header_problem(path: str) -> Optional[str]:
     try:
         with Image.open(path) as image:
             return _header_problem(image)
-    except UnidentifiedImageError:
-        return UNIDENTIFIED
     except Exception as error:  # PIL raises many types for broken files
-        return f"not a readable image ({error.__class__.__name__}: {error})"
+        return _unreadable(error)
 
 
 def _examine(path: str, hashed: bool = True) -> Tuple[Optional[str], Optional[Hashes]]:
@@ -390,11 +388,16 @@ def _examine(path: str, hashed: bool = True) -> Tuple[Optional[str], Optional[Ha
             with _LARGE if large else nullcontext():
                 image.load()
                 hashes = (content_hash(data), *(perceptual_hash(image) or (None, None))) if hashed else None
-    except UnidentifiedImageError:
-        return UNIDENTIFIED, None
     except Exception as error:  # PIL raises many types for broken files
-        return f"not a readable image ({error.__class__.__name__}: {error})", None
+        return _unreadable(error), None
     return None, hashes
+
+
+def _unreadable(error: Exception) -> str:
+    """The reason PIL's `error` gives a file: no known format, or what broke while reading it."""
+    if isinstance(error, UnidentifiedImageError):
+        return UNIDENTIFIED
+    return f"not a readable image ({error.__class__.__name__}: {error})"
 
 
 def _header_problem(image: Image.Image) -> Optional[str]:
