@@ -201,6 +201,13 @@ def test_files_are_classified_in_order_across_chunks_with_bad_ones_named(tmp_pat
     assert set(names.index()) <= {"even", "odd"} and names.index()
 
 
+def one_class(images):
+    """A stand-in classifier: every image is class "one", with probability 1."""
+    n = len(images.numpy())
+    return {"probabilities": np.full((n, 1), 1.0, np.float32), "classes": np.zeros((n, 1), np.int32),
+            "labels": np.array([[b"one"]] * n), "scores": np.full((n, 1), 1.0, np.float32)}
+
+
 def test_the_first_check_covers_two_batches_so_classifying_starts_before_the_folder_is_checked(tmp_path):
     from worklab.schedules.predict import classify_files
     from worklab.serve.predictions import check
@@ -212,12 +219,7 @@ def test_the_first_check_covers_two_batches_so_classifying_starts_before_the_fol
         checked.append(len(chunk))
         return check(chunk)
 
-    def classify(images):
-        n = len(images.numpy())
-        return {"probabilities": np.full((n, 1), 1.0, np.float32), "classes": np.zeros((n, 1), np.int32),
-                "labels": np.array([[b"one"]] * n), "scores": np.full((n, 1), 1.0, np.float32)}
-
-    results = list(classify_files(classify, paths, batch_size=2, check_files=recorded_check, chunk=5))
+    results = list(classify_files(one_class, paths, batch_size=2, check_files=recorded_check, chunk=5))
     assert checked == [4, 5, 2]  # two batches first, then chunk by chunk
     assert [index for index, output, error in results if output is not None and error is None] == list(range(11))
 
@@ -235,9 +237,7 @@ def test_the_next_batch_is_classified_while_the_caller_takes_the_rows_of_one_bef
         calls.append(len(images.numpy()))
         if len(calls) == 2:
             second_started.set()
-        n = len(images.numpy())
-        return {"probabilities": np.full((n, 1), 1.0, np.float32), "classes": np.zeros((n, 1), np.int32),
-                "labels": np.array([[b"one"]] * n), "scores": np.full((n, 1), 1.0, np.float32)}
+        return one_class(images)
 
     rows = classify_files(classify, paths, batch_size=2)
     first = next(rows)
